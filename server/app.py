@@ -1,0 +1,124 @@
+"""Putting the server together: replay the log into the state, open the log for
+appending, serve, and on the way out close connections (1001) and flush the log."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from server import __version__
+from server.config import Config
+from server.domain import views
+from server.domain.events import Event, from_record
+from server.domain.state import State
+from server.hub import Hub, Recent
+from server.log import EventLog, LogCorrupted, read_records
+from server.rpc import Dispatcher
+from server.service import Clock, Service, encode_event, system_clock
+from server.transport import Transport
+
+logger = logging.getLogger("messenger.server")
+
+LOG_FILE = "events.log"
+LOCK_FILE = "LOCK"
+
+
+class StateDirBusy(Exception):
+    """Another server holds the state directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    host: str
+    port: int
+    service: Service
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}/"
+
+
+def replay(path: Path, state: State, window: int) -> tuple[Recent, int]:
+    """Fold the log at ``path`` into ``state``; the recent events for resume, and
+    how many records were read."""
+    tail: collections.deque[Event] = collections.deque(maxlen=max(window, 0))
+    count = 0
+    for record in read_records(path):
+        cursor = record.pop("c", None)
+        event = from_record(record)
+        if cursor != state.cursor + 1:
+            raise LogCorrupted(f"{path}: expected cursor {state.cursor + 1}, but got {cursor}")
+        state.apply(event)
+        tail.append(event)
+        count += 1
+    # Rebuilt from today's state, so what a resumed device gets after a restart is
+    # what it would get now (a message that expired since is left out).
+    recent = Recent(window, state.cursor - len(tail))
+    first = state.cursor - len(tail) + 1
+    for cursor, event in enumerate(tail, start=first):
+        told = views.notification(state, event)
+        if told is not None:
+            audience, method, params = told
+            recent.add(cursor, audience, encode_event(method, params, cursor))
+    return recent, count
+
+
+@contextlib.asynccontextmanager
+async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterator[Running]:
+    """Serve ``config`` until the block exits; state is flushed when it does."""
+    state_dir = config.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock_fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StateDirBusy(f"{state_dir} is in use by another server") from None
+        started = time.perf_counter()
+        state = State(config.history_size)
+        recent, count = replay(state_dir / LOG_FILE, state, config.resume_window)
+        logger.info(
+            "replayed %d events from %s in %.2f s: %d users, %d chats, %d messages",
+            count,
+            state_dir / LOG_FILE,
+            time.perf_counter() - started,
+            len(state.users),
+            len(state.chats),
+            len(state.messages),
+        )
+        log = EventLog(state_dir / LOG_FILE, config.fsync, config.batch_interval)
+        log.open()
+        hub = Hub(config.send_buffer_limit, recent, state.cursor)
+        service = Service(config, state, log, hub, clock)
+        dispatcher = Dispatcher(service.registry, lambda session: session.user is not None)
+        openrpc = orjson.dumps(service.registry.openrpc())
+        transport = Transport(
+            config,
+            hub,
+            dispatcher,
+            {
+                "/healthz": lambda: ("text/plain; charset=utf-8", b"ok"),
+                "/openrpc.json": lambda: ("application/json", openrpc),
+            },
+        )
+        server = await transport.start()
+        try:
+            host, port = server.sockets[0].getsockname()[:2]
+            logger.info("messenger %s serving on ws://%s:%d/", __version__, host, port)
+            yield Running(host, port, service)
+        finally:
+            server.close()  # closes every connection with 1001 (going away)
+            await server.wait_closed()
+            await log.close()
+            logger.info("stopped; %d events written this run", log.appended)
+    finally:
+        os.close(lock_fd)  # releases the lock

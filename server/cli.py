@@ -1,0 +1,102 @@
+"""``messenger-server``: the command line (protocol-contract.md, "Command lines")."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from server.app import StateDirBusy, run_server
+from server.config import Config, FsyncPolicy
+from server.log import LogCorrupted
+from wire import DEFAULT_HOST, DEFAULT_PORT
+
+logger = logging.getLogger("messenger.server")
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    defaults = Config()
+    parser = argparse.ArgumentParser(
+        prog="messenger-server", description="WebSocket push messenger with multi-device sync."
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
+    parser.add_argument("--state-dir", type=Path, default=defaults.state_dir)
+    parser.add_argument("--history-size", type=_positive, default=defaults.history_size)
+    parser.add_argument(
+        "--message-ttl",
+        type=_non_negative,
+        default=defaults.message_ttl,
+        help="seconds; 0 = messages never expire",
+    )
+    parser.add_argument("--rate-limit", type=_positive, default=defaults.rate_limit)
+    parser.add_argument(
+        "--rate-period", type=_positive, default=defaults.rate_period, help="seconds"
+    )
+    parser.add_argument("--report-threshold", type=_positive, default=defaults.report_threshold)
+    parser.add_argument(
+        "--ban-duration", type=_positive, default=defaults.ban_duration, help="seconds"
+    )
+    parser.add_argument(
+        "--max-file-size", type=_positive, default=defaults.max_file_size, help="bytes"
+    )
+    parser.add_argument(
+        "--fsync", type=FsyncPolicy, choices=list(FsyncPolicy), default=defaults.fsync
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return Config(
+        host=args.host,
+        port=args.port,
+        state_dir=args.state_dir,
+        history_size=args.history_size,
+        message_ttl=args.message_ttl,
+        rate_limit=args.rate_limit,
+        rate_period=args.rate_period,
+        report_threshold=args.report_threshold,
+        ban_duration=args.ban_duration,
+        max_file_size=args.max_file_size,
+        fsync=args.fsync,
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, but got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, but got {text}")
+    return value
+
+
+async def serve(config: Config) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with run_server(config) as running:
+        print(f"messenger-server listening on {running.url}", flush=True)
+        await stop.wait()
+        logger.info("shutting down")
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    try:
+        asyncio.run(serve(config))
+    except (StateDirBusy, LogCorrupted, OSError) as error:
+        logger.error("cannot run: %s", error)
+        sys.exit(1)

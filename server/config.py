@@ -1,0 +1,38 @@
+"""The server's settings: one frozen value built by the command line or by tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from pathlib import Path
+
+from wire import DEFAULT_HOST, DEFAULT_PORT, FRAME_LIMIT
+
+
+class FsyncPolicy(enum.StrEnum):
+    ALWAYS = "always"  # a reply waits for fsync; one fsync per group of appends
+    BATCH = "batch"  # a reply waits for write(); fsync at most every second
+    NEVER = "never"  # a reply waits for write(); the OS decides when to sync
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Config:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    state_dir: Path = Path("state")
+    history_size: int = 20
+    message_ttl: int = 3600  # seconds; 0 = messages never expire
+    rate_limit: int = 20
+    rate_period: int = 3600
+    report_threshold: int = 3
+    ban_duration: int = 14400
+    max_file_size: int = 5 * 2**20
+    fsync: FsyncPolicy = FsyncPolicy.ALWAYS
+    # Not on the contract's command line, but tunable for tests and operators.
+    frame_limit: int = FRAME_LIMIT
+    send_buffer_limit: int = 2**20  # a device whose unsent bytes pass this is cut off
+    resume_window: int = 10_000  # recent events held in memory for `login {since}`
+    batch_interval: float = 1.0  # seconds between fsyncs under FsyncPolicy.BATCH
+    login_attempts: int = 5  # failed password logins before throttling starts
+    login_backoff: float = 1.0  # seconds of the first throttle; doubles per failure
+    scrypt_n: int = 2**14  # scrypt cost; tests lower it

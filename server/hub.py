@@ -1,0 +1,152 @@
+"""Live connections by user, fan-out of encoded events, and the recent events that
+``login {since}`` resumes from.
+
+Each event is encoded once; the same bytes are written to every device concerned
+without awaiting any of them. A device whose unsent bytes pass the bound is cut
+off at once (it comes back with ``since``) so that it never holds the others up
+and never holds unbounded memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Iterator
+from typing import Protocol
+
+from server.domain.model import DeviceId, UserKey, UserName
+from server.domain.views import EVERYONE, Audience
+
+logger = logging.getLogger("messenger.server.hub")
+
+
+class Peer(Protocol):
+    """The transport's side of one connection."""
+
+    def write_text(self, data: bytes) -> None: ...
+
+    def buffered(self) -> int: ...
+
+    def abort(self) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+class Session:
+    """One connection; logged in once ``user`` is set."""
+
+    __slots__ = ("device", "key", "peer", "remote", "user")
+
+    def __init__(self, peer: Peer, remote: str) -> None:
+        self.peer = peer
+        self.remote = remote
+        self.user: UserName | None = None
+        self.key: UserKey | None = None
+        self.device: DeviceId | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.remote} user={self.user} device={self.device}>"
+
+
+class Recent:
+    """The last ``capacity`` published events, for ``login {since}``.
+
+    ``floor`` is the newest cursor whose event may be gone: every event after it is
+    here (events nobody hears of take no room).
+    """
+
+    def __init__(self, capacity: int, floor: int) -> None:
+        self.capacity = capacity
+        self.floor = floor
+        self.events: collections.deque[tuple[int, Audience, bytes]] = collections.deque()
+
+    def add(self, cursor: int, audience: Audience, frame: bytes) -> None:
+        if self.capacity <= 0:
+            self.floor = cursor
+            return
+        if len(self.events) >= self.capacity:
+            self.floor = self.events.popleft()[0]
+        self.events.append((cursor, audience, frame))
+
+    def since(self, cursor: int, key: UserKey) -> Iterator[bytes]:
+        """The frames after ``cursor`` that ``key`` would have received, oldest first."""
+        newer: list[bytes] = []
+        for event_cursor, audience, frame in reversed(self.events):
+            if event_cursor <= cursor:
+                break
+            if isinstance(audience, frozenset) and key not in audience:
+                continue
+            newer.append(frame)
+        return reversed(newer)
+
+
+class Hub:
+    def __init__(self, send_buffer_limit: int, recent: Recent, published: int) -> None:
+        self.send_buffer_limit = send_buffer_limit
+        self.recent = recent
+        self.published = published  # cursor of the last event handed to the devices
+        self.sessions: set[Session] = set()  # logged-in ones
+        self.by_user: dict[UserKey, set[Session]] = {}
+
+    def attach(self, session: Session) -> None:
+        assert session.key is not None
+        self.sessions.add(session)
+        self.by_user.setdefault(session.key, set()).add(session)
+
+    def detach(self, session: Session) -> None:
+        if session not in self.sessions:
+            return
+        self.sessions.discard(session)
+        assert session.key is not None
+        devices = self.by_user[session.key]
+        devices.discard(session)
+        if not devices:
+            del self.by_user[session.key]
+
+    def sessions_of(self, key: UserKey) -> set[Session]:
+        return self.by_user.get(key, set())
+
+    def online_devices(self, key: UserKey) -> set[DeviceId]:
+        return {s.device for s in self.sessions_of(key) if s.device is not None}
+
+    def publish(self, cursor: int, audience: Audience, frame: bytes) -> None:
+        """Hand one encoded event to every device of its audience, and remember it."""
+        self.published = cursor
+        self.recent.add(cursor, audience, frame)
+        if audience is EVERYONE:
+            self.deliver(list(self.sessions), frame)
+        else:
+            assert isinstance(audience, frozenset)
+            targets: list[Session] = []
+            for key in audience:
+                targets.extend(self.by_user.get(key, ()))
+            self.deliver(targets, frame)
+
+    def deliver(self, targets: list[Session], frame: bytes) -> None:
+        limit = self.send_buffer_limit
+        for session in targets:
+            peer = session.peer
+            peer.write_text(frame)
+            if peer.buffered() > limit:
+                self.cut_off(session)
+
+    def resume(self, session: Session, since: int) -> bool:
+        """Push what ``session`` missed after ``since``; False if not all of it is held."""
+        assert session.key is not None
+        if not self.recent.floor <= since <= self.published:
+            return False
+        for frame in self.recent.since(since, session.key):
+            session.peer.write_text(frame)
+        if session.peer.buffered() > self.send_buffer_limit:
+            self.cut_off(session)
+        return True
+
+    def cut_off(self, session: Session) -> None:
+        logger.warning(
+            "cutting off %s: %d bytes unsent (limit %d)",
+            session,
+            session.peer.buffered(),
+            self.send_buffer_limit,
+        )
+        self.detach(session)
+        session.peer.abort()

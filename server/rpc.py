@@ -1,0 +1,357 @@
+"""JSON-RPC 2.0 (https://www.jsonrpc.org/specification) over one frame, and the
+method registry.
+
+A method is declared once, by the signature of its handler: keyword-only
+parameters with ``Annotated`` constraints. The same declaration validates the
+params of every call and produces the OpenRPC document (``rpc.discover``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+import re
+import types
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar, Union
+
+import orjson
+
+from server.errors import (
+    InvalidParams,
+    InvalidRequest,
+    MessengerError,
+    MethodNotFound,
+    ParseError,
+    Unauthenticated,
+)
+
+logger = logging.getLogger("messenger.server.rpc")
+
+
+# -- constraints, for use in Annotated[...] ------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Length:
+    """Length of a string, in characters (Unicode code points)."""
+
+    min: int
+    max: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Range:
+    min: int | None = None
+    max: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pattern:
+    regex: re.Pattern[str]
+    what: str  # how to name a matching value in an error message
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Doc:
+    text: str
+
+
+_JSON_TYPES: Final[dict[type, str]] = {
+    str: "string",
+    int: "integer",
+    bool: "boolean",
+    float: "number",
+    dict: "object",
+    list: "array",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    kind: type
+    required: bool
+    length: Length | None = None
+    range: Range | None = None
+    pattern: Pattern | None = None
+    doc: str = ""
+
+    def check(self, value: Any) -> Any:
+        kind = self.kind
+        if kind is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            raise InvalidParams(
+                f"Expected {self.name!r} to be {_JSON_TYPES[kind]}, but got {_json_type(value)}"
+            )
+        if self.length is not None and not self.length.min <= len(value) <= self.length.max:
+            raise InvalidParams(
+                f"Expected {self.name!r} of {self.length.min} to {self.length.max} "
+                f"characters, but got {len(value)}"
+            )
+        if self.range is not None:
+            low, high = self.range.min, self.range.max
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise InvalidParams(f"Expected {self.name!r} in [{low}, {high}], but got {value}")
+        if self.pattern is not None and not self.pattern.regex.fullmatch(value):
+            raise InvalidParams(
+                f"Expected {self.name!r} to be {self.pattern.what}, but got {value!r}"
+            )
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": _JSON_TYPES[self.kind]}
+        if self.length is not None:
+            schema["minLength"], schema["maxLength"] = self.length.min, self.length.max
+        if self.range is not None:
+            if self.range.min is not None:
+                schema["minimum"] = self.range.min
+            if self.range.max is not None:
+                schema["maximum"] = self.range.max
+        if self.pattern is not None:
+            schema["pattern"] = self.pattern.regex.pattern
+        return schema
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    for kind, name in _JSON_TYPES.items():
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+# -- methods -------------------------------------------------------------------
+
+S = TypeVar("S")
+Handler = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Method:
+    name: str
+    handler: Handler
+    params: tuple[Param, ...]
+    summary: str
+    anonymous: bool  # may be called before login
+    exclusive: tuple[tuple[str, ...], ...]  # groups of params of which exactly one is given
+
+    def bind(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Validate ``params`` against the declaration; the handler's keyword arguments."""
+        known = {param.name: param for param in self.params}
+        unexpected = sorted(set(params) - set(known))
+        if unexpected:
+            raise InvalidParams(
+                f"Expected params among {sorted(known)}, but got unexpected {unexpected}"
+            )
+        bound: dict[str, Any] = {}
+        for param in self.params:
+            value = params.get(param.name)
+            if value is None:  # JSON null stands for an absent optional param
+                if param.required:
+                    raise InvalidParams(f"Expected param {param.name!r}, but it is missing")
+                continue
+            bound[param.name] = param.check(value)
+        for group in self.exclusive:
+            given = [name for name in group if name in bound]
+            if len(given) != 1:
+                raise InvalidParams(
+                    f"Expected exactly one of {list(group)}, but got {given or 'none'}"
+                )
+        return bound
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "paramStructure": "by-name",
+            "params": [
+                {
+                    "name": param.name,
+                    "required": param.required,
+                    "description": param.doc,
+                    "schema": param.schema(),
+                }
+                for param in self.params
+            ],
+            "result": {"name": "result", "schema": {"type": "object"}},
+        }
+
+
+def rpc_method(
+    name: str, *, anonymous: bool = False, exclusive: tuple[tuple[str, ...], ...] = ()
+) -> Callable[[S], S]:
+    """Mark a handler ``async def h(self, session, *, param: Annotated[...], ...)``."""
+
+    def mark(handler: S) -> S:
+        handler.__rpc__ = (name, anonymous, exclusive)  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def _params_of(handler: Handler) -> tuple[Param, ...]:
+    hints = typing.get_type_hints(handler, include_extras=True)
+    params = []
+    for parameter in inspect.signature(handler).parameters.values():
+        if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        hint = hints[parameter.name]
+        metadata: tuple[Any, ...] = ()
+        while True:  # Annotated[X | None, ...] and Annotated[X, ...] | None alike
+            if typing.get_origin(hint) is typing.Annotated:
+                hint, *extras = typing.get_args(hint)
+                metadata += tuple(extras)
+            elif typing.get_origin(hint) in (Union, types.UnionType):
+                hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+            else:
+                break
+        kind = typing.get_origin(hint) or hint
+        assert kind in _JSON_TYPES, f"{handler.__qualname__}: no JSON type for {hint}"
+        found = {type(item): item for item in metadata}
+        params.append(
+            Param(
+                name=parameter.name,
+                kind=kind,
+                required=parameter.default is inspect.Parameter.empty,
+                length=found.get(Length),
+                range=found.get(Range),
+                pattern=found.get(Pattern),
+                doc=found[Doc].text if Doc in found else "",
+            )
+        )
+    return tuple(params)
+
+
+class Registry:
+    """Every method of the given handler objects, by name."""
+
+    def __init__(self, *targets: object, title: str, version: str) -> None:
+        self.title = title
+        self.version = version
+        self.methods: dict[str, Method] = {}
+        for target in targets:
+            for _, handler in inspect.getmembers(target, inspect.ismethod):
+                mark = getattr(handler, "__rpc__", None)
+                if mark is None:
+                    continue
+                name, anonymous, exclusive = mark
+                doc = inspect.getdoc(handler) or ""
+                self.methods[name] = Method(
+                    name,
+                    handler,
+                    _params_of(handler),
+                    doc.split("\n\n")[0],
+                    anonymous,
+                    exclusive,
+                )
+
+    def openrpc(self) -> dict[str, Any]:
+        return {
+            "openrpc": "1.3.2",
+            "info": {"title": self.title, "version": self.version},
+            "methods": [self.methods[name].describe() for name in sorted(self.methods)],
+        }
+
+
+# -- the envelope --------------------------------------------------------------
+
+
+def _reply_error(request_id: Any, error: MessengerError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "error": error.to_wire(), "id": request_id}
+
+
+def _is_valid_id(value: Any) -> bool:
+    # Section 4: "a String, Number, or NULL value if included".
+    return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
+
+
+class Dispatcher:
+    """Turns one frame into at most one reply frame (section 6 for batches)."""
+
+    def __init__(self, registry: Registry, logged_in: Callable[[Any], bool]) -> None:
+        self.registry = registry
+        self.logged_in = logged_in
+
+    def parse(self, frame: str | bytes) -> Any:
+        try:
+            return orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return _PARSE_ERROR
+
+    async def handle(self, session: Any, payload: Any) -> bytes | None:
+        if payload is _PARSE_ERROR:
+            return orjson.dumps(_reply_error(None, ParseError("Expected a JSON text")))
+        if isinstance(payload, list):
+            if not payload:
+                return orjson.dumps(
+                    _reply_error(None, InvalidRequest("Expected a non-empty batch"))
+                )
+            if self.needs_order(payload):  # a login must take effect before what follows
+                replies = [await self.call(session, request) for request in payload]
+            else:  # each call decides in order, then they wait for the disk together
+                replies = await asyncio.gather(*(self.call(session, r) for r in payload))
+            replies = [reply for reply in replies if reply is not None]
+            return orjson.dumps(replies) if replies else None
+        reply = await self.call(session, payload)
+        return None if reply is None else orjson.dumps(reply)
+
+    def needs_order(self, payload: Any) -> bool:
+        """True when the frame holds a session method: it must finish before the next."""
+        requests = payload if isinstance(payload, list) else [payload]
+        for request in requests:
+            name = request.get("method") if isinstance(request, dict) else None
+            method = self.registry.methods.get(name) if isinstance(name, str) else None
+            if method is not None and method.anonymous:
+                return True
+        return False
+
+    async def call(self, session: Any, request: Any) -> dict[str, Any] | None:
+        if not isinstance(request, dict):
+            return _reply_error(None, InvalidRequest("Expected a request object"))
+        request_id = request.get("id")
+        if not _is_valid_id(request_id):
+            return _reply_error(None, InvalidRequest("Expected an id of string, number or null"))
+        notification = "id" not in request
+        try:
+            if request.get("jsonrpc") != "2.0":
+                raise InvalidRequest(f"Expected jsonrpc '2.0', but got {request.get('jsonrpc')!r}")
+            name = request.get("method")
+            if not isinstance(name, str):
+                raise InvalidRequest("Expected method to be a string")
+            params = request.get("params", {})
+            if isinstance(params, list):
+                raise InvalidParams("Expected params by name (an object), but got an array")
+            if not isinstance(params, dict):
+                raise InvalidRequest(
+                    f"Expected params to be an object, but got {_json_type(params)}"
+                )
+            method = self.registry.methods.get(name)
+            if method is None:
+                raise MethodNotFound(f"No method {name!r}")
+            if not method.anonymous and not self.logged_in(session):
+                raise Unauthenticated(f"Log in before calling {name!r}")
+            result = await method.handler(session, **method.bind(params))
+        except MessengerError as error:
+            return None if notification else _reply_error(request_id, error)
+        except Exception:
+            logger.exception("method %r failed", request.get("method"))
+            internal = MessengerError("Internal error")
+            return None if notification else _reply_error(request_id, internal)
+        if notification:
+            return None
+        return {"jsonrpc": "2.0", "result": result, "id": request_id}
+
+
+_PARSE_ERROR: Final = object()

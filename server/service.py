@@ -1,0 +1,397 @@
+"""Commands in, events out: each handler asks the rules for events, folds them into
+the state, appends them to the log, waits until they are durable, then hands the
+encoded events to the hub and answers.
+
+The state is changed only on the event loop's thread, so a command decides against
+a state no other command is halfway through; only the log and the KDF are awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import orjson
+
+from server import __version__
+from server.auth import LoginThrottle, hash_password, new_token, token_hash, verify_password
+from server.config import Config
+from server.domain import rules, views
+from server.domain.events import Event, to_record
+from server.domain.model import Chat, ChatId, DeviceId, Message, MessageId, User, user_key
+from server.domain.state import State
+from server.errors import NotFound, RateLimited, Unauthenticated
+from server.hub import Hub, Session
+from server.log import EventLog
+from server.rpc import Doc, Length, Pattern, Range, Registry, rpc_method
+from wire import PASSWORD_MAX, PASSWORD_MIN, TEXT_MAX, USER_NAME_PATTERN
+
+logger = logging.getLogger("messenger.server")
+
+Clock = Callable[[], int]  # milliseconds since the Unix epoch
+
+
+def system_clock() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# Replies must fit in a frame (the client's limit is the same 1 MiB): lists of
+# messages stop at this many bytes of JSON and say has_more.
+REPLY_BUDGET = 900_000
+UNREAD_PER_CHAT = 1000
+HISTORY_MAX = 100
+
+UserParam = Annotated[
+    str, Pattern(USER_NAME_PATTERN, "1-32 of A-Z a-z 0-9 _ . -"), Doc("a user name")
+]
+PasswordParam = Annotated[str, Length(PASSWORD_MIN, PASSWORD_MAX), Doc("the password")]
+ChatParam = Annotated[str, Length(1, 64), Doc("a chat id")]
+SeqParam = Annotated[int, Range(0, None), Doc("a message's position in its chat")]
+
+
+def encode_event(method: str, params: dict[str, Any], cursor: int) -> bytes:
+    params["cursor"] = cursor
+    return orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
+
+
+class Service:
+    def __init__(
+        self, config: Config, state: State, log: EventLog, hub: Hub, clock: Clock = system_clock
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.log = log
+        self.hub = hub
+        self.clock = clock
+        self.throttle = LoginThrottle(config.login_attempts, config.login_backoff)
+        self.registry = Registry(self, title="messenger", version=__version__)
+        # One hash to verify against when the user does not exist, so that a
+        # wrong name costs as much time as a wrong password.
+        self._decoy_hash = hash_password(secrets.token_urlsafe(16), config.scrypt_n)
+
+    # -- the one way state changes -----------------------------------------------
+
+    async def commit(self, events: list[Event]) -> None:
+        """Apply, make durable, then tell everyone concerned (in cursor order)."""
+        if not events:
+            return
+        published: list[tuple[int, views.Audience, bytes]] = []
+        records = []
+        for event in events:
+            cursor = self.state.apply(event)
+            record = to_record(event)
+            record["c"] = cursor
+            records.append(record)
+            told = views.notification(self.state, event)
+            if told is not None:
+                audience, method, params = told
+                published.append((cursor, audience, encode_event(method, params, cursor)))
+        await self.log.append(records)
+        for cursor, audience, frame in published:
+            self.hub.publish(cursor, audience, frame)
+
+    # -- session -----------------------------------------------------------------
+
+    @rpc_method("register", anonymous=True)
+    async def register(
+        self, session: Session, *, user: UserParam, password: PasswordParam
+    ) -> dict[str, Any]:
+        """Create an account; it joins the general chat."""
+        rules.register(self.state, user, "", 0)  # refuse a taken name before the KDF's cost
+        password_hash = await self._off_loop(hash_password, password, self.config.scrypt_n)
+        event = rules.register(self.state, user, password_hash, self.clock())
+        await self.commit([event])
+        logger.info("registered user %s", event.user)
+        return {"user": event.user}
+
+    @rpc_method("login", anonymous=True, exclusive=(("password", "token"),))
+    async def login(
+        self,
+        session: Session,
+        *,
+        user: UserParam,
+        password: PasswordParam | None = None,
+        token: Annotated[str, Length(1, 128), Doc("a device token")] | None = None,
+        since: Annotated[int, Range(0, None), Doc("the last cursor this device saw")] | None = None,
+        device_name: Annotated[str, Length(1, 64), Doc("a name for a new device")] | None = None,
+    ) -> dict[str, Any]:
+        """Log in with a password (a new device) or a device token (that device)."""
+        if token is not None:
+            device = self.state.devices_by_token.get(token_hash(token))
+            if device is None or user_key(device.user) != user_key(user):
+                raise Unauthenticated("Unknown or revoked token for this user")
+            account = self.state.users[user_key(device.user)]
+            device_id = device.id
+        else:
+            assert password is not None
+            account, device_id, token = await self._password_login(user, password, device_name)
+        # From here to the reply nothing is awaited: no live event can slip in
+        # between the events resumed and the ones that follow.
+        self.hub.detach(session)
+        session.user, session.key, session.device = account.name, user_key(account.name), device_id
+        self.hub.attach(session)
+        result: dict[str, Any] = {
+            "user": account.name,
+            "device": device_id,
+            "token": token,
+            "cursor": self.hub.published,
+            "limits": self.limits(),
+        }
+        if since is not None:
+            result["resumed"] = self.hub.resume(session, since)
+        logger.info(
+            "user %s logged in on device %s from %s", account.name, device_id, session.remote
+        )
+        return result
+
+    async def _password_login(
+        self, name: str, password: str, device_name: str | None
+    ) -> tuple[User, DeviceId, str]:
+        key = user_key(name)
+        retry_after = self.throttle.retry_after(key, time.monotonic())
+        if retry_after > 0:
+            raise RateLimited("Too many failed logins; try again later", retry_after)
+        account = self.state.users.get(key)
+        stored = self._decoy_hash if account is None else account.password_hash
+        ok = await self._off_loop(verify_password, password, stored)
+        account = self.state.users.get(key)
+        if account is None or not ok:
+            self.throttle.failed(key, time.monotonic())
+            logger.info("failed login for %r", name)
+            raise Unauthenticated("Wrong user name or password")
+        self.throttle.succeeded(key)
+        device_id = DeviceId(secrets.token_hex(4))
+        while device_id in account.devices:
+            device_id = DeviceId(secrets.token_hex(4))
+        token, stored_hash = new_token()
+        event = rules.authorize_device(
+            account, device_id, device_name or device_id, stored_hash, self.clock()
+        )
+        await self.commit([event])
+        return account, device_id, token
+
+    @rpc_method("logout")
+    async def logout(self, session: Session) -> dict[str, Any]:
+        """Revoke this device's token; every connection of this device is logged out."""
+        account = self._account(session)
+        device = account.devices[self._device_id(session)]
+        await self.commit([rules.revoke_device(device, self.clock())])
+        for other in list(self.hub.sessions_of(user_key(account.name))):
+            if other.device == device.id:
+                self.hub.detach(other)
+                if other is not session:
+                    other.peer.close(1008, "device logged out")
+                other.user = other.key = other.device = None
+        logger.info("user %s logged out device %s", account.name, device.id)
+        return {}
+
+    @rpc_method("rpc.discover", anonymous=True)
+    async def discover(self, session: Session) -> dict[str, Any]:
+        """The OpenRPC document of every method."""
+        return self.registry.openrpc()
+
+    # -- reading and writing -----------------------------------------------------
+
+    @rpc_method("status")
+    async def status(self, session: Session) -> dict[str, Any]:
+        """Who you are, your devices and your chats with their unread counts."""
+        account = self._account(session)
+        key = user_key(account.name)
+        online = self.hub.online_devices(key)
+        now = self.clock()
+        chats = []
+        for chat_id in account.chats:
+            chat = self.state.chats[chat_id]
+            self.state.expire(chat, now)
+            chats.append(views.chat_view(self.state, chat, key))
+        return {
+            "user": account.name,
+            "device": session.device,
+            "devices": [
+                {"device": d.id, "name": d.name, "online": d.id in online}
+                for d in account.devices.values()
+            ],
+            "chats": chats,
+            "server": {"version": __version__},
+        }
+
+    @rpc_method("send", exclusive=(("chat", "user"),))
+    async def send(
+        self,
+        session: Session,
+        *,
+        text: Annotated[str, Length(1, TEXT_MAX), Doc("the message")],
+        chat: ChatParam | None = None,
+        user: UserParam | None = None,
+        client_id: Annotated[str, Length(1, 64), Doc("makes a repeat harmless")] | None = None,
+    ) -> dict[str, Any]:
+        """Post a message to a chat, or to the 1-to-1 chat with a user."""
+        account = self._account(session)
+        device = account.devices[self._device_id(session)]
+        if client_id is not None:
+            first = self.state.client_ids.get(device.id, {}).get(client_id)
+            if first is not None:
+                message = self.state.messages.get(first)
+                if message is None:
+                    raise NotFound(f"The message sent with client_id {client_id!r} has expired")
+                return {"message": views.message_view(message)}
+        now = self.clock()
+        events: list[Event] = []
+        if chat is not None:
+            target: Chat | None = rules.find_chat(self.state, account, chat)
+            chat_id = ChatId(chat)
+        else:
+            assert user is not None
+            chat_id = ChatId(secrets.token_hex(8))
+            target, events = rules.direct_chat(self.state, account, user, chat_id, now)
+            if target is not None:
+                chat_id = target.id
+        posted = rules.post_message(
+            self.state,
+            account,
+            target,
+            chat_id,
+            text=text,
+            now=now,
+            message_id=MessageId(secrets.token_hex(8)),
+            ttl_ms=self.config.message_ttl * 1000,
+            device=device,
+            client_id=client_id,
+        )
+        events.append(posted)
+        await self.commit(events)
+        message = self.state.messages.get(posted.message)
+        if message is None:  # expired while it was being written: a zero-length lifetime
+            raise NotFound("The message expired at once")
+        return {"message": views.message_view(message)}
+
+    @rpc_method("history", exclusive=(("chat", "user"),))
+    async def history(
+        self,
+        session: Session,
+        *,
+        chat: ChatParam | None = None,
+        user: UserParam | None = None,
+        limit: Annotated[int, Range(1, HISTORY_MAX), Doc("how many messages")] | None = None,
+        before: SeqParam | None = None,
+        after: SeqParam | None = None,
+    ) -> dict[str, Any]:
+        """Messages of a chat by seq: the newest, or those before or after a seq."""
+        account = self._account(session)
+        target = self._readable_chat(account, chat, user)
+        if target is None:  # a user you have not written to yet: an empty chat
+            return {"messages": [], "has_more": False}
+        self.state.expire(target, self.clock())
+        limit = limit or self.state.history_size
+        messages = target.messages
+        first = target.first_seq
+        end = len(messages) if before is None else max(0, min(len(messages), before - first))
+        if after is None:
+            start = max(0, end - limit)
+            chosen, more = _within_budget(messages[start:end], newest_first=True)
+            return {"messages": chosen, "has_more": start > 0 or more}
+        start = max(0, after + 1 - first)
+        stop = min(end, start + limit)
+        chosen, more = _within_budget(messages[start:stop], newest_first=False)
+        return {"messages": chosen, "has_more": stop < end or more}
+
+    @rpc_method("read")
+    async def read(self, session: Session, *, chat: ChatParam, seq: SeqParam) -> dict[str, Any]:
+        """Move your read marker forward to seq; all your devices hear of it."""
+        account = self._account(session)
+        target = rules.find_chat(self.state, account, chat)
+        event = rules.move_read_marker(self.state, account, target, seq, self.clock())
+        if event is not None:
+            await self.commit([event])
+        return {"chat": target.id, "read_seq": target.read_markers[user_key(account.name)]}
+
+    @rpc_method("unread")
+    async def unread(self, session: Session) -> dict[str, Any]:
+        """Every message after your read marker, per chat (chats with none are left out)."""
+        account = self._account(session)
+        key = user_key(account.name)
+        now = self.clock()
+        budget = REPLY_BUDGET
+        chats = []
+        for chat_id in account.chats:
+            chat = self.state.chats[chat_id]
+            self.state.expire(chat, now)
+            read_seq = chat.read_markers[key]
+            start = max(0, read_seq + 1 - chat.first_seq)
+            if start >= len(chat.messages):
+                continue
+            stop = min(len(chat.messages), start + UNREAD_PER_CHAT)
+            chosen, cut = _within_budget(chat.messages[start:stop], False, budget)
+            budget -= sum(_size(m) for m in chosen)
+            chats.append(
+                {
+                    "chat": chat.id,
+                    "read_seq": read_seq,
+                    "messages": chosen,
+                    "has_more": cut or stop < len(chat.messages),
+                }
+            )
+        return {"chats": chats}
+
+    # -- helpers -----------------------------------------------------------------
+
+    def limits(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "history_size": c.history_size,
+            "message_ttl": c.message_ttl,
+            "rate_limit": c.rate_limit,
+            "rate_period": c.rate_period,
+            "report_threshold": c.report_threshold,
+            "ban_duration": c.ban_duration,
+            "max_file_size": c.max_file_size,
+            "frame_limit": c.frame_limit,
+            "text_max": TEXT_MAX,
+        }
+
+    def _account(self, session: Session) -> User:
+        assert session.key is not None, "the dispatcher lets only logged-in sessions here"
+        return self.state.users[session.key]
+
+    def _device_id(self, session: Session) -> DeviceId:
+        assert session.device is not None
+        return session.device
+
+    def _readable_chat(self, account: User, chat: str | None, user: str | None) -> Chat | None:
+        if chat is not None:
+            return rules.find_chat(self.state, account, chat)
+        assert user is not None
+        peer = self.state.user(user)
+        if peer is None:
+            raise NotFound(f"No user {user!r}")
+        return self.state.direct_chat_between(account.name, peer.name)
+
+    async def _off_loop(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+
+def _size(message: dict[str, Any]) -> int:
+    # A bound, not an estimate: JSON escapes a character in at most 6 bytes.
+    return 6 * len(message["text"]) + 256
+
+
+def _within_budget(
+    messages: list[Message], newest_first: bool, budget: int = REPLY_BUDGET
+) -> tuple[list[dict[str, Any]], bool]:
+    """The messages' views, ascending, as many as fit ``budget`` bytes, taken from
+    the newest end or the oldest end; and whether any had to be left out."""
+    chosen: list[dict[str, Any]] = []
+    order = reversed(messages) if newest_first else iter(messages)
+    for message in order:
+        view = views.message_view(message)
+        budget -= _size(view)
+        if budget < 0:
+            break
+        chosen.append(view)
+    if newest_first:
+        chosen.reverse()
+    return chosen, len(chosen) < len(messages)

@@ -1,0 +1,136 @@
+"""WebSocket and HTTP on one port: the only module that imports websockets.
+
+Frames go to the dispatcher; replies and events go back as text frames holding
+orjson bytes. Requests of one connection are decided in the order they arrive
+and may then wait for the disk together (up to ``PIPELINE`` at a time); a frame
+with a session method (``login``...) is handled alone, after those before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from server.config import Config
+from server.hub import Hub, Session
+from server.rpc import Dispatcher
+
+logger = logging.getLogger("messenger.server.transport")
+
+PIPELINE: Final = 64  # requests of one connection in flight at once
+
+# RFC 6455 section 7.4.1 close codes.
+CLOSE_UNSUPPORTED_DATA: Final = 1003
+
+
+class WebSocketPeer:
+    """``hub.Peer`` over a websockets connection."""
+
+    __slots__ = ("closing", "connection")
+
+    def __init__(self, connection: ServerConnection, closing: set[asyncio.Task[None]]) -> None:
+        self.connection = connection
+        self.closing = closing
+
+    def write_text(self, data: bytes) -> None:
+        # broadcast() writes without waiting for the peer: never blocks the fan-out.
+        broadcast((self.connection,), data, text=True)
+
+    def buffered(self) -> int:
+        return self.connection.transport.get_write_buffer_size()
+
+    def abort(self) -> None:
+        self.connection.transport.abort()
+
+    def close(self, code: int, reason: str) -> None:
+        task = asyncio.get_running_loop().create_task(self.connection.close(code, reason))
+        self.closing.add(task)
+        task.add_done_callback(self.closing.discard)
+
+
+class Transport:
+    def __init__(
+        self,
+        config: Config,
+        hub: Hub,
+        dispatcher: Dispatcher,
+        http_routes: dict[str, Callable[[], tuple[str, bytes]]],
+    ) -> None:
+        self.config = config
+        self.hub = hub
+        self.dispatcher = dispatcher
+        self.http_routes = http_routes
+        self.closing: set[asyncio.Task[None]] = set()
+        self.server: Server | None = None
+
+    async def start(self) -> Server:
+        self.server = await serve(
+            self.serve_connection,
+            self.config.host,
+            self.config.port,
+            process_request=self.process_request,
+            max_size=self.config.frame_limit,  # larger frames: close 1009 (RFC 6455 7.4.1)
+            compression=None,  # fan-out writes the same bytes to all: no per-peer deflate
+            logger=logging.getLogger("messenger.server.websockets"),
+        )
+        return self.server
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.partition("?")[0]
+        if path == "/":
+            return None  # the WebSocket handshake goes on
+        route = self.http_routes.get(path)
+        if route is None:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        content_type, body = route()
+        response = connection.respond(http.HTTPStatus.OK, "")
+        response.body = body
+        del response.headers["Content-Type"]
+        del response.headers["Content-Length"]
+        response.headers["Content-Type"] = content_type
+        response.headers["Content-Length"] = str(len(body))
+        return response
+
+    async def serve_connection(self, connection: ServerConnection) -> None:
+        remote = "{}:{}".format(*connection.remote_address[:2])
+        session = Session(WebSocketPeer(connection, self.closing), remote)
+        in_flight: set[asyncio.Task[None]] = set()
+        room = asyncio.Semaphore(PIPELINE)
+        logger.debug("connection from %s", remote)
+        try:
+            async for frame in connection:
+                if isinstance(frame, bytes):
+                    await connection.close(CLOSE_UNSUPPORTED_DATA, "text frames only")
+                    break
+                payload = self.dispatcher.parse(frame)
+                if self.dispatcher.needs_order(payload):
+                    if in_flight:
+                        await asyncio.wait(in_flight)
+                    await self.answer(connection, session, payload)
+                    continue
+                await room.acquire()
+                task = asyncio.create_task(self.answer(connection, session, payload))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                task.add_done_callback(lambda _: room.release())
+        except ConnectionClosed:
+            pass
+        finally:
+            self.hub.detach(session)
+            if in_flight:  # their events are already decided: let them be written
+                await asyncio.wait(in_flight)
+            logger.debug("connection from %s closed (%s)", remote, connection.close_code)
+
+    async def answer(self, connection: ServerConnection, session: Session, payload: Any) -> None:
+        reply = await self.dispatcher.handle(session, payload)
+        if reply is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await connection.send(reply, text=True)
