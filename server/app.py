@@ -20,8 +20,11 @@ from server.config import Config
 from server.domain import views
 from server.domain.events import Event, from_record
 from server.domain.state import State
+from server.extras import ExtraMethods
+from server.files import FileMethods
+from server.groups import GroupMethods
 from server.hub import Hub, Recent
-from server.log import EventLog, LogCorrupted, read_records
+from server.log import COMPACTING_SUFFIX, EventLog, LogCorrupted, read_records
 from server.rpc import Dispatcher
 from server.service import Clock, Service, encode_event, system_clock
 from server.transport import Transport
@@ -47,14 +50,18 @@ class Running:
         return f"ws://{self.host}:{self.port}/"
 
 
-def replay(path: Path, state: State, window: int) -> tuple[Recent, int]:
+def replay(path: Path, state: State, window: int, now: int | None = None) -> tuple[Recent, int]:
     """Fold the log at ``path`` into ``state``; the recent events for resume, and
-    how many records were read."""
+    how many records were read. With ``now``, messages expired by then are dropped
+    before the recent events are rebuilt."""
     tail: collections.deque[Event] = collections.deque(maxlen=max(window, 0))
     count = 0
     for record in read_records(path):
         cursor = record.pop("c", None)
         event = from_record(record)
+        if cursor is None:  # a snapshot's event, at the head of a compacted log
+            state.fold(event)
+            continue
         if cursor != state.cursor + 1:
             raise LogCorrupted(f"{path}: expected cursor {state.cursor + 1}, but got {cursor}")
         state.apply(event)
@@ -62,6 +69,9 @@ def replay(path: Path, state: State, window: int) -> tuple[Recent, int]:
         count += 1
     # Rebuilt from today's state, so what a resumed device gets after a restart is
     # what it would get now (a message that expired since is left out).
+    if now is not None:
+        for chat in state.chats.values():
+            state.expire(chat, now)
     recent = Recent(window, state.cursor - len(tail))
     first = state.cursor - len(tail) + 1
     for cursor, event in enumerate(tail, start=first):
@@ -84,8 +94,12 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         except BlockingIOError:
             raise StateDirBusy(f"{state_dir} is in use by another server") from None
         started = time.perf_counter()
-        state = State(config.history_size)
-        recent, count = replay(state_dir / LOG_FILE, state, config.resume_window)
+        aside = (state_dir / LOG_FILE).with_name(LOG_FILE + COMPACTING_SUFFIX)
+        if aside.exists():  # a compaction that did not finish: the log itself is whole
+            logger.warning("removing %s left by an unfinished compaction", aside)
+            aside.unlink()
+        state = State(config.history_size, config.rate_period * 1000)
+        recent, count = replay(state_dir / LOG_FILE, state, config.resume_window, clock())
         logger.info(
             "replayed %d events from %s in %.2f s: %d users, %d chats, %d messages",
             count,
@@ -99,6 +113,9 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         log.open()
         hub = Hub(config.send_buffer_limit, recent, state.cursor)
         service = Service(config, state, log, hub, clock)
+        files = FileMethods(service, state_dir)
+        for methods in (ExtraMethods(service), GroupMethods(service), files):
+            service.registry.add(methods)
         dispatcher = Dispatcher(service.registry, lambda session: session.user is not None)
         openrpc = orjson.dumps(service.registry.openrpc())
         transport = Transport(
@@ -109,7 +126,11 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
                 "/healthz": lambda: ("text/plain; charset=utf-8", b"ok"),
                 "/openrpc.json": lambda: ("application/json", openrpc),
             },
+            files,
         )
+        if count:  # start time tracks live state, not history
+            await service.compact()
+        service.start()
         server = await transport.start()
         try:
             host, port = server.sockets[0].getsockname()[:2]
@@ -118,6 +139,7 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         finally:
             server.close()  # closes every connection with 1001 (going away)
             await server.wait_closed()
+            await service.stop()
             await log.close()
             logger.info("stopped; %d events written this run", log.appended)
     finally:

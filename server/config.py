@@ -36,3 +36,8 @@ class Config:
     login_attempts: int = 5  # failed password logins before throttling starts
     login_backoff: float = 1.0  # seconds of the first throttle; doubles per failure
     scrypt_n: int = 2**14  # scrypt cost; tests lower it
+    timer_resolution: float = 60.0  # longest sleep of the schedule timer, seconds
+    housekeeping_interval: float = 60.0  # expiry sweep, upload clean-up, compaction check
+    compact_bytes: int = 64 * 2**20  # compact when the log passes this (and twice its last)
+    upload_idle_timeout: float = 600.0  # an upload with no chunk for this long is dropped
+    upload_chunk_size: int = 256 * 2**10  # bytes per upload.chunk / download (before base64)

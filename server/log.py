@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ import orjson
 from server.config import FsyncPolicy
 
 logger = logging.getLogger("messenger.server.log")
+
+
+COMPACTING_SUFFIX = ".compacting"
 
 
 class LogCorrupted(Exception):
@@ -96,8 +100,20 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+@dataclasses.dataclass(slots=True)
+class _Compaction:
+    """Replace the log by ``head`` (a snapshot) plus whatever is appended after it."""
+
+    head: list[dict[str, Any]]
+
+
 class EventLog:
-    """Append records durably; the only writer of its file once opened."""
+    """Append records durably; the only writer of its file once opened.
+
+    Appends and compactions form one queue, taken in order by one writer task:
+    records appended before a compaction was asked for are in the old file (and
+    in the snapshot), records appended after it go to the new file.
+    """
 
     def __init__(
         self, path: Path, fsync: FsyncPolicy = FsyncPolicy.ALWAYS, batch_interval: float = 1.0
@@ -107,8 +123,7 @@ class EventLog:
         self.batch_interval = batch_interval
         self._fd = -1
         self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="messenger-log")
-        self._pending: list[bytes] = []
-        self._waiters: list[asyncio.Future[None]] = []
+        self._queue: list[tuple[bytes | _Compaction, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._syncer: asyncio.Task[None] | None = None
@@ -116,30 +131,48 @@ class EventLog:
         self._closing = False
         self.failure: BaseException | None = None
         self.appended = 0  # records handed to the OS since open, for operators' logs
+        self.size = 0  # bytes in the file
+        self.compacted_size = 0  # bytes right after the last compaction
 
     def open(self) -> None:
         """Open for appending; call after the records were read (and a torn tail cut)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._open_file()
         if created:  # make the new file's name durable too (start-up: blocking is fine)
             fsync_directory(self.path.parent)
+        self.size = os.fstat(self._fd).st_size
+        self.compacted_size = self.size
         self._writer = asyncio.get_running_loop().create_task(
-            self._write_groups(), name="messenger-log-writer"
+            self._write_queue(), name="messenger-log-writer"
         )
         if self.fsync is FsyncPolicy.BATCH:
             self._syncer = asyncio.get_running_loop().create_task(
                 self._sync_periodically(), name="messenger-log-syncer"
             )
 
+    def _open_file(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
     def append(self, records: list[dict[str, Any]]) -> asyncio.Future[None]:
         """Queue ``records``; the future is done once they are durable by the policy."""
+        if not records:  # nothing to write: the writer would never wake this waiter
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.set_result(None)
+            return future
+        return self._enqueue(b"".join(encode_record(record) for record in records))
+
+    def compact(self, head: list[dict[str, Any]]) -> asyncio.Future[None]:
+        """Queue a compaction: the log becomes ``head`` (written aside, fsynced, renamed
+        over the log) followed by the records appended after this call."""
+        return self._enqueue(_Compaction(head))
+
+    def _enqueue(self, item: bytes | _Compaction) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.failure is not None or self._closing:
             future.set_exception(LogFailed(f"{self.path}: the log no longer accepts records"))
             return future
-        self._pending.extend(encode_record(record) for record in records)
-        self._waiters.append(future)
+        self._queue.append((item, future))
         self._wakeup.set()
         return future
 
@@ -160,43 +193,80 @@ class EventLog:
             self._fd = -1
         self._io.shutdown(wait=True)
 
-    async def _write_groups(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def _write_queue(self) -> None:
         sync = self.fsync is FsyncPolicy.ALWAYS
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if self._pending:
-                data = b"".join(self._pending)
-                waiters = self._waiters
-                count = len(self._pending)
-                self._pending, self._waiters = [], []
-                try:
-                    await loop.run_in_executor(self._io, self._write, data, sync)
-                except Exception as exc:
-                    logger.critical(
-                        "%s: write failed; no more records accepted", self.path, exc_info=True
-                    )
-                    self.failure = exc
-                    for waiter in waiters + self._waiters:
-                        if not waiter.done():
-                            waiter.set_exception(LogFailed(f"{self.path}: {exc}"))
+            queue, self._queue = self._queue, []
+            while queue:
+                item, future = queue.pop(0)
+                if isinstance(item, _Compaction):
+                    if not await self._run([future], queue, self._compact, item.head):
+                        return
+                    continue
+                # Every append queued before the next compaction: one write, one fsync.
+                chunks, waiters = [item], [future]
+                while queue and not isinstance(queue[0][0], _Compaction):
+                    more, waiter = queue.pop(0)
+                    assert isinstance(more, bytes)
+                    chunks.append(more)
+                    waiters.append(waiter)
+                data = b"".join(chunks)
+                if not await self._run(waiters, queue, self._write, data, sync):
                     return
-                self.appended += count
+                self.appended += data.count(b"\n")
                 self._unsynced = not sync
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
-            if self._closing and not self._pending:
+            if self._closing and not self._queue:
                 return
+
+    async def _run(
+        self,
+        waiters: list[asyncio.Future[None]],
+        queued: list[tuple[bytes | _Compaction, asyncio.Future[None]]],
+        job: Callable[..., None],
+        *args: Any,
+    ) -> bool:
+        """Run ``job`` on the I/O thread; on failure, fail everything and stop."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._io, job, *args)
+        except Exception as exc:
+            logger.critical("%s: write failed; no more records accepted", self.path, exc_info=True)
+            self.failure = exc
+            for waiter in waiters + [f for _, f in queued + self._queue]:
+                if not waiter.done():
+                    waiter.set_exception(LogFailed(f"{self.path}: {exc}"))
+            return False
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        return True
 
     def _write(self, data: bytes, sync: bool) -> None:
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
+        self.size += len(data)
         if sync:
             os.fsync(self._fd)
+
+    def _compact(self, head: list[dict[str, Any]]) -> None:
+        # Crash-safe at every step: until the rename the old log is whole (a stale
+        # aside file is removed at the next start); after it, the new one is.
+        aside = self.path.with_name(self.path.name + COMPACTING_SUFFIX)
+        with aside.open("wb") as file:
+            for start in range(0, len(head), 4096):
+                file.write(b"".join(encode_record(r) for r in head[start : start + 4096]))
+            file.flush()
+            os.fsync(file.fileno())
+            size = file.tell()
+        os.replace(aside, self.path)
+        fsync_directory(self.path.parent)
+        os.close(self._fd)
+        self._open_file()
+        self.size = self.compacted_size = size
+        self._unsynced = False
 
     async def _sync_periodically(self) -> None:
         loop = asyncio.get_running_loop()

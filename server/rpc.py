@@ -242,20 +242,20 @@ class Registry:
         self.version = version
         self.methods: dict[str, Method] = {}
         for target in targets:
-            for _, handler in inspect.getmembers(target, inspect.ismethod):
-                mark = getattr(handler, "__rpc__", None)
-                if mark is None:
-                    continue
-                name, anonymous, exclusive = mark
-                doc = inspect.getdoc(handler) or ""
-                self.methods[name] = Method(
-                    name,
-                    handler,
-                    _params_of(handler),
-                    doc.split("\n\n")[0],
-                    anonymous,
-                    exclusive,
-                )
+            self.add(target)
+
+    def add(self, target: object) -> None:
+        """Register every handler of ``target`` marked with ``rpc_method``."""
+        for _, handler in inspect.getmembers(target, inspect.ismethod):
+            mark = getattr(handler, "__rpc__", None)
+            if mark is None:
+                continue
+            name, anonymous, exclusive = mark
+            assert name not in self.methods, f"method {name!r} declared twice"
+            doc = inspect.getdoc(handler) or ""
+            self.methods[name] = Method(
+                name, handler, _params_of(handler), doc.split("\n\n")[0], anonymous, exclusive
+            )
 
     def openrpc(self) -> dict[str, Any]:
         return {
@@ -343,6 +343,10 @@ class Dispatcher:
             if not method.anonymous and not self.logged_in(session):
                 raise Unauthenticated(f"Log in before calling {name!r}")
             result = await method.handler(session, **method.bind(params))
+        except InvalidRequest as error:
+            # Not a Request object, so not a Notification either: always answered,
+            # with id null when it has none (section 5.1's and section 7's examples).
+            return _reply_error(request_id, error)
         except MessengerError as error:
             return None if notification else _reply_error(request_id, error)
         except Exception:

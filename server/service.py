@@ -9,6 +9,7 @@ a state no other command is halfway through; only the log and the KDF are awaite
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -21,10 +22,20 @@ from server import __version__
 from server.auth import LoginThrottle, hash_password, new_token, token_hash, verify_password
 from server.config import Config
 from server.domain import rules, views
-from server.domain.events import Event, to_record
-from server.domain.model import Chat, ChatId, DeviceId, Message, MessageId, User, user_key
+from server.domain.events import Event, MessagePosted, MessageScheduled, to_record
+from server.domain.model import (
+    Chat,
+    ChatId,
+    DeviceId,
+    Message,
+    MessageId,
+    ScheduledId,
+    User,
+    user_key,
+)
+from server.domain.snapshot import snapshot
 from server.domain.state import State
-from server.errors import NotFound, RateLimited, Unauthenticated
+from server.errors import InvalidParams, NotFound, RateLimited, Unauthenticated
 from server.hub import Hub, Session
 from server.log import EventLog
 from server.rpc import Doc, Length, Pattern, Range, Registry, rpc_method
@@ -53,6 +64,11 @@ ChatParam = Annotated[str, Length(1, 64), Doc("a chat id")]
 SeqParam = Annotated[int, Range(0, None), Doc("a message's position in its chat")]
 
 
+def _log_failure(future: asyncio.Future[None]) -> None:
+    if future.exception() is not None:
+        logger.error("events were not written: %s", future.exception())
+
+
 def encode_event(method: str, params: dict[str, Any], cursor: int) -> bytes:
     params["cursor"] = cursor
     return orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
@@ -72,27 +88,120 @@ class Service:
         # One hash to verify against when the user does not exist, so that a
         # wrong name costs as much time as a wrong password.
         self._decoy_hash = hash_password(secrets.token_urlsafe(16), config.scrypt_n)
+        self._timer: asyncio.TimerHandle | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self.housekeeping_hooks: list[Callable[[], None]] = []
 
     # -- the one way state changes -----------------------------------------------
 
-    async def commit(self, events: list[Event]) -> None:
-        """Apply, make durable, then tell everyone concerned (in cursor order)."""
-        if not events:
-            return
-        published: list[tuple[int, views.Audience, bytes]] = []
+    def record(self, events: list[Event]) -> asyncio.Future[None]:
+        """Apply ``events`` now, and tell everyone concerned once they are durable.
+
+        The state changes before this returns, so the next command, even one that
+        runs before these events reach the disk, decides against it; what is told
+        is told only after the disk has it, in cursor order (the log's futures
+        complete in order, and so do their callbacks).
+        """
+        told: list[tuple[int, views.Audience, bytes]] = []
         records = []
         for event in events:
             cursor = self.state.apply(event)
             record = to_record(event)
             record["c"] = cursor
             records.append(record)
-            told = views.notification(self.state, event)
-            if told is not None:
-                audience, method, params = told
-                published.append((cursor, audience, encode_event(method, params, cursor)))
-        await self.log.append(records)
-        for cursor, audience, frame in published:
-            self.hub.publish(cursor, audience, frame)
+            notification = views.notification(self.state, event)
+            if notification is not None:
+                audience, method, params = notification
+                told.append((cursor, audience, encode_event(method, params, cursor)))
+        durable = self.log.append(records)
+        if events and isinstance(events[-1], MessageScheduled):
+            self.arm_schedule()
+
+        def publish(_: asyncio.Future[None]) -> None:
+            if durable.exception() is None:
+                for cursor, audience, frame in told:
+                    self.hub.publish(cursor, audience, frame)
+
+        durable.add_done_callback(publish)
+        return durable
+
+    async def commit(self, events: list[Event]) -> None:
+        """``record``, and wait until it is durable (and told)."""
+        # ``publish`` was added to the future's callbacks before this await added
+        # ours, so the events are out before the reply is.
+        await self.record(events)
+
+    # -- time: scheduled messages, expiry, compaction --------------------------------
+
+    def start(self) -> None:
+        """Start the timers; posts at once what fell due while the server was down."""
+        self.arm_schedule()
+        self._housekeeping = asyncio.get_running_loop().create_task(
+            self._keep_house(), name="messenger-housekeeping"
+        )
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+
+    def arm_schedule(self) -> None:
+        """One timer for all pending messages: it wakes for the earliest."""
+        due = self.state.next_due()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if due is None:
+            return
+        delay = max(0.0, (due - self.clock()) / 1000)
+        # Capped, so that an injected clock that jumps ahead is noticed soon.
+        delay = min(delay, self.config.timer_resolution)
+        self._timer = asyncio.get_running_loop().call_later(delay, self._post_due)
+
+    def _post_due(self) -> None:
+        self._timer = None
+        events = rules.post_due(
+            self.state, self.clock(), self._message_id, self.config.message_ttl * 1000
+        )
+        if events:
+            posted = sum(isinstance(e, MessagePosted) for e in events)
+            logger.info(
+                "posting %d scheduled messages (%d cancelled)", posted, len(events) - posted
+            )
+            self.record(events).add_done_callback(_log_failure)
+        self.arm_schedule()
+
+    async def _keep_house(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.housekeeping_interval)
+            try:
+                self.state.expire_all(self.clock())
+                for hook in self.housekeeping_hooks:
+                    hook()
+                if self.log.size > max(self.config.compact_bytes, 2 * self.log.compacted_size):
+                    await self.compact()
+            except Exception:
+                logger.exception("housekeeping failed")
+
+    async def compact(self) -> None:
+        """Rewrite the log as a snapshot of the live state (expired messages dropped)."""
+        before = self.log.size
+        self.state.expire_all(self.clock())
+        head = [to_record(event) for event in snapshot(self.state)]
+        await self.log.compact(head)
+        logger.info(
+            "compacted %s: %d bytes -> %d bytes (%d records)",
+            self.log.path,
+            before,
+            self.log.size,
+            len(head),
+        )
+
+    def _message_id(self) -> MessageId:
+        return MessageId(secrets.token_hex(8))
 
     # -- session -----------------------------------------------------------------
 
@@ -102,7 +211,7 @@ class Service:
     ) -> dict[str, Any]:
         """Create an account; it joins the general chat."""
         rules.register(self.state, user, "", 0)  # refuse a taken name before the KDF's cost
-        password_hash = await self._off_loop(hash_password, password, self.config.scrypt_n)
+        password_hash = await self.off_loop(hash_password, password, self.config.scrypt_n)
         event = rules.register(self.state, user, password_hash, self.clock())
         await self.commit([event])
         logger.info("registered user %s", event.user)
@@ -157,7 +266,7 @@ class Service:
             raise RateLimited("Too many failed logins; try again later", retry_after)
         account = self.state.users.get(key)
         stored = self._decoy_hash if account is None else account.password_hash
-        ok = await self._off_loop(verify_password, password, stored)
+        ok = await self.off_loop(verify_password, password, stored)
         account = self.state.users.get(key)
         if account is None or not ok:
             self.throttle.failed(key, time.monotonic())
@@ -177,7 +286,7 @@ class Service:
     @rpc_method("logout")
     async def logout(self, session: Session) -> dict[str, Any]:
         """Revoke this device's token; every connection of this device is logged out."""
-        account = self._account(session)
+        account = self.account(session)
         device = account.devices[self._device_id(session)]
         await self.commit([rules.revoke_device(device, self.clock())])
         for other in list(self.hub.sessions_of(user_key(account.name))):
@@ -199,7 +308,7 @@ class Service:
     @rpc_method("status")
     async def status(self, session: Session) -> dict[str, Any]:
         """Who you are, your devices and your chats with their unread counts."""
-        account = self._account(session)
+        account = self.account(session)
         key = user_key(account.name)
         online = self.hub.online_devices(key)
         now = self.clock()
@@ -224,21 +333,22 @@ class Service:
         self,
         session: Session,
         *,
-        text: Annotated[str, Length(1, TEXT_MAX), Doc("the message")],
+        text: Annotated[str, Length(0, TEXT_MAX), Doc("the message; empty only with a file")],
         chat: ChatParam | None = None,
         user: UserParam | None = None,
+        file: Annotated[str, Length(1, 64), Doc("a file id from upload.finish")] | None = None,
+        send_at: Annotated[int, Range(0, None), Doc("post later, at this time (ms)")] | None = None,
         client_id: Annotated[str, Length(1, 64), Doc("makes a repeat harmless")] | None = None,
     ) -> dict[str, Any]:
-        """Post a message to a chat, or to the 1-to-1 chat with a user."""
-        account = self._account(session)
+        """Post a message to a chat, or to the 1-to-1 chat with a user; now or later."""
+        account = self.account(session)
         device = account.devices[self._device_id(session)]
+        if not text and file is None:
+            raise InvalidParams(f"Expected text of 1 to {TEXT_MAX} characters, but got none")
         if client_id is not None:
-            first = self.state.client_ids.get(device.id, {}).get(client_id)
-            if first is not None:
-                message = self.state.messages.get(first)
-                if message is None:
-                    raise NotFound(f"The message sent with client_id {client_id!r} has expired")
-                return {"message": views.message_view(message)}
+            repeat = self._first_result(device.id, client_id)
+            if repeat is not None:
+                return repeat
         now = self.clock()
         events: list[Event] = []
         if chat is not None:
@@ -250,6 +360,30 @@ class Service:
             target, events = rules.direct_chat(self.state, account, user, chat_id, now)
             if target is not None:
                 chat_id = target.id
+        rules.check_not_banned(account, now)
+        file_id = None if file is None else rules.find_file(self.state, account, file).id
+        rules.check_rate(self.state, account, chat_id, now, self.config.rate_limit)
+        if target is not None:
+            rules.check_member(target, account)
+        if send_at is not None and send_at > now:
+            scheduled = rules.schedule_message(
+                self.state,
+                account,
+                chat_id,
+                text=text,
+                file=file_id,
+                send_at=send_at,
+                now=now,
+                scheduled_id=ScheduledId(secrets.token_hex(8)),
+                device=device.id,
+                client_id=client_id,
+            )
+            await self.commit([*events, scheduled])
+            return {
+                "scheduled": views.scheduled_view(
+                    self.state, self.state.scheduled[scheduled.scheduled]
+                )
+            }
         posted = rules.post_message(
             self.state,
             account,
@@ -257,17 +391,30 @@ class Service:
             chat_id,
             text=text,
             now=now,
-            message_id=MessageId(secrets.token_hex(8)),
+            message_id=self._message_id(),
             ttl_ms=self.config.message_ttl * 1000,
             device=device,
             client_id=client_id,
+            file=file_id,
         )
-        events.append(posted)
-        await self.commit(events)
+        await self.commit([*events, posted])
         message = self.state.messages.get(posted.message)
         if message is None:  # expired while it was being written: a zero-length lifetime
             raise NotFound("The message expired at once")
-        return {"message": views.message_view(message)}
+        return {"message": views.message_view(self.state, message)}
+
+    def _first_result(self, device: DeviceId, client_id: str) -> dict[str, Any] | None:
+        """What the first ``send`` with this client_id answered, if it was made."""
+        first = self.state.client_ids.get(device, {}).get(client_id)
+        if first is None:
+            return None
+        message = self.state.messages.get(MessageId(first))
+        if message is not None:
+            return {"message": views.message_view(self.state, message)}
+        pending = self.state.scheduled.get(ScheduledId(first))
+        if pending is not None:
+            return {"scheduled": views.scheduled_view(self.state, pending)}
+        raise NotFound(f"The message sent with client_id {client_id!r} has expired")
 
     @rpc_method("history", exclusive=(("chat", "user"),))
     async def history(
@@ -281,7 +428,7 @@ class Service:
         after: SeqParam | None = None,
     ) -> dict[str, Any]:
         """Messages of a chat by seq: the newest, or those before or after a seq."""
-        account = self._account(session)
+        account = self.account(session)
         target = self._readable_chat(account, chat, user)
         if target is None:  # a user you have not written to yet: an empty chat
             return {"messages": [], "has_more": False}
@@ -292,17 +439,17 @@ class Service:
         end = len(messages) if before is None else max(0, min(len(messages), before - first))
         if after is None:
             start = max(0, end - limit)
-            chosen, more = _within_budget(messages[start:end], newest_first=True)
+            chosen, more = _within_budget(self.state, messages[start:end], newest_first=True)
             return {"messages": chosen, "has_more": start > 0 or more}
         start = max(0, after + 1 - first)
         stop = min(end, start + limit)
-        chosen, more = _within_budget(messages[start:stop], newest_first=False)
+        chosen, more = _within_budget(self.state, messages[start:stop], newest_first=False)
         return {"messages": chosen, "has_more": stop < end or more}
 
     @rpc_method("read")
     async def read(self, session: Session, *, chat: ChatParam, seq: SeqParam) -> dict[str, Any]:
         """Move your read marker forward to seq; all your devices hear of it."""
-        account = self._account(session)
+        account = self.account(session)
         target = rules.find_chat(self.state, account, chat)
         event = rules.move_read_marker(self.state, account, target, seq, self.clock())
         if event is not None:
@@ -312,7 +459,7 @@ class Service:
     @rpc_method("unread")
     async def unread(self, session: Session) -> dict[str, Any]:
         """Every message after your read marker, per chat (chats with none are left out)."""
-        account = self._account(session)
+        account = self.account(session)
         key = user_key(account.name)
         now = self.clock()
         budget = REPLY_BUDGET
@@ -325,7 +472,7 @@ class Service:
             if start >= len(chat.messages):
                 continue
             stop = min(len(chat.messages), start + UNREAD_PER_CHAT)
-            chosen, cut = _within_budget(chat.messages[start:stop], False, budget)
+            chosen, cut = _within_budget(self.state, chat.messages[start:stop], False, budget)
             budget -= sum(_size(m) for m in chosen)
             chats.append(
                 {
@@ -353,7 +500,7 @@ class Service:
             "text_max": TEXT_MAX,
         }
 
-    def _account(self, session: Session) -> User:
+    def account(self, session: Session) -> User:
         assert session.key is not None, "the dispatcher lets only logged-in sessions here"
         return self.state.users[session.key]
 
@@ -370,7 +517,7 @@ class Service:
             raise NotFound(f"No user {user!r}")
         return self.state.direct_chat_between(account.name, peer.name)
 
-    async def _off_loop(self, function: Callable[..., Any], *args: Any) -> Any:
+    async def off_loop(self, function: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
 
@@ -380,14 +527,14 @@ def _size(message: dict[str, Any]) -> int:
 
 
 def _within_budget(
-    messages: list[Message], newest_first: bool, budget: int = REPLY_BUDGET
+    state: State, messages: list[Message], newest_first: bool, budget: int = REPLY_BUDGET
 ) -> tuple[list[dict[str, Any]], bool]:
     """The messages' views, ascending, as many as fit ``budget`` bytes, taken from
     the newest end or the oldest end; and whether any had to be left out."""
     chosen: list[dict[str, Any]] = []
     order = reversed(messages) if newest_first else iter(messages)
     for message in order:
-        view = views.message_view(message)
+        view = views.message_view(state, message)
         budget -= _size(view)
         if budget < 0:
             break

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from server.config import Config
+from server.files import FileMethods, content_disposition
 from server.hub import Hub, Session
 from server.rpc import Dispatcher
 
@@ -29,6 +30,26 @@ PIPELINE: Final = 64  # requests of one connection in flight at once
 
 # RFC 6455 section 7.4.1 close codes.
 CLOSE_UNSUPPORTED_DATA: Final = 1003
+
+
+FILES_PREFIX: Final = "/files/"
+
+
+def _respond(
+    connection: ServerConnection,
+    content_type: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    response = connection.respond(http.HTTPStatus.OK, "")
+    response.body = body
+    del response.headers["Content-Type"]
+    del response.headers["Content-Length"]
+    response.headers["Content-Type"] = content_type
+    response.headers["Content-Length"] = str(len(body))
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
 
 
 class WebSocketPeer:
@@ -63,7 +84,9 @@ class Transport:
         hub: Hub,
         dispatcher: Dispatcher,
         http_routes: dict[str, Callable[[], tuple[str, bytes]]],
+        files: FileMethods,
     ) -> None:
+        self.files = files
         self.config = config
         self.hub = hub
         self.dispatcher = dispatcher
@@ -83,21 +106,30 @@ class Transport:
         )
         return self.server
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
         path = request.path.partition("?")[0]
         if path == "/":
             return None  # the WebSocket handshake goes on
+        if path.startswith(FILES_PREFIX):
+            found = await self.files.http_get(
+                path.removeprefix(FILES_PREFIX), request.headers.get("Authorization")
+            )
+            if found is None:  # unknown, or not for this user: the same answer
+                return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+            stored, body = found
+            return _respond(
+                connection,
+                stored.content_type,
+                body,
+                {"Content-Disposition": content_disposition(stored.name)},
+            )
         route = self.http_routes.get(path)
         if route is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
         content_type, body = route()
-        response = connection.respond(http.HTTPStatus.OK, "")
-        response.body = body
-        del response.headers["Content-Type"]
-        del response.headers["Content-Length"]
-        response.headers["Content-Type"] = content_type
-        response.headers["Content-Length"] = str(len(body))
-        return response
+        return _respond(connection, content_type, body)
 
     async def serve_connection(self, connection: ServerConnection) -> None:
         remote = "{}:{}".format(*connection.remote_address[:2])

@@ -9,7 +9,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Final
 
-from server.domain.model import ChatId, DeviceId, MessageId, UserName
+from server.domain.model import (
+    ChatId,
+    CommentId,
+    DeviceId,
+    FileId,
+    MessageId,
+    ScheduledId,
+    UserName,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,6 +64,8 @@ class MessagePosted:
     expires_at: int | None = None
     device: DeviceId | None = None
     client_id: str | None = None
+    file: FileId | None = None
+    scheduled: ScheduledId | None = None  # the scheduled message this posting fulfils
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,6 +76,150 @@ class ReadMarkerMoved:
     at: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommentAdded:
+    comment: CommentId
+    message: MessageId
+    chat: ChatId
+    author: UserName
+    text: str
+    at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MessageScheduled:
+    scheduled: ScheduledId
+    chat: ChatId
+    author: UserName
+    text: str
+    send_at: int
+    at: int
+    file: FileId | None = None
+    device: DeviceId | None = None
+    client_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScheduledCancelled:
+    scheduled: ScheduledId
+    author: UserName
+    at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UserReported:
+    reporter: UserName
+    user: UserName
+    at: int
+    reason: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UserBanned:
+    user: UserName
+    until: int
+    at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FileUploaded:
+    file: FileId
+    name: str
+    size: int
+    content_type: str
+    sha256: str
+    uploader: UserName
+    at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GroupCreated:
+    chat: ChatId
+    owner: UserName
+    title: str
+    at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemberJoined:
+    chat: ChatId
+    user: UserName
+    at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemberLeft:
+    chat: ChatId
+    user: UserName
+    at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JoinLinkCreated:
+    """Only the link's hash is kept; the new link replaces (revokes) the old one."""
+
+    chat: ChatId
+    link_hash: str
+    at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JoinRequested:
+    chat: ChatId
+    user: UserName
+    at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JoinDeclined:
+    chat: ChatId
+    user: UserName
+    at: int
+
+
+# -- snapshot events: written only by compaction, first in a compacted log -------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChatRestored:
+    """A chat's settings and markers as they were; its live messages follow."""
+
+    chat: ChatId
+    kind: str
+    first_seq: int
+    read_markers: dict[str, int]
+    title: str | None = None
+    owner: UserName | None = None
+    link_hash: str | None = None
+    requests: dict[str, int] | None = None  # user -> when the join was requested
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StandingRestored:
+    """A user's rate window, reports and ban as they were."""
+
+    user: UserName
+    rate_window: int = 0
+    rate_count: int = 0
+    reporters: list[str] | None = None
+    banned_until: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientIdsRestored:
+    """A device's remembered client_ids, so a retry after compaction stays harmless."""
+
+    device: DeviceId
+    client_ids: dict[str, str]  # client_id -> message id
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SnapshotTaken:
+    """Ends a snapshot: the state now is the state after the event at ``cursor``."""
+
+    cursor: int
+
+
 Event = (
     UserRegistered
     | DeviceAuthorized
@@ -73,6 +227,22 @@ Event = (
     | DirectChatOpened
     | MessagePosted
     | ReadMarkerMoved
+    | CommentAdded
+    | MessageScheduled
+    | ScheduledCancelled
+    | UserReported
+    | UserBanned
+    | FileUploaded
+    | GroupCreated
+    | MemberJoined
+    | MemberLeft
+    | JoinLinkCreated
+    | JoinRequested
+    | JoinDeclined
+    | ChatRestored
+    | StandingRestored
+    | ClientIdsRestored
+    | SnapshotTaken
 )
 
 EVENT_TYPES: Final[dict[str, type[Event]]] = {
@@ -84,6 +254,22 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
         DirectChatOpened,
         MessagePosted,
         ReadMarkerMoved,
+        CommentAdded,
+        MessageScheduled,
+        ScheduledCancelled,
+        UserReported,
+        UserBanned,
+        FileUploaded,
+        GroupCreated,
+        MemberJoined,
+        MemberLeft,
+        JoinLinkCreated,
+        JoinRequested,
+        JoinDeclined,
+        ChatRestored,
+        StandingRestored,
+        ClientIdsRestored,
+        SnapshotTaken,
     )
 }
 _FIELDS: Final[dict[type[Event], tuple[str, ...]]] = {

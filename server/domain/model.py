@@ -10,6 +10,9 @@ UserKey = NewType("UserKey", str)  # case-folded name: unique per user
 ChatId = NewType("ChatId", str)
 DeviceId = NewType("DeviceId", str)
 MessageId = NewType("MessageId", str)
+CommentId = NewType("CommentId", str)
+ScheduledId = NewType("ScheduledId", str)
+FileId = NewType("FileId", str)
 
 GENERAL = ChatId("general")
 
@@ -35,6 +38,12 @@ class User:
     registered_at: int
     devices: dict[DeviceId, Device] = dataclasses.field(default_factory=dict)
     chats: dict[ChatId, None] = dataclasses.field(default_factory=dict)  # ordered set
+    # sends to the general chat in the current fixed window (window = at // period)
+    rate_window: int = 0
+    rate_count: int = 0
+    reporters: set[UserKey] = dataclasses.field(default_factory=set)  # since the last ban
+    banned_until: int = 0
+    scheduled: dict[ScheduledId, None] = dataclasses.field(default_factory=dict)  # pending
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -46,7 +55,43 @@ class Message:
     text: str
     ts: int
     expires_at: int | None
-    comments: int = 0
+    file: FileId | None = None
+    comments: list[Comment] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Comment:
+    id: CommentId
+    message: MessageId
+    chat: ChatId
+    author: UserName
+    text: str
+    ts: int
+    position: int  # index in its message's comments
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Scheduled:
+    id: ScheduledId
+    chat: ChatId
+    author: UserName
+    text: str
+    file: FileId | None
+    send_at: int
+    device: DeviceId | None = None  # with client_id: what a repeated send finds
+    client_id: str | None = None
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class StoredFile:
+    id: FileId
+    name: str
+    size: int
+    content_type: str
+    sha256: str
+    uploader: UserName
+    # chats it was posted in, with how many live messages carry it there
+    chats: dict[ChatId, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -60,6 +105,8 @@ class Chat:
     # messages[i].seq == first_seq + i: expiry pops from the front, seq stays contiguous
     messages: list[Message] = dataclasses.field(default_factory=list)
     first_seq: int = 1
+    link_hash: str | None = None  # groups: the one join link that works
+    requests: dict[UserKey, int] = dataclasses.field(default_factory=dict)  # pending joins
 
     @property
     def last_seq(self) -> int:

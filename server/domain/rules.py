@@ -7,27 +7,55 @@ that need randomness or a KDF are made by the caller and passed in.
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Callable
+from typing import Final
+
 from server.domain.events import (
+    CommentAdded,
     DeviceAuthorized,
     DeviceRevoked,
     DirectChatOpened,
     Event,
+    GroupCreated,
+    JoinDeclined,
+    JoinLinkCreated,
+    JoinRequested,
+    MemberJoined,
+    MemberLeft,
     MessagePosted,
+    MessageScheduled,
     ReadMarkerMoved,
+    ScheduledCancelled,
+    UserBanned,
     UserRegistered,
+    UserReported,
 )
 from server.domain.model import (
+    GENERAL,
     Chat,
     ChatId,
+    CommentId,
     Device,
     DeviceId,
+    FileId,
+    Message,
     MessageId,
+    ScheduledId,
+    StoredFile,
     User,
     UserName,
     user_key,
 )
 from server.domain.state import State
-from server.errors import Conflict, Forbidden, InvalidParams, NotFound
+from server.errors import (
+    Banned,
+    Conflict,
+    Forbidden,
+    InvalidParams,
+    NotFound,
+    RateLimited,
+)
 
 
 def register(state: State, name: str, password_hash: str, now: int) -> UserRegistered:
@@ -82,11 +110,12 @@ def post_message(
     ttl_ms: int,
     device: Device | None = None,
     client_id: str | None = None,
+    file: FileId | None = None,
 ) -> MessagePosted:
     """A new message at the end of its chat. ``chat`` is None when an event of the
     same command opens it (a first direct message)."""
-    if chat is not None and user_key(author.name) not in chat.read_markers:
-        raise Forbidden(f"You are not a member of chat {chat.id!r}")
+    if chat is not None:
+        check_member(chat, author)
     seq = 1 if chat is None else chat.last_seq + 1
     return MessagePosted(
         message_id,
@@ -98,7 +127,13 @@ def post_message(
         now + ttl_ms if ttl_ms else None,
         None if device is None else device.id,
         client_id,
+        file,
     )
+
+
+def check_member(chat: Chat, user: User) -> None:
+    if user_key(user.name) not in chat.read_markers:
+        raise Forbidden(f"You are not a member of chat {chat.id!r}")
 
 
 def move_read_marker(state: State, user: User, chat: Chat, seq: int, now: int) -> Event | None:
@@ -108,3 +143,219 @@ def move_read_marker(state: State, user: User, chat: Chat, seq: int, now: int) -
     if seq <= chat.read_markers[user_key(user.name)]:
         return None
     return ReadMarkerMoved(user.name, chat.id, seq, now)
+
+
+# -- the extras ----------------------------------------------------------------
+
+SCHEDULED_PER_USER: Final = 100
+SCHEDULE_AHEAD_MS: Final = 366 * 24 * 3600 * 1000
+
+
+def check_not_banned(user: User, now: int) -> None:
+    if user.banned_until > now:
+        raise Banned(f"You are banned from sending until {user.banned_until}", user.banned_until)
+
+
+def check_rate(state: State, user: User, chat_id: ChatId, now: int, limit: int) -> None:
+    """Fixed windows: the count resets when a new period starts (general chat only)."""
+    if chat_id != GENERAL:
+        return
+    window = state.rate_window(now)
+    if user.rate_window == window and user.rate_count >= limit:
+        retry_after = ((window + 1) * state.rate_period_ms - now) / 1000
+        raise RateLimited(
+            f"Expected at most {limit} messages to the general chat per period, "
+            f"but this would be one more",
+            retry_after,
+        )
+
+
+def find_message(state: State, user: User, message_id: str, now: int) -> Message:
+    """A live message of a chat ``user`` is a member of."""
+    message = state.messages.get(MessageId(message_id))
+    if message is not None and message.expires_at is not None and message.expires_at <= now:
+        state.expire(state.chats[message.chat], now)
+        message = None
+    if message is None or user_key(user.name) not in state.chats[message.chat].read_markers:
+        raise NotFound(f"No message {message_id!r} among your chats")
+    return message
+
+
+def add_comment(
+    state: State, author: User, message_id: str, *, text: str, now: int, comment_id: CommentId
+) -> CommentAdded:
+    if CommentId(message_id) in state.comments:
+        raise InvalidParams("Expected a message, but got a comment: no comments on comments")
+    message = find_message(state, author, message_id, now)
+    check_not_banned(author, now)
+    return CommentAdded(comment_id, message.id, message.chat, author.name, text, now)
+
+
+def find_file(state: State, user: User, file_id: str) -> StoredFile:
+    """A file is visible to its uploader and to members of chats where it was posted."""
+    stored = state.files.get(FileId(file_id))
+    key = user_key(user.name)
+    if stored is None or not (
+        user_key(stored.uploader) == key
+        or any(key in state.chats[chat].read_markers for chat in stored.chats)
+    ):
+        raise NotFound(f"No file {file_id!r} you can see")
+    return stored
+
+
+def schedule_message(
+    state: State,
+    author: User,
+    chat_id: ChatId,
+    *,
+    text: str,
+    file: FileId | None,
+    send_at: int,
+    now: int,
+    scheduled_id: ScheduledId,
+    device: DeviceId | None = None,
+    client_id: str | None = None,
+) -> MessageScheduled:
+    if send_at - now > SCHEDULE_AHEAD_MS:
+        raise InvalidParams(
+            f"Expected send_at at most {SCHEDULE_AHEAD_MS // 86_400_000} days ahead, "
+            f"but got {(send_at - now) // 86_400_000} days"
+        )
+    if len(author.scheduled) >= SCHEDULED_PER_USER:
+        raise InvalidParams(
+            f"Expected at most {SCHEDULED_PER_USER} pending scheduled messages, "
+            "but this would be one more"
+        )
+    return MessageScheduled(
+        scheduled_id, chat_id, author.name, text, send_at, now, file, device, client_id
+    )
+
+
+def cancel_scheduled(state: State, user: User, scheduled_id: str, now: int) -> ScheduledCancelled:
+    pending = state.scheduled.get(ScheduledId(scheduled_id))
+    if pending is None or user_key(pending.author) != user_key(user.name):
+        raise NotFound(f"No pending scheduled message {scheduled_id!r} of yours")
+    return ScheduledCancelled(pending.id, pending.author, now)
+
+
+def post_due(state: State, now: int, new_id: Callable[[], MessageId], ttl_ms: int) -> list[Event]:
+    """Post every scheduled message whose time has come, in send_at order.
+
+    A message whose author is no longer a member of its chat is cancelled instead.
+    Run to completion on one thread, so a ``cancel`` either precedes it (and the
+    message is never posted) or follows it (and finds nothing): one winner.
+    """
+    events: list[Event] = []
+    next_seq: dict[ChatId, int] = {}
+    while (due := state.next_due()) is not None and due <= now:
+        _, scheduled_id = heapq.heappop(state.schedule)
+        pending = state.scheduled[scheduled_id]
+        chat = state.chats.get(pending.chat)
+        if chat is None or user_key(pending.author) not in chat.read_markers:
+            events.append(ScheduledCancelled(pending.id, pending.author, now))
+            continue
+        seq = next_seq.get(chat.id, chat.last_seq + 1)
+        next_seq[chat.id] = seq + 1
+        events.append(
+            MessagePosted(
+                new_id(),
+                chat.id,
+                seq,
+                pending.author,
+                pending.text,
+                now,
+                now + ttl_ms if ttl_ms else None,
+                file=pending.file,
+                scheduled=pending.id,
+            )
+        )
+    return events
+
+
+def report(
+    state: State,
+    reporter: User,
+    name: str,
+    *,
+    reason: str | None,
+    now: int,
+    threshold: int,
+    ban_ms: int,
+) -> list[Event]:
+    """Distinct reporters count; at ``threshold`` the user is banned for ``ban_ms``.
+
+    Reports made during a ban are not counted: the count starts again after it.
+    """
+    user = state.user(name)
+    if user is None:
+        raise NotFound(f"No user {name!r}")
+    if user is reporter:
+        raise InvalidParams("Expected another user to report, but got yourself")
+    if user.banned_until > now or user_key(reporter.name) in user.reporters:
+        return []
+    events: list[Event] = [UserReported(reporter.name, user.name, now, reason)]
+    if len(user.reporters) + 1 >= threshold:
+        events.append(UserBanned(user.name, now + ban_ms, now))
+    return events
+
+
+def create_group(owner: User, title: str, chat_id: ChatId, now: int) -> GroupCreated:
+    return GroupCreated(chat_id, owner.name, title, now)
+
+
+def owned_group(state: State, owner: User, chat_id: str) -> Chat:
+    """A group the caller owns; members who don't own it are refused, others told nothing."""
+    chat = find_chat(state, owner, chat_id)
+    if chat.kind != "group" or chat.owner is None or user_key(chat.owner) != user_key(owner.name):
+        raise Forbidden(f"Only the owner of chat {chat_id!r} may do this")
+    return chat
+
+
+def invite(state: State, owner: User, chat_id: str, name: str, now: int) -> MemberJoined:
+    chat = owned_group(state, owner, chat_id)
+    user = state.user(name)
+    if user is None:
+        raise NotFound(f"No user {name!r}")
+    if user_key(user.name) in chat.read_markers:
+        raise Conflict(f"{user.name} is already a member of {chat.id!r}")
+    return MemberJoined(chat.id, user.name, now)
+
+
+def create_link(state: State, owner: User, chat_id: str, link_hash: str, now: int) -> Event:
+    chat = owned_group(state, owner, chat_id)
+    return JoinLinkCreated(chat.id, link_hash, now)
+
+
+def join(state: State, user: User, link_hash: str, now: int) -> tuple[str, list[Event]]:
+    chat_id = state.links.get(link_hash)
+    if chat_id is None:
+        raise NotFound("No such link (links are replaced when the owner makes a new one)")
+    chat = state.chats[chat_id]
+    key = user_key(user.name)
+    if key in chat.read_markers:
+        return "member", []
+    if key in chat.requests:
+        raise Conflict("You have already asked to join; the owner has not decided yet")
+    return "pending", [JoinRequested(chat.id, user.name, now)]
+
+
+def decide(state: State, owner: User, chat_id: str, name: str, *, approve: bool, now: int) -> Event:
+    chat = owned_group(state, owner, chat_id)
+    user = state.user(name)
+    key = user_key(name)
+    if user is None or key not in chat.requests:
+        if key in chat.read_markers:
+            raise Conflict(f"{name} is already a member: the request was decided")
+        raise NotFound(f"No pending request from {name!r} to join {chat.id!r}")
+    if approve:
+        return MemberJoined(chat.id, user.name, now)
+    return JoinDeclined(chat.id, user.name, now)
+
+
+def leave(state: State, user: User, chat_id: str, now: int) -> MemberLeft:
+    chat = find_chat(state, user, chat_id)
+    if chat.kind != "group":
+        raise Forbidden(f"Only group chats can be left, and {chat.id!r} is a {chat.kind} chat")
+    if chat.owner is not None and user_key(chat.owner) == user_key(user.name):
+        raise Forbidden("The owner cannot leave the group")
+    return MemberLeft(chat.id, user.name, now)

@@ -1,31 +1,55 @@
 """The state: a fold over the events, plus the indexes that keep every read O(result).
 
-``State.apply`` is the only place that changes state; it never fails for an event
-that ``rules`` produced, and replaying the log calls exactly the same code.
+``State.fold`` is the only place that changes state (but for ``expire``, which
+drops what time has ended); it never fails for an event that ``rules`` produced,
+and replaying the log calls exactly the same code.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from typing import Any, Final
 
 from server.domain.events import (
+    ChatRestored,
+    ClientIdsRestored,
+    CommentAdded,
     DeviceAuthorized,
     DeviceRevoked,
     DirectChatOpened,
     Event,
+    FileUploaded,
+    GroupCreated,
+    JoinDeclined,
+    JoinLinkCreated,
+    JoinRequested,
+    MemberJoined,
+    MemberLeft,
     MessagePosted,
+    MessageScheduled,
     ReadMarkerMoved,
+    ScheduledCancelled,
+    SnapshotTaken,
+    StandingRestored,
+    UserBanned,
     UserRegistered,
+    UserReported,
 )
 from server.domain.model import (
     GENERAL,
     Chat,
     ChatId,
+    Comment,
+    CommentId,
     Device,
     DeviceId,
+    FileId,
     Message,
     MessageId,
+    Scheduled,
+    ScheduledId,
+    StoredFile,
     User,
     UserKey,
     UserName,
@@ -37,29 +61,56 @@ CLIENT_IDS_PER_DEVICE: Final = 1000
 
 
 class State:
-    def __init__(self, history_size: int = 20) -> None:
+    def __init__(self, history_size: int = 20, rate_period_ms: int = 3_600_000) -> None:
         self.history_size = history_size
+        self.rate_period_ms = rate_period_ms
         self.cursor = 0  # cursor of the last applied event
         self.users: dict[UserKey, User] = {}
         self.devices_by_token: dict[str, Device] = {}
         self.chats: dict[ChatId, Chat] = {GENERAL: Chat(GENERAL, "general", "general", None)}
         self.direct_chats: dict[tuple[UserKey, UserKey], ChatId] = {}
+        self.links: dict[str, ChatId] = {}  # join link hash -> group
         self.messages: dict[MessageId, Message] = {}
+        self.comments: dict[CommentId, Comment] = {}
+        self.files: dict[FileId, StoredFile] = {}
+        self.scheduled: dict[ScheduledId, Scheduled] = {}
+        # (send_at, id) of pending messages; cancelled ones are skipped when popped
+        self.schedule: list[tuple[int, ScheduledId]] = []
         self.client_ids: dict[DeviceId, dict[str, MessageId]] = {}
-        self._apply: dict[type[Any], Callable[[Any], None]] = {
+        self._fold: dict[type[Any], Callable[[Any], None]] = {
             UserRegistered: self._user_registered,
             DeviceAuthorized: self._device_authorized,
             DeviceRevoked: self._device_revoked,
             DirectChatOpened: self._direct_chat_opened,
             MessagePosted: self._message_posted,
             ReadMarkerMoved: self._read_marker_moved,
+            CommentAdded: self._comment_added,
+            MessageScheduled: self._message_scheduled,
+            ScheduledCancelled: self._scheduled_cancelled,
+            UserReported: self._user_reported,
+            UserBanned: self._user_banned,
+            FileUploaded: self._file_uploaded,
+            GroupCreated: self._group_created,
+            MemberJoined: self._member_joined,
+            MemberLeft: self._member_left,
+            JoinLinkCreated: self._join_link_created,
+            JoinRequested: self._join_requested,
+            JoinDeclined: self._join_declined,
+            ChatRestored: self._chat_restored,
+            StandingRestored: self._standing_restored,
+            ClientIdsRestored: self._client_ids_restored,
+            SnapshotTaken: self._snapshot_taken,
         }
 
     def apply(self, event: Event) -> int:
-        """Fold one event into the state; returns the event's cursor."""
-        self._apply[type(event)](event)
+        """Fold one logged event into the state; returns the event's cursor."""
+        self._fold[type(event)](event)
         self.cursor += 1
         return self.cursor
+
+    def fold(self, event: Event) -> None:
+        """Fold one snapshot event: it has no cursor of its own."""
+        self._fold[type(event)](event)
 
     # -- queries -----------------------------------------------------------------
 
@@ -74,8 +125,17 @@ class State:
         chat_id = self.direct_chats.get(_pair(a, b))
         return None if chat_id is None else self.chats[chat_id]
 
+    def rate_window(self, at: int) -> int:
+        return at // self.rate_period_ms
+
+    def next_due(self) -> int | None:
+        """When the earliest pending scheduled message is due, if any."""
+        while self.schedule and self.schedule[0][1] not in self.scheduled:
+            heapq.heappop(self.schedule)
+        return self.schedule[0][0] if self.schedule else None
+
     def expire(self, chat: Chat, now: int) -> None:
-        """Drop the chat's messages whose lifetime is over (oldest first).
+        """Drop the chat's messages (and their comments) whose lifetime is over.
 
         Lifetimes end in posting order (one ttl for all messages of a run), so the
         expired messages are a prefix; a read calls this before it looks.
@@ -85,21 +145,38 @@ class State:
         for message in messages:
             if message.expires_at is None or message.expires_at > now:
                 break
-            del self.messages[message.id]
+            self._forget(message)
             dropped += 1
         if dropped:
             del messages[:dropped]
             chat.first_seq += dropped
 
+    def expire_all(self, now: int) -> None:
+        for chat in self.chats.values():
+            self.expire(chat, now)
+
+    def _forget(self, message: Message) -> None:
+        del self.messages[message.id]
+        for comment in message.comments:
+            del self.comments[comment.id]
+        if message.file is not None:
+            stored = self.files.get(message.file)
+            if stored is not None:
+                left = stored.chats.get(message.chat, 0) - 1
+                if left > 0:
+                    stored.chats[message.chat] = left
+                else:
+                    stored.chats.pop(message.chat, None)
+
     # -- the fold ----------------------------------------------------------------
 
     def _user_registered(self, event: UserRegistered) -> None:
         key = user_key(event.user)
-        self.users[key] = User(event.user, event.password_hash, event.at)
+        user = self.users[key] = User(event.user, event.password_hash, event.at)
         general = self.general
         # A newcomer's unread starts with the last `history_size` messages.
-        general.read_markers[key] = max(0, general.last_seq - self.history_size)
-        self.users[key].chats[GENERAL] = None
+        general.read_markers[key] = max(general.first_seq - 1, general.last_seq - self.history_size)
+        user.chats[GENERAL] = None
 
     def _device_authorized(self, event: DeviceAuthorized) -> None:
         device = Device(event.device, event.user, event.name, event.token_hash, event.at)
@@ -113,15 +190,15 @@ class State:
 
     def _direct_chat_opened(self, event: DirectChatOpened) -> None:
         chat = Chat(event.chat, "direct", None, None)
-        for name in (event.user_a, event.user_b):
-            key = user_key(name)
-            chat.read_markers[key] = 0
-            self.users[key].chats[event.chat] = None
         self.chats[event.chat] = chat
+        for name in (event.user_a, event.user_b):
+            self._join(chat, user_key(name))
         self.direct_chats[_pair(event.user_a, event.user_b)] = event.chat
 
     def _message_posted(self, event: MessagePosted) -> None:
         chat = self.chats[event.chat]
+        if not chat.messages:  # after expiry or a snapshot, seq goes on where it was
+            chat.first_seq = event.seq
         message = Message(
             event.message,
             event.chat,
@@ -130,17 +207,159 @@ class State:
             event.text,
             event.at,
             event.expires_at,
+            event.file,
         )
         chat.messages.append(message)
         self.messages[message.id] = message
+        author = self.users[user_key(event.author)]
+        # Writing in a chat reads it: your own messages are never unread to you.
+        author_key = user_key(event.author)
+        if author_key in chat.read_markers:
+            chat.read_markers[author_key] = event.seq
+        if event.scheduled is not None:
+            pending = self.scheduled.pop(event.scheduled, None)
+            author.scheduled.pop(event.scheduled, None)
+            if pending is not None and pending.client_id is not None:
+                assert pending.device is not None
+                self._remember(author, pending.device, pending.client_id, message.id)
+        elif event.chat == GENERAL:
+            self._count_send(author, event.at)
+        if event.file is not None:
+            stored = self.files[event.file]
+            stored.chats[event.chat] = stored.chats.get(event.chat, 0) + 1
         if event.client_id is not None and event.device is not None:
-            seen = self.client_ids.setdefault(event.device, {})
-            seen[event.client_id] = message.id
-            if len(seen) > CLIENT_IDS_PER_DEVICE:
-                del seen[next(iter(seen))]
+            self._remember(author, event.device, event.client_id, message.id)
+
+    def _remember(self, user: User, device: DeviceId, client_id: str, result: str) -> None:
+        if device not in user.devices:  # logged out since: nothing to repeat for it
+            return
+        seen = self.client_ids.setdefault(device, {})
+        seen[client_id] = MessageId(result)
+        if len(seen) > CLIENT_IDS_PER_DEVICE:
+            del seen[next(iter(seen))]
+
+    def _count_send(self, author: User, at: int) -> None:
+        window = self.rate_window(at)
+        if author.rate_window != window:
+            author.rate_window, author.rate_count = window, 0
+        author.rate_count += 1
 
     def _read_marker_moved(self, event: ReadMarkerMoved) -> None:
         self.chats[event.chat].read_markers[user_key(event.user)] = event.seq
+
+    def _comment_added(self, event: CommentAdded) -> None:
+        message = self.messages[event.message]
+        comment = Comment(
+            event.comment,
+            event.message,
+            event.chat,
+            event.author,
+            event.text,
+            event.at,
+            len(message.comments),
+        )
+        message.comments.append(comment)
+        self.comments[comment.id] = comment
+
+    def _message_scheduled(self, event: MessageScheduled) -> None:
+        pending = Scheduled(
+            event.scheduled,
+            event.chat,
+            event.author,
+            event.text,
+            event.file,
+            event.send_at,
+            event.device,
+            event.client_id,
+        )
+        author = self.users[user_key(event.author)]
+        if event.client_id is not None and event.device is not None:
+            self._remember(author, event.device, event.client_id, pending.id)
+        self.scheduled[pending.id] = pending
+        heapq.heappush(self.schedule, (pending.send_at, pending.id))
+        author.scheduled[pending.id] = None
+        if event.chat == GENERAL:
+            self._count_send(author, event.at)
+
+    def _scheduled_cancelled(self, event: ScheduledCancelled) -> None:
+        pending = self.scheduled.pop(event.scheduled)
+        self.users[user_key(pending.author)].scheduled.pop(pending.id, None)
+
+    def _user_reported(self, event: UserReported) -> None:
+        self.users[user_key(event.user)].reporters.add(user_key(event.reporter))
+
+    def _user_banned(self, event: UserBanned) -> None:
+        user = self.users[user_key(event.user)]
+        user.banned_until = event.until
+        user.reporters.clear()  # the count starts again after the ban
+
+    def _file_uploaded(self, event: FileUploaded) -> None:
+        self.files[event.file] = StoredFile(
+            event.file, event.name, event.size, event.content_type, event.sha256, event.uploader
+        )
+
+    def _group_created(self, event: GroupCreated) -> None:
+        chat = Chat(event.chat, "group", event.title, event.owner)
+        self.chats[event.chat] = chat
+        self._join(chat, user_key(event.owner))
+
+    def _member_joined(self, event: MemberJoined) -> None:
+        chat = self.chats[event.chat]
+        key = user_key(event.user)
+        chat.requests.pop(key, None)
+        self._join(chat, key)
+
+    def _join(self, chat: Chat, key: UserKey) -> None:
+        # A member who joins late reads from now on, not the group's past.
+        chat.read_markers[key] = chat.last_seq if chat.kind == "group" else 0
+        self.users[key].chats[chat.id] = None
+
+    def _member_left(self, event: MemberLeft) -> None:
+        chat = self.chats[event.chat]
+        key = user_key(event.user)
+        del chat.read_markers[key]
+        self.users[key].chats.pop(chat.id, None)
+
+    def _join_link_created(self, event: JoinLinkCreated) -> None:
+        chat = self.chats[event.chat]
+        if chat.link_hash is not None:
+            self.links.pop(chat.link_hash, None)
+        chat.link_hash = event.link_hash
+        self.links[event.link_hash] = chat.id
+
+    def _join_requested(self, event: JoinRequested) -> None:
+        self.chats[event.chat].requests[user_key(event.user)] = event.at
+
+    def _join_declined(self, event: JoinDeclined) -> None:
+        self.chats[event.chat].requests.pop(user_key(event.user), None)
+
+    def _chat_restored(self, event: ChatRestored) -> None:
+        chat = self.chats.get(event.chat)
+        if chat is None:
+            chat = self.chats[event.chat] = Chat(event.chat, event.kind, event.title, event.owner)
+        chat.first_seq = event.first_seq
+        chat.read_markers = {UserKey(k): v for k, v in event.read_markers.items()}
+        for key in chat.read_markers:
+            self.users[key].chats[chat.id] = None
+        if chat.kind == "direct":
+            a, b = sorted(chat.read_markers)
+            self.direct_chats[(a, b)] = chat.id
+        if event.link_hash is not None:
+            chat.link_hash = event.link_hash
+            self.links[event.link_hash] = chat.id
+        chat.requests = {UserKey(k): v for k, v in (event.requests or {}).items()}
+
+    def _standing_restored(self, event: StandingRestored) -> None:
+        user = self.users[user_key(event.user)]
+        user.rate_window, user.rate_count = event.rate_window, event.rate_count
+        user.reporters = {UserKey(k) for k in event.reporters or ()}
+        user.banned_until = event.banned_until
+
+    def _client_ids_restored(self, event: ClientIdsRestored) -> None:
+        self.client_ids[event.device] = {k: MessageId(v) for k, v in event.client_ids.items()}
+
+    def _snapshot_taken(self, event: SnapshotTaken) -> None:
+        self.cursor = event.cursor
 
 
 def _pair(a: str, b: str) -> tuple[UserKey, UserKey]:

@@ -5,8 +5,31 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from server.domain.events import Event, MessagePosted, ReadMarkerMoved
-from server.domain.model import Chat, Message, UserKey, user_key
+from server.domain.events import (
+    CommentAdded,
+    Event,
+    GroupCreated,
+    JoinDeclined,
+    JoinRequested,
+    MemberJoined,
+    MemberLeft,
+    MessagePosted,
+    MessageScheduled,
+    ReadMarkerMoved,
+    ScheduledCancelled,
+    UserBanned,
+)
+from server.domain.model import (
+    Chat,
+    Comment,
+    FileId,
+    Message,
+    Scheduled,
+    StoredFile,
+    UserKey,
+    UserName,
+    user_key,
+)
 from server.domain.state import State
 
 
@@ -21,7 +44,22 @@ EVERYONE: Final = _Everyone()
 Audience = _Everyone | frozenset[UserKey]
 
 
-def message_view(message: Message) -> dict[str, Any]:
+def file_view(stored: StoredFile) -> dict[str, Any]:
+    return {
+        "id": stored.id,
+        "name": stored.name,
+        "size": stored.size,
+        "content_type": stored.content_type,
+        "sha256": stored.sha256,
+    }
+
+
+def _file(state: State, file_id: FileId | None) -> dict[str, Any] | None:
+    stored = None if file_id is None else state.files.get(file_id)
+    return None if stored is None else file_view(stored)
+
+
+def message_view(state: State, message: Message) -> dict[str, Any]:
     return {
         "id": message.id,
         "chat": message.chat,
@@ -30,8 +68,29 @@ def message_view(message: Message) -> dict[str, Any]:
         "text": message.text,
         "ts": message.ts,
         "expires_at": message.expires_at,
-        "file": None,
-        "comments": message.comments,
+        "file": _file(state, message.file),
+        "comments": len(message.comments),
+    }
+
+
+def comment_view(comment: Comment) -> dict[str, Any]:
+    return {
+        "id": comment.id,
+        "message": comment.message,
+        "chat": comment.chat,
+        "author": comment.author,
+        "text": comment.text,
+        "ts": comment.ts,
+    }
+
+
+def scheduled_view(state: State, pending: Scheduled) -> dict[str, Any]:
+    return {
+        "id": pending.id,
+        "chat": pending.chat,
+        "text": pending.text,
+        "file": _file(state, pending.file),
+        "send_at": pending.send_at,
     }
 
 
@@ -55,22 +114,61 @@ def chat_view(state: State, chat: Chat, viewer: UserKey) -> dict[str, Any]:
     }
 
 
-def notification(state: State, event: Event) -> tuple[Audience, str, dict[str, Any]] | None:
+def _members(chat: Chat) -> Audience:
+    return EVERYONE if chat.kind == "general" else frozenset(chat.read_markers)
+
+
+def _only(name: UserName) -> frozenset[UserKey]:
+    return frozenset((user_key(name),))
+
+
+Told = tuple[Audience, str, dict[str, Any]]
+
+
+def notification(state: State, event: Event) -> Told | None:
     """Who hears of ``event`` and what they are told, or None for a silent event.
 
     Called right after ``event`` is applied, so the state is the state it made.
     """
-    if isinstance(event, MessagePosted):
-        chat = state.chats[event.chat]
-        message = chat.message_at(event.seq)
-        if message is None:  # already expired (a replay long after): nothing to tell
-            return None
-        audience: Audience = EVERYONE if chat.kind == "general" else frozenset(chat.read_markers)
-        return audience, "message", {"message": message_view(message)}
-    if isinstance(event, ReadMarkerMoved):
-        return (
-            frozenset((user_key(event.user),)),
-            "read",
-            {"chat": event.chat, "read_seq": event.seq},
-        )
+    match event:
+        case MessagePosted():
+            message = state.messages.get(event.message)
+            if message is None:  # already expired (a replay long after): nothing to tell
+                return None
+            chat = state.chats[event.chat]
+            return _members(chat), "message", {"message": message_view(state, message)}
+        case ReadMarkerMoved():
+            return _only(event.user), "read", {"chat": event.chat, "read_seq": event.seq}
+        case CommentAdded():
+            comment = state.comments.get(event.comment)
+            if comment is None:
+                return None
+            chat = state.chats[event.chat]
+            return _members(chat), "comment", {"comment": comment_view(comment)}
+        case MessageScheduled():
+            pending = state.scheduled.get(event.scheduled)
+            if pending is None:
+                return None
+            view = scheduled_view(state, pending)
+            return _only(event.author), "scheduled", {"scheduled": view}
+        case ScheduledCancelled():
+            return _only(event.author), "scheduled.cancelled", {"id": event.scheduled}
+        case UserBanned():
+            return _only(event.user), "banned", {"until": event.until}
+        case GroupCreated() | MemberJoined():
+            user = event.owner if isinstance(event, GroupCreated) else event.user
+            key = user_key(user)
+            chat = state.chats[event.chat]
+            if key not in chat.read_markers:  # left again since (a replay)
+                return None
+            return frozenset((key,)), "chat.joined", {"chat": chat_view(state, chat, key)}
+        case JoinRequested():
+            owner = state.chats[event.chat].owner
+            assert owner is not None
+            params = {"chat": event.chat, "user": event.user}
+            return _only(owner), "chat.join_request", params
+        case JoinDeclined():
+            return _only(event.user), "chat.declined", {"chat": event.chat}
+        case MemberLeft():
+            return _only(event.user), "chat.left", {"chat": event.chat}
     return None

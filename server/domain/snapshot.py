@@ -1,0 +1,93 @@
+"""The state as events: folding ``snapshot(state)`` into a fresh ``State`` gives the
+same state back (what compaction writes at the head of a new log).
+
+Expired messages are not in it: call ``State.expire_all`` first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from server.domain.events import (
+    ChatRestored,
+    ClientIdsRestored,
+    CommentAdded,
+    DeviceAuthorized,
+    Event,
+    FileUploaded,
+    MessagePosted,
+    MessageScheduled,
+    SnapshotTaken,
+    StandingRestored,
+    UserRegistered,
+)
+from server.domain.state import State
+
+
+def snapshot(state: State) -> Iterator[Event]:
+    """Users, devices, files, chats with their live messages and comments, pending
+    schedules, standings, remembered client_ids; last, the cursor."""
+    for user in state.users.values():
+        yield UserRegistered(user.name, user.password_hash, user.registered_at)
+        for device in user.devices.values():
+            yield DeviceAuthorized(
+                user.name, device.id, device.name, device.token_hash, device.created_at
+            )
+    for stored in state.files.values():
+        yield FileUploaded(
+            stored.id,
+            stored.name,
+            stored.size,
+            stored.content_type,
+            stored.sha256,
+            stored.uploader,
+            0,
+        )
+    for chat in state.chats.values():
+        yield ChatRestored(
+            chat.id,
+            chat.kind,
+            chat.first_seq,
+            {str(key): seq for key, seq in chat.read_markers.items()},
+            chat.title,
+            chat.owner,
+            chat.link_hash,
+            {str(key): at for key, at in chat.requests.items()} or None,
+        )
+        for message in chat.messages:
+            yield MessagePosted(
+                message.id,
+                chat.id,
+                message.seq,
+                message.author,
+                message.text,
+                message.ts,
+                message.expires_at,
+                file=message.file,
+            )
+            for comment in message.comments:
+                yield CommentAdded(
+                    comment.id, message.id, chat.id, comment.author, comment.text, comment.ts
+                )
+    for pending in state.scheduled.values():
+        yield MessageScheduled(
+            pending.id,
+            pending.chat,
+            pending.author,
+            pending.text,
+            pending.send_at,
+            0,
+            pending.file,
+        )
+    for user in state.users.values():
+        yield StandingRestored(
+            user.name,
+            user.rate_window,
+            user.rate_count,
+            sorted(user.reporters) or None,
+            user.banned_until,
+        )
+    for device_id, client_ids in state.client_ids.items():
+        if client_ids:
+            yield ClientIdsRestored(device_id, {k: str(v) for k, v in client_ids.items()})
+    yield SnapshotTaken(state.cursor)

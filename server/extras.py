@@ -1,0 +1,118 @@
+"""Comments, scheduled messages and reports: the extras that live in existing chats."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Annotated, Any
+
+from server.domain import rules, views
+from server.domain.model import CommentId, user_key
+from server.errors import NotFound
+from server.hub import Session
+from server.rpc import Doc, Length, Range, rpc_method
+from server.service import HISTORY_MAX, Service, UserParam
+from wire import TEXT_MAX
+
+logger = logging.getLogger("messenger.server")
+
+MessageParam = Annotated[str, Length(1, 64), Doc("a message id")]
+
+
+class ExtraMethods:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.state = service.state
+
+    @rpc_method("comment")
+    async def comment(
+        self,
+        session: Session,
+        *,
+        message: MessageParam,
+        text: Annotated[str, Length(1, TEXT_MAX), Doc("the comment")],
+    ) -> dict[str, Any]:
+        """Comment on a message of a chat you are in (not on a comment)."""
+        account = self.service.account(session)
+        event = rules.add_comment(
+            self.state,
+            account,
+            message,
+            text=text,
+            now=self.service.clock(),
+            comment_id=CommentId(secrets.token_hex(8)),
+        )
+        await self.service.commit([event])
+        comment = self.state.comments.get(event.comment)
+        if comment is None:
+            raise NotFound(f"Message {message!r} expired")
+        return {"comment": views.comment_view(comment)}
+
+    @rpc_method("comments")
+    async def comments(
+        self,
+        session: Session,
+        *,
+        message: MessageParam,
+        limit: Annotated[int, Range(1, HISTORY_MAX), Doc("how many comments")] | None = None,
+        before: Annotated[str, Length(1, 64), Doc("a comment id: only older ones")] | None = None,
+    ) -> dict[str, Any]:
+        """A message's comments, oldest first: the newest ``limit`` (before a comment)."""
+        account = self.service.account(session)
+        found = rules.find_message(self.state, account, message, self.service.clock())
+        end = len(found.comments)
+        if before is not None:
+            anchor = self.state.comments.get(CommentId(before))
+            if anchor is None or anchor.message != found.id:
+                raise NotFound(f"No comment {before!r} on message {message!r}")
+            end = anchor.position
+        start = max(0, end - (limit or self.state.history_size))
+        return {
+            "comments": [views.comment_view(c) for c in found.comments[start:end]],
+            "has_more": start > 0,
+        }
+
+    @rpc_method("scheduled")
+    async def scheduled(self, session: Session) -> dict[str, Any]:
+        """Your pending scheduled messages, soonest first."""
+        account = self.service.account(session)
+        pending = sorted(
+            (self.state.scheduled[i] for i in account.scheduled), key=lambda p: p.send_at
+        )
+        return {"scheduled": [views.scheduled_view(self.state, p) for p in pending]}
+
+    @rpc_method("cancel")
+    async def cancel(
+        self, session: Session, *, id: Annotated[str, Length(1, 64), Doc("a scheduled id")]
+    ) -> dict[str, Any]:
+        """Cancel a pending scheduled message; -32003 once it is sent."""
+        account = self.service.account(session)
+        event = rules.cancel_scheduled(self.state, account, id, self.service.clock())
+        await self.service.commit([event])
+        return {"id": event.scheduled}
+
+    @rpc_method("report")
+    async def report(
+        self,
+        session: Session,
+        *,
+        user: UserParam,
+        reason: Annotated[str, Length(0, 1024), Doc("why")] | None = None,
+    ) -> dict[str, Any]:
+        """Report a user; at the threshold of distinct reporters they are banned."""
+        account = self.service.account(session)
+        config = self.service.config
+        events = rules.report(
+            self.state,
+            account,
+            user,
+            reason=reason,
+            now=self.service.clock(),
+            threshold=config.report_threshold,
+            ban_ms=config.ban_duration * 1000,
+        )
+        await self.service.commit(events)
+        if len(events) > 1:
+            banned = self.state.users[user_key(user)]
+            logger.info("user %s banned until %d", banned.name, banned.banned_until)
+        return {}

@@ -1,0 +1,254 @@
+"""Files: uploads in chunks to a temp file, stored content-addressed by SHA-256
+under ``state_dir/files``, downloads over RPC or ``GET /files/{id}``.
+
+No path ever comes from a client: a stored file's path is its digest, a temp
+file's path is a random id, and the client's file name is only a label. All disk
+work runs on a thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import time
+import unicodedata
+import urllib.parse
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+from server.auth import token_hash
+from server.domain import rules, views
+from server.domain.events import FileUploaded
+from server.domain.model import FileId, StoredFile, UserKey, user_key
+from server.errors import Forbidden, InvalidParams, NotFound, TooLarge
+from server.hub import Session
+from server.log import fsync_directory
+from server.rpc import Doc, Length, Range, rpc_method
+from server.service import Service
+
+logger = logging.getLogger("messenger.server.files")
+
+UPLOADS_PER_USER: Final = 4
+UPLOADS_IN_ALL: Final = 256
+_CONTENT_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*")
+UploadParam = Annotated[str, Length(1, 64), Doc("an upload id from upload.begin")]
+
+
+def clean_name(name: str) -> str:
+    """A label safe to show and to put in a header: no directories, no controls."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    name = name.lstrip(".") or "file"
+    return name[:255]
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Upload:
+    id: str
+    user: UserKey
+    name: str
+    size: int
+    content_type: str
+    path: Path
+    digest: Any  # hashlib's sha256 object
+    received: int = 0
+    touched: float = dataclasses.field(default_factory=time.monotonic)
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+
+
+class FileMethods:
+    def __init__(self, service: Service, state_dir: Path) -> None:
+        self.service = service
+        self.state = service.state
+        self.config = service.config
+        self.stored = state_dir / "files"
+        self.incoming = state_dir / "uploads"
+        self.uploads: dict[str, Upload] = {}
+        self.stored.mkdir(parents=True, exist_ok=True)
+        # Uploads do not survive a restart: what was half sent is dropped.
+        shutil.rmtree(self.incoming, ignore_errors=True)
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        service.housekeeping_hooks.append(self.drop_idle_uploads)
+
+    # -- uploads -------------------------------------------------------------------
+
+    @rpc_method("upload.begin")
+    async def begin(
+        self,
+        session: Session,
+        *,
+        name: Annotated[str, Length(1, 1024), Doc("the file's name (a label only)")],
+        size: Annotated[int, Range(0, None), Doc("bytes")],
+        content_type: Annotated[str, Length(1, 255), Doc("a MIME type")] | None = None,
+    ) -> dict[str, Any]:
+        """Start an upload; refused before any data when ``size`` is over the limit."""
+        account = self.service.account(session)
+        limit = self.config.max_file_size
+        if size > limit:
+            raise TooLarge(f"Expected a file of at most {limit} bytes, but got {size}", limit)
+        key = user_key(account.name)
+        mine = sum(1 for upload in self.uploads.values() if upload.user == key)
+        if mine >= UPLOADS_PER_USER or len(self.uploads) >= UPLOADS_IN_ALL:
+            raise Forbidden(
+                f"Expected at most {UPLOADS_PER_USER} uploads in progress per user; "
+                "finish one or wait for it to be dropped"
+            )
+        upload_id = secrets.token_hex(12)
+        path = self.incoming / upload_id
+        await self.service.off_loop(path.touch, 0o600)
+        if content_type is None or not _CONTENT_TYPE.fullmatch(content_type):
+            content_type = "application/octet-stream"
+        self.uploads[upload_id] = Upload(
+            upload_id, key, clean_name(name), size, content_type.lower(), path, hashlib.sha256()
+        )
+        return {"upload": upload_id, "chunk_size": self.config.upload_chunk_size}
+
+    @rpc_method("upload.chunk")
+    async def chunk(
+        self,
+        session: Session,
+        *,
+        upload: UploadParam,
+        data: Annotated[str, Length(0, 2**21), Doc("the next bytes, base64")],
+    ) -> dict[str, Any]:
+        """Append the next chunk (in order); refused once past the declared size."""
+        current = self._upload(session, upload)
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except binascii.Error as error:
+            raise InvalidParams(f"Expected base64 data, but got an error: {error}") from None
+        async with current.lock:
+            if current.received + len(raw) > current.size:
+                self._drop(current)
+                raise TooLarge(
+                    f"Expected at most {current.size} bytes as declared, "
+                    f"but got {current.received + len(raw)}; the upload is dropped",
+                    current.size,
+                )
+            await self.service.off_loop(_append, current.path, raw, current.digest)
+            current.received += len(raw)
+            current.touched = time.monotonic()
+        return {"received": current.received}
+
+    @rpc_method("upload.finish")
+    async def finish(self, session: Session, *, upload: UploadParam) -> dict[str, Any]:
+        """Store the file; it can then be sent with ``send {file}``."""
+        current = self._upload(session, upload)
+        async with current.lock:
+            if current.received != current.size:
+                raise InvalidParams(
+                    f"Expected {current.size} bytes, but got {current.received} so far"
+                )
+            del self.uploads[current.id]
+            sha256 = current.digest.hexdigest()
+            await self.service.off_loop(_store, current.path, self.stored / sha256)
+        account = self.service.account(session)
+        event = FileUploaded(
+            FileId("f" + secrets.token_hex(8)),
+            current.name,
+            current.size,
+            current.content_type,
+            sha256,
+            account.name,
+            self.service.clock(),
+        )
+        await self.service.commit([event])
+        logger.info("user %s stored a file of %d bytes", account.name, current.size)
+        return {"file": views.file_view(self.state.files[event.file])}
+
+    def _upload(self, session: Session, upload_id: str) -> Upload:
+        upload = self.uploads.get(upload_id)
+        if upload is None or upload.user != session.key:
+            raise NotFound(f"No upload {upload_id!r} of yours in progress")
+        return upload
+
+    def _drop(self, upload: Upload) -> None:
+        self.uploads.pop(upload.id, None)
+        upload.path.unlink(missing_ok=True)
+
+    def drop_idle_uploads(self) -> None:
+        deadline = time.monotonic() - self.config.upload_idle_timeout
+        for upload in list(self.uploads.values()):
+            if upload.touched < deadline and not upload.lock.locked():
+                logger.info("dropping an upload idle for %.0f s", self.config.upload_idle_timeout)
+                self._drop(upload)
+
+    # -- downloads -----------------------------------------------------------------
+
+    @rpc_method("download")
+    async def download(
+        self,
+        session: Session,
+        *,
+        file: Annotated[str, Length(1, 64), Doc("a file id")],
+        offset: Annotated[int, Range(0, None), Doc("first byte")] | None = None,
+        length: Annotated[int, Range(1, None), Doc("bytes at most (capped)")] | None = None,
+    ) -> dict[str, Any]:
+        """A piece of a file you can see, base64; ``eof`` once it reaches the end."""
+        stored = rules.find_file(self.state, self.service.account(session), file)
+        offset = offset or 0
+        if offset > stored.size:
+            raise InvalidParams(f"Expected an offset of at most {stored.size}, but got {offset}")
+        length = min(length or self.config.upload_chunk_size, self.config.upload_chunk_size)
+        raw = await self.service.off_loop(_read, self.stored / stored.sha256, offset, length)
+        return {
+            "data": base64.b64encode(raw).decode(),
+            "offset": offset,
+            "size": stored.size,
+            "eof": offset + len(raw) >= stored.size,
+        }
+
+    async def http_get(
+        self, file_id: str, authorization: str | None
+    ) -> tuple[StoredFile, bytes] | None:
+        """``GET /files/{id}``: the file for a valid bearer token that may see it."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        device = self.state.devices_by_token.get(token_hash(token.strip()))
+        if device is None:
+            return None
+        try:
+            stored = rules.find_file(self.state, self.state.users[user_key(device.user)], file_id)
+        except NotFound:
+            return None
+        body = await self.service.off_loop(_read, self.stored / stored.sha256, 0, stored.size)
+        return stored, body
+
+
+def content_disposition(name: str) -> str:
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{urllib.parse.quote(name)}"
+
+
+# -- blocking work, run on a thread ----------------------------------------------
+
+
+def _append(path: Path, data: bytes, digest: Any) -> None:
+    with path.open("ab") as file:
+        file.write(data)
+    digest.update(data)
+
+
+def _store(incoming: Path, destination: Path) -> None:
+    with incoming.open("rb+") as file:
+        os.fsync(file.fileno())
+    if destination.exists():  # same content already stored
+        incoming.unlink()
+        return
+    os.replace(incoming, destination)
+    fsync_directory(destination.parent)
+
+
+def _read(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as file:
+        file.seek(offset)
+        return file.read(length)
