@@ -3,6 +3,7 @@ appending, serve, and on the way out close connections (1001) and flush the log.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import fcntl
@@ -46,6 +47,11 @@ class Running:
     service: Service
 
     @property
+    def failed(self) -> asyncio.Event:
+        """Set when the log failed: memory is ahead of the disk, stop at once."""
+        return self.service.log.failed
+
+    @property
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}/"
 
@@ -58,7 +64,12 @@ def replay(path: Path, state: State, window: int, now: int | None = None) -> tup
     count = 0
     for record in read_records(path):
         cursor = record.pop("c", None)
-        event = from_record(record)
+        try:
+            event = from_record(record)
+        except (TypeError, ValueError, KeyError) as error:
+            raise LogCorrupted(
+                f"{path}: record {count + 1} after the snapshot is not an event: {error}"
+            ) from None
         if cursor is None:  # a snapshot's event, at the head of a compacted log
             state.fold(event)
             continue
@@ -70,15 +81,15 @@ def replay(path: Path, state: State, window: int, now: int | None = None) -> tup
     # Rebuilt from today's state, so what a resumed device gets after a restart is
     # what it would get now (a message that expired since is left out).
     if now is not None:
-        for chat in state.chats.values():
-            state.expire(chat, now)
+        state.expire(now)
     recent = Recent(window, state.cursor - len(tail))
     first = state.cursor - len(tail) + 1
     for cursor, event in enumerate(tail, start=first):
         told = views.notification(state, event)
         if told is not None:
             audience, method, params = told
-            recent.add(cursor, audience, encode_event(method, params, cursor))
+            expires_at = params["message"]["expires_at"] if method == "message" else None
+            recent.add(cursor, audience, encode_event(method, params, cursor), expires_at)
     return recent, count
 
 
@@ -111,12 +122,14 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         )
         log = EventLog(state_dir / LOG_FILE, config.fsync, config.batch_interval)
         log.open()
-        hub = Hub(config.send_buffer_limit, recent, state.cursor)
+        hub = Hub(config.send_buffer_limit, recent, state.cursor, clock)
         service = Service(config, state, log, hub, clock)
         files = FileMethods(service, state_dir)
         for methods in (ExtraMethods(service), GroupMethods(service), files):
             service.registry.add(methods)
-        dispatcher = Dispatcher(service.registry, lambda session: session.user is not None)
+        dispatcher = Dispatcher(
+            service.registry, lambda session: session.user is not None, log.barrier
+        )
         openrpc = orjson.dumps(service.registry.openrpc())
         transport = Transport(
             config,

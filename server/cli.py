@@ -84,13 +84,24 @@ def _non_negative(text: str) -> int:
 
 async def serve(config: Config) -> None:
     stop = asyncio.Event()
+    failed = False
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with run_server(config) as running:
         print(f"messenger-server listening on {running.url}", flush=True)
-        await stop.wait()
-        logger.info("shutting down")
+        stopping = asyncio.create_task(stop.wait())
+        failing = asyncio.create_task(running.failed.wait())
+        await asyncio.wait((stopping, failing), return_when=asyncio.FIRST_COMPLETED)
+        for task in (stopping, failing):
+            task.cancel()
+        if running.failed.is_set():
+            logger.critical("stopping: the event log cannot be written")
+            failed = True
+        else:
+            logger.info("shutting down")
+    if failed:
+        sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from server.domain.model import DeviceId, UserKey, UserName
@@ -52,38 +52,54 @@ class Recent:
     """The last ``capacity`` published events, for ``login {since}``.
 
     ``floor`` is the newest cursor whose event may be gone: every event after it is
-    here (events nobody hears of take no room).
+    here (events nobody hears of take no room). An event with ``expires_at`` (a
+    message's) is not resumed once that time has come: an expired message is
+    never shown again.
     """
 
     def __init__(self, capacity: int, floor: int) -> None:
         self.capacity = capacity
         self.floor = floor
-        self.events: collections.deque[tuple[int, Audience, bytes]] = collections.deque()
+        self.events: collections.deque[tuple[int, Audience, bytes, int | None]] = (
+            collections.deque()
+        )
 
-    def add(self, cursor: int, audience: Audience, frame: bytes) -> None:
+    def add(
+        self, cursor: int, audience: Audience, frame: bytes, expires_at: int | None = None
+    ) -> None:
         if self.capacity <= 0:
             self.floor = cursor
             return
         if len(self.events) >= self.capacity:
             self.floor = self.events.popleft()[0]
-        self.events.append((cursor, audience, frame))
+        self.events.append((cursor, audience, frame, expires_at))
 
-    def since(self, cursor: int, key: UserKey) -> Iterator[bytes]:
-        """The frames after ``cursor`` that ``key`` would have received, oldest first."""
+    def since(self, cursor: int, key: UserKey, now: int | None = None) -> Iterator[bytes]:
+        """The frames after ``cursor`` that ``key`` would have received and that have
+        not expired by ``now``, oldest first."""
         newer: list[bytes] = []
-        for event_cursor, audience, frame in reversed(self.events):
+        for event_cursor, audience, frame, expires_at in reversed(self.events):
             if event_cursor <= cursor:
                 break
             if isinstance(audience, frozenset) and key not in audience:
+                continue
+            if expires_at is not None and now is not None and expires_at <= now:
                 continue
             newer.append(frame)
         return reversed(newer)
 
 
 class Hub:
-    def __init__(self, send_buffer_limit: int, recent: Recent, published: int) -> None:
+    def __init__(
+        self,
+        send_buffer_limit: int,
+        recent: Recent,
+        published: int,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
         self.send_buffer_limit = send_buffer_limit
         self.recent = recent
+        self.clock = clock  # ms since the epoch; decides which resumed events expired
         self.published = published  # cursor of the last event handed to the devices
         self.sessions: set[Session] = set()  # logged-in ones
         self.by_user: dict[UserKey, set[Session]] = {}
@@ -109,10 +125,13 @@ class Hub:
     def online_devices(self, key: UserKey) -> set[DeviceId]:
         return {s.device for s in self.sessions_of(key) if s.device is not None}
 
-    def publish(self, cursor: int, audience: Audience, frame: bytes) -> None:
-        """Hand one encoded event to every device of its audience, and remember it."""
+    def publish(
+        self, cursor: int, audience: Audience, frame: bytes, expires_at: int | None = None
+    ) -> None:
+        """Hand one encoded event to every device of its audience, and remember it
+        (until ``expires_at``, when given, for resume)."""
         self.published = cursor
-        self.recent.add(cursor, audience, frame)
+        self.recent.add(cursor, audience, frame, expires_at)
         if audience is EVERYONE:
             self.deliver(list(self.sessions), frame)
         else:
@@ -131,14 +150,19 @@ class Hub:
                 self.cut_off(session)
 
     def resume(self, session: Session, since: int) -> bool:
-        """Push what ``session`` missed after ``since``; False if not all of it is held."""
+        """Push what ``session`` missed after ``since``; False (pushing nothing) if not
+        all of it is held, or if it is too much to push at once."""
         assert session.key is not None
         if not self.recent.floor <= since <= self.published:
             return False
-        for frame in self.recent.since(since, session.key):
+        now = None if self.clock is None else self.clock()
+        frames = list(self.recent.since(since, session.key, now))
+        if sum(len(frame) for frame in frames) > self.send_buffer_limit // 2:
+            # More than the device could take without being cut off: it is
+            # cheaper for it to refetch (status, unread) than to be fed this.
+            return False
+        for frame in frames:
             session.peer.write_text(frame)
-        if session.peer.buffered() > self.send_buffer_limit:
-            self.cut_off(session)
         return True
 
     def cut_off(self, session: Session) -> None:

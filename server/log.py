@@ -133,6 +133,8 @@ class EventLog:
         self.appended = 0  # records handed to the OS since open, for operators' logs
         self.size = 0  # bytes in the file
         self.compacted_size = 0  # bytes right after the last compaction
+        self.failed = asyncio.Event()  # set once a write or fsync failed: stop serving
+        self._last: asyncio.Future[None] | None = None  # the newest queued item's
 
     def open(self) -> None:
         """Open for appending; call after the records were read (and a torn tail cut)."""
@@ -173,8 +175,22 @@ class EventLog:
             future.set_exception(LogFailed(f"{self.path}: the log no longer accepts records"))
             return future
         self._queue.append((item, future))
+        self._last = future
         self._wakeup.set()
         return future
+
+    def barrier(self) -> asyncio.Future[None]:
+        """Done once everything queued so far is durable (items complete in order)."""
+        last = self._last
+        if last is None or last.done():
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return last
+
+    def _fail(self, error: BaseException) -> None:
+        self.failure = error
+        self.failed.set()
 
     async def close(self) -> None:
         """Write what is queued, fsync whatever the policy, and close the file."""
@@ -232,7 +248,7 @@ class EventLog:
             await asyncio.get_running_loop().run_in_executor(self._io, job, *args)
         except Exception as exc:
             logger.critical("%s: write failed; no more records accepted", self.path, exc_info=True)
-            self.failure = exc
+            self._fail(exc)
             for waiter in waiters + [f for _, f in queued + self._queue]:
                 if not waiter.done():
                     waiter.set_exception(LogFailed(f"{self.path}: {exc}"))
@@ -280,4 +296,4 @@ class EventLog:
                     logger.critical(
                         "%s: fsync failed; no more records accepted", self.path, exc_info=True
                     )
-                    self.failure = exc
+                    self._fail(exc)

@@ -100,7 +100,14 @@ class Param:
         if self.range is not None:
             low, high = self.range.min, self.range.max
             if (low is not None and value < low) or (high is not None and value > high):
-                raise InvalidParams(f"Expected {self.name!r} in [{low}, {high}], but got {value}")
+                wanted = (
+                    f"at least {low}"
+                    if high is None
+                    else f"at most {high}"
+                    if low is None
+                    else f"from {low} to {high}"
+                )
+                raise InvalidParams(f"Expected {self.name!r} {wanted}, but got {value}")
         if self.pattern is not None and not self.pattern.regex.fullmatch(value):
             raise InvalidParams(
                 f"Expected {self.name!r} to be {self.pattern.what}, but got {value!r}"
@@ -117,7 +124,7 @@ class Param:
             if self.range.max is not None:
                 schema["maximum"] = self.range.max
         if self.pattern is not None:
-            schema["pattern"] = self.pattern.regex.pattern
+            schema["pattern"] = f"^(?:{self.pattern.regex.pattern})$"  # fullmatch, as checked
         return schema
 
 
@@ -145,6 +152,7 @@ class Method:
     params: tuple[Param, ...]
     summary: str
     anonymous: bool  # may be called before login
+    ordered: bool  # changes the session: handled alone, after the requests before it
     exclusive: tuple[tuple[str, ...], ...]  # groups of params of which exactly one is given
 
     def bind(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -190,12 +198,17 @@ class Method:
 
 
 def rpc_method(
-    name: str, *, anonymous: bool = False, exclusive: tuple[tuple[str, ...], ...] = ()
+    name: str,
+    *,
+    anonymous: bool = False,
+    ordered: bool = False,
+    exclusive: tuple[tuple[str, ...], ...] = (),
 ) -> Callable[[S], S]:
     """Mark a handler ``async def h(self, session, *, param: Annotated[...], ...)``."""
 
     def mark(handler: S) -> S:
-        handler.__rpc__ = (name, anonymous, exclusive)  # type: ignore[attr-defined]
+        mark = (name, anonymous, ordered or anonymous, exclusive)
+        handler.__rpc__ = mark  # type: ignore[attr-defined]
         return handler
 
     return mark
@@ -250,11 +263,17 @@ class Registry:
             mark = getattr(handler, "__rpc__", None)
             if mark is None:
                 continue
-            name, anonymous, exclusive = mark
+            name, anonymous, ordered, exclusive = mark
             assert name not in self.methods, f"method {name!r} declared twice"
             doc = inspect.getdoc(handler) or ""
             self.methods[name] = Method(
-                name, handler, _params_of(handler), doc.split("\n\n")[0], anonymous, exclusive
+                name,
+                handler,
+                _params_of(handler),
+                doc.split("\n\n")[0],
+                anonymous,
+                ordered,
+                exclusive,
             )
 
     def openrpc(self) -> dict[str, Any]:
@@ -280,9 +299,15 @@ def _is_valid_id(value: Any) -> bool:
 class Dispatcher:
     """Turns one frame into at most one reply frame (section 6 for batches)."""
 
-    def __init__(self, registry: Registry, logged_in: Callable[[Any], bool]) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        logged_in: Callable[[Any], bool],
+        settled: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.registry = registry
         self.logged_in = logged_in
+        self.settled = settled
 
     def parse(self, frame: str | bytes) -> Any:
         try:
@@ -313,7 +338,7 @@ class Dispatcher:
         for request in requests:
             name = request.get("method") if isinstance(request, dict) else None
             method = self.registry.methods.get(name) if isinstance(name, str) else None
-            if method is not None and method.anonymous:
+            if method is not None and method.ordered:
                 return True
         return False
 
@@ -343,6 +368,10 @@ class Dispatcher:
             if not method.anonymous and not self.logged_in(session):
                 raise Unauthenticated(f"Log in before calling {name!r}")
             result = await method.handler(session, **method.bind(params))
+            if self.settled is not None:
+                # A reply may show only what is durable: wait for whatever other
+                # requests changed and this one may have seen.
+                await self.settled()
         except InvalidRequest as error:
             # Not a Request object, so not a Notification either: always answered,
             # with id null when it has none (section 5.1's and section 7's examples).

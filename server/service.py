@@ -102,7 +102,7 @@ class Service:
         is told only after the disk has it, in cursor order (the log's futures
         complete in order, and so do their callbacks).
         """
-        told: list[tuple[int, views.Audience, bytes]] = []
+        told: list[tuple[int, views.Audience, bytes, int | None]] = []
         records = []
         for event in events:
             cursor = self.state.apply(event)
@@ -112,15 +112,18 @@ class Service:
             notification = views.notification(self.state, event)
             if notification is not None:
                 audience, method, params = notification
-                told.append((cursor, audience, encode_event(method, params, cursor)))
+                # A message's event is not resumed once the message expired.
+                expires_at = params["message"]["expires_at"] if method == "message" else None
+                frame = encode_event(method, params, cursor)
+                told.append((cursor, audience, frame, expires_at))
         durable = self.log.append(records)
         if events and isinstance(events[-1], MessageScheduled):
             self.arm_schedule()
 
         def publish(_: asyncio.Future[None]) -> None:
             if durable.exception() is None:
-                for cursor, audience, frame in told:
-                    self.hub.publish(cursor, audience, frame)
+                for cursor, audience, frame, expires_at in told:
+                    self.hub.publish(cursor, audience, frame, expires_at)
 
         durable.add_done_callback(publish)
         return durable
@@ -178,7 +181,7 @@ class Service:
         while True:
             await asyncio.sleep(self.config.housekeeping_interval)
             try:
-                self.state.expire_all(self.clock())
+                self.state.expire(self.clock())
                 for hook in self.housekeeping_hooks:
                     hook()
                 if self.log.size > max(self.config.compact_bytes, 2 * self.log.compacted_size):
@@ -189,7 +192,7 @@ class Service:
     async def compact(self) -> None:
         """Rewrite the log as a snapshot of the live state (expired messages dropped)."""
         before = self.log.size
-        self.state.expire_all(self.clock())
+        self.state.expire(self.clock())
         head = [to_record(event) for event in snapshot(self.state)]
         await self.log.compact(head)
         logger.info(
@@ -283,7 +286,7 @@ class Service:
         await self.commit([event])
         return account, device_id, token
 
-    @rpc_method("logout")
+    @rpc_method("logout", ordered=True)
     async def logout(self, session: Session) -> dict[str, Any]:
         """Revoke this device's token; every connection of this device is logged out."""
         account = self.account(session)
@@ -311,12 +314,10 @@ class Service:
         account = self.account(session)
         key = user_key(account.name)
         online = self.hub.online_devices(key)
-        now = self.clock()
-        chats = []
-        for chat_id in account.chats:
-            chat = self.state.chats[chat_id]
-            self.state.expire(chat, now)
-            chats.append(views.chat_view(self.state, chat, key))
+        self.state.expire(self.clock())
+        chats = [
+            views.chat_view(self.state, self.state.chats[chat_id], key) for chat_id in account.chats
+        ]
         return {
             "user": account.name,
             "device": session.device,
@@ -345,11 +346,12 @@ class Service:
         device = account.devices[self._device_id(session)]
         if not text and file is None:
             raise InvalidParams(f"Expected text of 1 to {TEXT_MAX} characters, but got none")
+        now = self.clock()
+        self.state.expire(now)
         if client_id is not None:
             repeat = self._first_result(device.id, client_id)
             if repeat is not None:
                 return repeat
-        now = self.clock()
         events: list[Event] = []
         if chat is not None:
             target: Chat | None = rules.find_chat(self.state, account, chat)
@@ -432,19 +434,18 @@ class Service:
         target = self._readable_chat(account, chat, user)
         if target is None:  # a user you have not written to yet: an empty chat
             return {"messages": [], "has_more": False}
-        self.state.expire(target, self.clock())
+        self.state.expire(self.clock())
         limit = limit or self.state.history_size
         messages = target.messages
         first = target.first_seq
         end = len(messages) if before is None else max(0, min(len(messages), before - first))
         if after is None:
-            start = max(0, end - limit)
-            chosen, more = _within_budget(self.state, messages[start:end], newest_first=True)
-            return {"messages": chosen, "has_more": start > 0 or more}
-        start = max(0, after + 1 - first)
-        stop = min(end, start + limit)
-        chosen, more = _within_budget(self.state, messages[start:stop], newest_first=False)
-        return {"messages": chosen, "has_more": stop < end or more}
+            chosen, more = _pick(self.state, messages, range(end - 1, -1, -1), limit)
+            chosen.reverse()
+        else:
+            start = max(0, after + 1 - first)
+            chosen, more = _pick(self.state, messages, range(start, end), limit)
+        return {"messages": chosen, "has_more": more}
 
     @rpc_method("read")
     async def read(self, session: Session, *, chat: ChatParam, seq: SeqParam) -> dict[str, Any]:
@@ -461,27 +462,20 @@ class Service:
         """Every message after your read marker, per chat (chats with none are left out)."""
         account = self.account(session)
         key = user_key(account.name)
-        now = self.clock()
+        self.state.expire(self.clock())
         budget = REPLY_BUDGET
         chats = []
         for chat_id in account.chats:
             chat = self.state.chats[chat_id]
-            self.state.expire(chat, now)
             read_seq = chat.read_markers[key]
             start = max(0, read_seq + 1 - chat.first_seq)
-            if start >= len(chat.messages):
-                continue
-            stop = min(len(chat.messages), start + UNREAD_PER_CHAT)
-            chosen, cut = _within_budget(self.state, chat.messages[start:stop], False, budget)
-            budget -= sum(_size(m) for m in chosen)
-            chats.append(
-                {
-                    "chat": chat.id,
-                    "read_seq": read_seq,
-                    "messages": chosen,
-                    "has_more": cut or stop < len(chat.messages),
-                }
-            )
+            indexes = range(start, len(chat.messages))
+            chosen, more = _pick(self.state, chat.messages, indexes, UNREAD_PER_CHAT, budget)
+            if chosen:
+                budget -= sum(_size(m) for m in chosen)
+                chats.append(
+                    {"chat": chat.id, "read_seq": read_seq, "messages": chosen, "has_more": more}
+                )
         return {"chats": chats}
 
     # -- helpers -----------------------------------------------------------------
@@ -515,6 +509,8 @@ class Service:
         peer = self.state.user(user)
         if peer is None:
             raise NotFound(f"No user {user!r}")
+        if peer is account:
+            raise InvalidParams("Expected another user for a direct chat, but got yourself")
         return self.state.direct_chat_between(account.name, peer.name)
 
     async def off_loop(self, function: Callable[..., Any], *args: Any) -> Any:
@@ -526,19 +522,25 @@ def _size(message: dict[str, Any]) -> int:
     return 6 * len(message["text"]) + 256
 
 
-def _within_budget(
-    state: State, messages: list[Message], newest_first: bool, budget: int = REPLY_BUDGET
+def _pick(
+    state: State,
+    messages: list[Message | None],
+    indexes: range,
+    limit: int,
+    budget: int = REPLY_BUDGET,
 ) -> tuple[list[dict[str, Any]], bool]:
-    """The messages' views, ascending, as many as fit ``budget`` bytes, taken from
-    the newest end or the oldest end; and whether any had to be left out."""
+    """The views of the live messages at ``indexes``, in that order, until ``limit``
+    of them or ``budget`` bytes; and whether a live one was left out."""
     chosen: list[dict[str, Any]] = []
-    order = reversed(messages) if newest_first else iter(messages)
-    for message in order:
+    for index in indexes:
+        message = messages[index]
+        if message is None:
+            continue
+        if len(chosen) == limit:
+            return chosen, True
         view = views.message_view(state, message)
         budget -= _size(view)
         if budget < 0:
-            break
+            return chosen, True
         chosen.append(view)
-    if newest_first:
-        chosen.reverse()
-    return chosen, len(chosen) < len(messages)
+    return chosen, False

@@ -102,9 +102,12 @@ class Chat:
     owner: UserName | None
     # member -> read marker (the seq of the last message that member has read)
     read_markers: dict[UserKey, int] = dataclasses.field(default_factory=dict)
-    # messages[i].seq == first_seq + i: expiry pops from the front, seq stays contiguous
-    messages: list[Message] = dataclasses.field(default_factory=list)
+    # messages[i] has seq first_seq + i, or is None once expired: expiry trims the
+    # front, and leaves a hole only where an older message outlives a newer one
+    # (the ttl was changed between runs)
+    messages: list[Message | None] = dataclasses.field(default_factory=list)
     first_seq: int = 1
+    holes: int = 0
     link_hash: str | None = None  # groups: the one join link that works
     requests: dict[UserKey, int] = dataclasses.field(default_factory=dict)  # pending joins
 
@@ -117,3 +120,11 @@ class Chat:
         if 0 <= index < len(self.messages):
             return self.messages[index]
         return None
+
+    def live_after(self, seq: int) -> int:
+        """How many live messages come after ``seq``."""
+        start = max(0, seq + 1 - self.first_seq)
+        count = len(self.messages) - start
+        if self.holes:
+            count -= self.messages[start:].count(None)
+        return max(0, count)

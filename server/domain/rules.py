@@ -172,10 +172,8 @@ def check_rate(state: State, user: User, chat_id: ChatId, now: int, limit: int) 
 
 def find_message(state: State, user: User, message_id: str, now: int) -> Message:
     """A live message of a chat ``user`` is a member of."""
+    state.expire(now)
     message = state.messages.get(MessageId(message_id))
-    if message is not None and message.expires_at is not None and message.expires_at <= now:
-        state.expire(state.chats[message.chat], now)
-        message = None
     if message is None or user_key(user.name) not in state.chats[message.chat].read_markers:
         raise NotFound(f"No message {message_id!r} among your chats")
     return message

@@ -1,7 +1,7 @@
 """The state as events: folding ``snapshot(state)`` into a fresh ``State`` gives the
 same state back (what compaction writes at the head of a new log).
 
-Expired messages are not in it: call ``State.expire_all`` first.
+Expired messages are not in it: call ``State.expire`` first.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def snapshot(state: State) -> Iterator[Event]:
             {str(key): at for key, at in chat.requests.items()} or None,
         )
         for message in chat.messages:
+            if message is None:
+                continue
             yield MessagePosted(
                 message.id,
                 chat.id,

@@ -77,6 +77,7 @@ class State:
         # (send_at, id) of pending messages; cancelled ones are skipped when popped
         self.schedule: list[tuple[int, ScheduledId]] = []
         self.client_ids: dict[DeviceId, dict[str, MessageId]] = {}
+        self.expiries: list[tuple[int, MessageId]] = []  # heap of (expires_at, message)
         self._fold: dict[type[Any], Callable[[Any], None]] = {
             UserRegistered: self._user_registered,
             DeviceAuthorized: self._device_authorized,
@@ -134,26 +135,32 @@ class State:
             heapq.heappop(self.schedule)
         return self.schedule[0][0] if self.schedule else None
 
-    def expire(self, chat: Chat, now: int) -> None:
-        """Drop the chat's messages (and their comments) whose lifetime is over.
+    def expire(self, now: int) -> None:
+        """Drop every message (and its comments) whose lifetime is over by ``now``.
 
-        Lifetimes end in posting order (one ttl for all messages of a run), so the
-        expired messages are a prefix; a read calls this before it looks.
+        Every read calls this before it looks: the heap makes it O(1) when nothing
+        expired, and O(log n) per message that did.
         """
-        messages = chat.messages
-        dropped = 0
-        for message in messages:
-            if message.expires_at is None or message.expires_at > now:
-                break
+        heap = self.expiries
+        touched: set[Chat] = set()
+        while heap and heap[0][0] <= now:
+            _, message_id = heapq.heappop(heap)
+            message = self.messages.get(message_id)
+            if message is None:
+                continue
             self._forget(message)
-            dropped += 1
-        if dropped:
-            del messages[:dropped]
-            chat.first_seq += dropped
-
-    def expire_all(self, now: int) -> None:
-        for chat in self.chats.values():
-            self.expire(chat, now)
+            chat = self.chats[message.chat]
+            chat.messages[message.seq - chat.first_seq] = None
+            chat.holes += 1
+            touched.add(chat)
+        for chat in touched:
+            messages = chat.messages
+            leading = 0
+            while leading < len(messages) and messages[leading] is None:
+                leading += 1
+            del messages[:leading]
+            chat.first_seq += leading
+            chat.holes -= leading
 
     def _forget(self, message: Message) -> None:
         del self.messages[message.id]
@@ -211,6 +218,8 @@ class State:
         )
         chat.messages.append(message)
         self.messages[message.id] = message
+        if message.expires_at is not None:
+            heapq.heappush(self.expiries, (message.expires_at, message.id))
         author = self.users[user_key(event.author)]
         # Writing in a chat reads it: your own messages are never unread to you.
         author_key = user_key(event.author)

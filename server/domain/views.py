@@ -101,14 +101,13 @@ def chat_view(state: State, chat: Chat, viewer: UserKey) -> dict[str, Any]:
     if chat.kind == "direct":
         peer = next((key for key in chat.read_markers if key != viewer), viewer)
         title = state.users[peer].name
-    # Expired messages are not unread: count only the live ones after the marker.
-    unread = last_seq - max(read_seq, chat.first_seq - 1)
+    unread = chat.live_after(read_seq)  # expired messages are not unread
     return {
         "id": chat.id,
         "kind": chat.kind,
         "title": title,
         "owner": chat.owner,
-        "unread": max(0, unread),
+        "unread": unread,
         "read_seq": read_seq,
         "last_seq": last_seq,
     }
