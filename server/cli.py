@@ -88,6 +88,19 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    logger.info(
+        "state in %s, fsync %s, history %d, ttl %d s, rate %d per %d s, "
+        "ban after %d reports for %d s, files up to %d bytes",
+        config.state_dir,
+        config.fsync,
+        config.history_size,
+        config.message_ttl,
+        config.rate_limit,
+        config.rate_period,
+        config.report_threshold,
+        config.ban_duration,
+        config.max_file_size,
+    )
     async with run_server(config) as running:
         print(f"messenger-server listening on {running.url}", flush=True)
         stopping = asyncio.create_task(stop.wait())

@@ -117,7 +117,7 @@ class Service:
                 frame = encode_event(method, params, cursor)
                 told.append((cursor, audience, frame, expires_at))
         durable = self.log.append(records)
-        if events and isinstance(events[-1], MessageScheduled):
+        if any(isinstance(event, MessageScheduled) for event in events):
             self.arm_schedule()
 
         def publish(_: asyncio.Future[None]) -> None:
@@ -213,7 +213,7 @@ class Service:
         self, session: Session, *, user: UserParam, password: PasswordParam
     ) -> dict[str, Any]:
         """Create an account; it joins the general chat."""
-        rules.register(self.state, user, "", 0)  # refuse a taken name before the KDF's cost
+        rules.check_name_free(self.state, user)  # before the KDF's cost; again after it
         password_hash = await self.off_loop(hash_password, password, self.config.scrypt_n)
         event = rules.register(self.state, user, password_hash, self.clock())
         await self.commit([event])

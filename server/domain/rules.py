@@ -58,10 +58,14 @@ from server.errors import (
 )
 
 
-def register(state: State, name: str, password_hash: str, now: int) -> UserRegistered:
+def check_name_free(state: State, name: str) -> None:
     existing = state.user(name)
     if existing is not None:
         raise Conflict(f"User name {name!r} is taken (by {existing.name!r})")
+
+
+def register(state: State, name: str, password_hash: str, now: int) -> UserRegistered:
+    check_name_free(state, name)
     return UserRegistered(UserName(name), password_hash, now)
 
 
