@@ -11,8 +11,8 @@ from server.domain.model import CommentId, user_key
 from server.errors import NotFound
 from server.hub import Session
 from server.rpc import Doc, Length, Range, rpc_method
-from server.service import HISTORY_MAX, Service, UserParam
-from wire import TEXT_MAX
+from server.service import Service, UserParam
+from wire import HISTORY_MAX, TEXT_MAX
 
 logger = logging.getLogger("messenger.server")
 

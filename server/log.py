@@ -182,11 +182,15 @@ class EventLog:
     def barrier(self) -> asyncio.Future[None]:
         """Done once everything queued so far is durable (items complete in order)."""
         last = self._last
+        if self.failure is not None:  # what was queued may never reach the disk
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(LogFailed(f"{self.path}: {self.failure}"))
+            return failed
         if last is None or last.done():
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
-        return last
+        return asyncio.shield(last)  # a cancelled waiter must not cancel the append
 
     def _fail(self, error: BaseException) -> None:
         self.failure = error

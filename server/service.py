@@ -39,7 +39,14 @@ from server.errors import InvalidParams, NotFound, RateLimited, Unauthenticated
 from server.hub import Hub, Session
 from server.log import EventLog
 from server.rpc import Doc, Length, Pattern, Range, Registry, rpc_method
-from wire import PASSWORD_MAX, PASSWORD_MIN, TEXT_MAX, USER_NAME_PATTERN
+from wire import (
+    DEVICE_NAME_MAX,
+    HISTORY_MAX,
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+    TEXT_MAX,
+    USER_NAME_PATTERN,
+)
 
 logger = logging.getLogger("messenger.server")
 
@@ -54,7 +61,6 @@ def system_clock() -> int:
 # messages stop at this many bytes of JSON and say has_more.
 REPLY_BUDGET = 900_000
 UNREAD_PER_CHAT = 1000
-HISTORY_MAX = 100
 
 UserParam = Annotated[
     str, Pattern(USER_NAME_PATTERN, "1-32 of A-Z a-z 0-9 _ . -"), Doc("a user name")
@@ -229,7 +235,8 @@ class Service:
         password: PasswordParam | None = None,
         token: Annotated[str, Length(1, 128), Doc("a device token")] | None = None,
         since: Annotated[int, Range(0, None), Doc("the last cursor this device saw")] | None = None,
-        device_name: Annotated[str, Length(1, 64), Doc("a name for a new device")] | None = None,
+        device_name: Annotated[str, Length(1, DEVICE_NAME_MAX), Doc("a name for a new device")]
+        | None = None,
     ) -> dict[str, Any]:
         """Log in with a password (a new device) or a device token (that device)."""
         if token is not None:

@@ -15,8 +15,10 @@ import orjson
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "DEVICE_NAME_MAX",
     "FRAME_LIMIT",
     "GENERAL_CHAT",
+    "HISTORY_MAX",
     "PASSWORD_MAX",
     "PASSWORD_MIN",
     "TEXT_MAX",
@@ -34,6 +36,8 @@ USER_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024
 TEXT_MAX = 4096
+HISTORY_MAX = 100  # most messages one history call returns
+DEVICE_NAME_MAX = 64
 
 
 class ErrorCode(enum.IntEnum):

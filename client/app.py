@@ -1,0 +1,319 @@
+"""The client itself, whatever its face: a signed-in session, its commands and events.
+
+Script mode (``cli``) feeds it lines from stdin and prints plain lines; the console
+(``console``) feeds it what is typed and prints above the prompt. Both see the same
+lines, through a ``Sink``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from client import commands, render
+from client.connection import (
+    ConnectionAbandoned,
+    ConnectionDropped,
+    ConnectionResumed,
+    EventReceived,
+    Session,
+    SessionEvent,
+)
+from client.errors import ClientError, RpcError, SignedOut, UsageError
+from client.model import GENERAL, ChatId, Json, Model, Target
+
+log = logging.getLogger("messenger.client")
+
+
+class Sink(Protocol):
+    def show(self, line: render.Line) -> None:
+        """A result or an event: what the user asked for, or what happened."""
+
+    def notice(self, text: str) -> None:
+        """News of the client itself: signed in, connection lost, reconnected."""
+
+    def error(self, text: str) -> None:
+        """One line saying what failed and, where it helps, what to do."""
+
+
+class App:
+    def __init__(
+        self,
+        session: Session,
+        sink: Sink,
+        login: Json,
+        *,
+        forget_token: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+        tz: datetime.tzinfo | None = None,
+    ) -> None:
+        self.session = session
+        self.sink = sink
+        self.model = Model(login["user"])
+        self.device: str = login["device"]
+        self.history_size: int = login.get("limits", {}).get("history_size", 20)
+        self.quitting = False
+        self.on_quit: Callable[[], None] = lambda: None
+        self._forget_token = forget_token
+        self._clock = clock
+        self._tz = tz
+        self._read_wanted: dict[ChatId, int] = {}
+        self._marker: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self._failure_reported = False
+
+    @property
+    def failure(self) -> ClientError | None:
+        """Why the session gave up (unreachable, signed out), or None."""
+        return self.session.failure
+
+    def now(self) -> float:
+        return self._clock()
+
+    def show(self, line: render.Line) -> None:
+        self.sink.show(line)
+
+    def show_lines(self, lines: Iterable[render.Line]) -> None:
+        for line in lines:
+            self.sink.show(line)
+
+    def quit(self) -> None:
+        self.quitting = True
+        self.on_quit()
+
+    # -- the session's life ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """What one sees first: unread counts, the general chat's latest, then events."""
+        await self.refresh_status()
+        self.show(render.unread_summary(self.model.chats.values()))
+        await self.show_history(GENERAL, self.history_size, only_new=True)
+        self._follower = asyncio.create_task(self._follow_events(), name="messenger-events")
+
+    async def execute(self, line: str) -> bool:
+        """Run one command line; False (and one line on the error sink) when it failed."""
+        try:
+            command, values = commands.parse(line)
+            await command.run(self, values)
+        except RpcError as exc:
+            self.sink.error(render.error_text(exc, self.now(), self._tz))
+            return False
+        except ClientError as exc:
+            self._report(exc)
+            return False
+        return True
+
+    async def drain(self) -> None:
+        """Let what is under way finish: the events received so far, the read markers."""
+        if self._follower is not None and not self._follower.done():
+            await self.session.events.join()
+        await self._flush_reads()
+
+    async def close(self) -> None:
+        for task in (self._follower, self._marker):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
+
+    # -- what commands use ------------------------------------------------------------
+
+    async def refresh_status(self) -> Json:
+        await self._flush_reads()  # so that the counts include this client's reading
+        status: Json = await self.session.call("status", {})
+        self.model.load_status(status)
+        return status
+
+    async def send(self, target: Target, text: str) -> None:
+        # The client_id makes a send repeated after a reconnection store nothing twice.
+        params = {**target.params(), "text": text, "client_id": uuid.uuid4().hex}
+        result = await self.session.call("send", params)
+        await self._message_arrived(result["message"])
+
+    def show_comment(self, comment: Json, *, only_new: bool) -> None:
+        if self.model.comment_seen(comment) or not only_new:
+            label = self.model.label(comment["chat"])
+            seq = self.model.seq_of(comment["message"])
+            ref = label if seq is None else render.message_ref(label, seq)
+            self.show(render.comment_line(comment, ref, self.now(), self._tz))
+
+    async def show_history(self, chat: ChatId, limit: int, *, only_new: bool = False) -> None:
+        result = await self.session.call("history", {"chat": chat, "limit": limit})
+        messages: list[Json] = result["messages"]
+        await self._show_messages(messages, only_new=only_new)
+        if messages:
+            self.want_read(chat, messages[-1]["seq"])
+
+    async def show_unread(self) -> None:
+        await self._flush_reads()
+        result = await self.session.call("unread", {})
+        entries = [entry for entry in result["chats"] if entry["messages"]]
+        if not entries:
+            self.show(render.info("No unread messages."))
+        if any(not self.model.is_known(entry["chat"]) for entry in entries):
+            await self.refresh_status()
+        for entry in entries:
+            messages: list[Json] = entry["messages"]
+            more = " (and more; /open it for the rest)" if entry.get("has_more") else ""
+            label = self.model.label(entry["chat"])
+            self.show(render.info(f"{label}: {len(messages)} unread{more}"))
+            await self._show_messages(messages, only_new=False)
+            self.want_read(ChatId(entry["chat"]), messages[-1]["seq"])
+
+    async def find_chat(self, name: str) -> Target:
+        target = self.model.find_chat(name)
+        if target is None or target.chat is None:
+            await self.refresh_status()  # a chat may have come since the last status
+            target = self.model.find_chat(name)
+        if target is None:
+            raise UsageError(f"No chat {name!r} among yours; /chats lists them")
+        return target
+
+    async def find_message(self, ref: str) -> str:
+        """The id of the message ``ref`` names: ``#12``, ``general#12``, ``@bob#3`` or an id."""
+        label, hash_sign, seq_text = ref.rpartition("#")
+        if not hash_sign or not seq_text.isdigit():
+            return ref  # a message id as the server wrote it
+        chat = (await self.find_chat(label)).chat if label else self.model.current.chat
+        if chat is None:
+            raise UsageError(f"No messages in {label or self.model.current_label} yet")
+        seq = int(seq_text)
+        found = self.model.message_at(chat, seq)
+        if found is not None:
+            return found
+        result = await self.session.call("history", {"chat": chat, "after": seq - 1, "limit": 1})
+        for message in result["messages"]:
+            if message["seq"] == seq:
+                self.model.message_seen(message)
+                return str(message["id"])
+        raise UsageError(
+            f"No message {render.message_ref(self.model.label(chat), seq)} "
+            "(expired, or not there yet)"
+        )
+
+    async def log_out(self) -> None:
+        # SignedOut: the logout went through, then the connection dropped before the reply.
+        with contextlib.suppress(SignedOut):
+            await self.session.call("logout", {})
+        self._forget_token()
+        self.sink.notice("Signed out; this device's token is forgotten.")
+        self.quit()
+
+    def want_read(self, chat: ChatId, seq: int) -> None:
+        """Move the read marker to ``seq``, soon; several moves go as one ``read``."""
+        # Moved here first, so that the server's echo (a `read` event) is no news.
+        self.model.read_moved(chat, seq)
+        self._read_wanted[chat] = max(seq, self._read_wanted.get(chat, 0))
+        if self._marker is None or self._marker.done():
+            self._marker = asyncio.create_task(self._move_read_markers(), name="messenger-read")
+
+    # -- events ----------------------------------------------------------------------
+
+    async def _follow_events(self) -> None:
+        events = self.session.events
+        while True:
+            event = await events.get()
+            try:
+                await self._handle(event)
+            except RpcError as exc:
+                self.sink.error(render.error_text(exc, self.now(), self._tz))
+            except ClientError as exc:
+                self._report(exc)
+            except Exception:  # a bug; keep following the events
+                log.exception("Handling %s failed", event)
+            finally:
+                events.task_done()
+
+    async def _handle(self, event: SessionEvent) -> None:
+        match event:
+            case EventReceived("message", params):
+                await self._message_arrived(params["message"])
+            case EventReceived("comment", params):
+                self.show_comment(params["comment"], only_new=True)
+            case EventReceived("read", params):
+                if self.model.read_moved(params["chat"], params["read_seq"]):
+                    self.show(render.read_line(self.model.chats[ChatId(params["chat"])]))
+            case EventReceived("chat.left", params):
+                label = self.model.label(params["chat"])
+                self.model.chat_left(params["chat"])
+                self.show(render.info(f"You are no longer in {label}."))
+            case EventReceived(method, params):
+                if method == "chat.joined":
+                    self.model.chat_seen(params["chat"])
+                self.show(
+                    render.event_line(
+                        method, params, self.model.label(_chat_of(params)), self.now(), self._tz
+                    )
+                )
+            case ConnectionDropped():
+                self.sink.notice("Connection lost; reconnecting...")
+            case ConnectionResumed(resumed=True):
+                self.sink.notice("Reconnected; nothing was missed.")
+            case ConnectionResumed(resumed=False):
+                self.sink.notice(
+                    "Reconnected, but the server could not replay what was missed; "
+                    "here is what is unread."
+                )
+                await self.refresh_status()
+                result = await self.session.call("unread", {})
+                for entry in result["chats"]:
+                    for message in entry["messages"]:
+                        await self._message_arrived(message)
+            case ConnectionAbandoned(error):
+                self._report(error)
+                self.quit()
+
+    async def _message_arrived(self, message: Json) -> None:
+        """A message from the stream (an event, a send's result): shown once only."""
+        await self._show_messages([message], only_new=True)
+        seq = self.model.read_up_to(message)
+        if seq is not None:
+            self.want_read(ChatId(message["chat"]), seq)
+
+    async def _show_messages(self, messages: list[Json], *, only_new: bool) -> None:
+        if any(not self.model.is_known(message["chat"]) for message in messages):
+            await self.refresh_status()  # a chat new to us: learn its kind and name
+        for message in messages:
+            if self.model.message_seen(message) or not only_new:
+                label = self.model.label(message["chat"])
+                self.show(render.message_line(message, label, self.now(), self._tz))
+
+    async def _flush_reads(self) -> None:
+        if self._marker is not None:
+            await asyncio.wait([self._marker])
+
+    async def _move_read_markers(self) -> None:
+        while self._read_wanted:
+            chat, seq = self._read_wanted.popitem()
+            try:
+                await self.session.call("read", {"chat": chat, "seq": seq})
+            except RpcError as exc:
+                error = render.error_text(exc, self.now(), self._tz)
+                self.sink.error(f"Could not mark {self.model.label(chat)} read: {error}")
+            except ClientError as exc:
+                self._report(exc)
+                return
+
+    def _report(self, error: ClientError) -> None:
+        # A session that gave up fails every call with the same error: say it once.
+        if error is self.session.failure:
+            if self._failure_reported:
+                return
+            self._failure_reported = True
+        self.sink.error(str(error))
+
+
+def _chat_of(params: dict[str, Any]) -> str:
+    """The chat an event is about, wherever the event keeps it."""
+    for key in ("chat", "comment", "scheduled"):
+        value = params.get(key)
+        if isinstance(value, dict):
+            value = value.get("chat", value.get("id"))
+        if isinstance(value, str):
+            return value
+    return ""

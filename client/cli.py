@@ -1,0 +1,213 @@
+"""``messenger-client --user NAME [--host] [--port] [--device NAME] [--register]``.
+
+Interactive on a terminal; with stdin not a terminal, a script: the same commands
+read line by line, each run to its reply, results and events printed as plain lines,
+errors on stderr, exit status 0 when every command succeeded and 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Final, Protocol, TextIO
+
+from client import render
+from client.app import App, Sink
+from client.connection import Backoff, Session
+from client.console import Console
+from client.errors import ClientError, RpcError
+from client.signin import Device, Prompter, sign_in
+from client.tokens import TokenStore, default_path
+from wire import DEFAULT_HOST, DEFAULT_PORT, USER_NAME_PATTERN
+
+PASSWORD_VARIABLE: Final = "MESSENGER_PASSWORD"
+# A script has nobody to wait for it: past this long without a server, it fails.
+SCRIPT_GIVE_UP: Final = 30.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Options:
+    user: str
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    device: str | None = None
+    register: bool = False
+    password: str | None = None
+    tokens: Path = dataclasses.field(default_factory=default_path)
+    backoff: Backoff = dataclasses.field(default_factory=Backoff)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}/"
+
+    @property
+    def this_device(self) -> Device:
+        name = self.device or socket.gethostname()[:64] or "console"
+        return Device(f"{self.host}:{self.port}", self.user, name)
+
+
+def _user_name(text: str) -> str:
+    if not USER_NAME_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected 1-32 of A-Z a-z 0-9 _ . -, but got {text!r}")
+    return text
+
+
+def _device_name(text: str) -> str:
+    if not 1 <= len(text) <= 64:
+        raise argparse.ArgumentTypeError(f"expected 1-64 characters, but got {len(text)}")
+    return text
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="messenger-client",
+        description="Console client of the messenger. With stdin not a terminal it runs "
+        "the commands it reads as a script. The password comes from a prompt or from "
+        f"${PASSWORD_VARIABLE}.",
+    )
+    parser.add_argument("--user", required=True, type=_user_name, help="who to sign in as")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="server host (%(default)s)")
+    parser.add_argument("--port", default=DEFAULT_PORT, type=int, help="server port (%(default)s)")
+    parser.add_argument(
+        "--device",
+        type=_device_name,
+        help="name of this device (default: the host name); another name is another "
+        "device, with its own saved token",
+    )
+    parser.add_argument(
+        "--register", action="store_true", help="create the user first if it does not exist"
+    )
+    return parser.parse_args(argv)
+
+
+class Face(Sink, Prompter, Protocol):
+    """The client as a person or a script meets it."""
+
+    async def run(self, app: App) -> int:
+        """Take commands until the end; the exit status."""
+
+
+async def run(options: Options, face: Face) -> int:
+    """Sign in, show the start, hand over to ``face``; the exit status."""
+    session = Session(options.url, options.backoff)
+    tokens = TokenStore(options.tokens)
+    device = options.this_device
+    app: App | None = None
+    try:
+        await session.connect()
+        login = await sign_in(
+            session,
+            device,
+            tokens,
+            face,
+            face.notice,
+            password=options.password,
+            register=options.register,
+        )
+        app = App(
+            session,
+            face,
+            login,
+            forget_token=lambda: tokens.forget(device.server, device.user, device.name),
+        )
+        await app.start()
+        face.notice(
+            f"Signed in as {login['user']} on {options.url} (device {device.name}); "
+            "/help lists the commands."
+        )
+        return await face.run(app)
+    except RpcError as exc:
+        face.error(render.error_text(exc, time.time()))
+        return 1
+    except ClientError as exc:
+        face.error(str(exc))
+        return 1
+    finally:
+        if app is not None:
+            await app.close()
+        await session.close()
+
+
+class ScriptFace:
+    """Plain lines: results and events on stdout, the client's own news on stderr."""
+
+    def __init__(self, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> None:
+        self._stdin = stdin
+        self._stdout = stdout
+        self._stderr = stderr
+
+    def show(self, line: render.Line) -> None:
+        print(render.plain(line), file=self._stdout, flush=True)
+
+    def notice(self, text: str) -> None:
+        print(text, file=self._stderr, flush=True)
+
+    def error(self, text: str) -> None:
+        print(text, file=self._stderr, flush=True)
+
+    async def ask_password(self, prompt: str) -> str | None:
+        return None  # stdin is the script; the password comes from the environment
+
+    async def confirm(self, question: str) -> bool:
+        return False
+
+    async def run(self, app: App) -> int:
+        lines: asyncio.Queue[str | None] = asyncio.Queue()  # None: the end
+        app.on_quit = lambda: lines.put_nowait(None)  # e.g. signed out elsewhere
+        _read_lines(self._stdin, lines)
+        ok = True
+        while not app.quitting and (line := await lines.get()) is not None:
+            if line.strip():
+                ok = await app.execute(line.rstrip("\r\n")) and ok
+        await app.drain()
+        return 0 if ok and app.failure is None else 1
+
+
+def _read_lines(stream: TextIO, lines: asyncio.Queue[str | None]) -> None:
+    """Put the stream's lines, then None, on ``lines`` from a daemon thread: a read
+    that blocks never holds up the exit."""
+    loop = asyncio.get_running_loop()
+
+    def pump() -> None:
+        try:
+            for line in stream:
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+            loop.call_soon_threadsafe(lines.put_nowait, None)
+        except RuntimeError:  # the loop closed first: the client is done
+            return
+
+    threading.Thread(target=pump, name="messenger-stdin", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    interactive = sys.stdin.isatty()
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    options = Options(
+        user=args.user,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        register=args.register,
+        password=os.environ.get(PASSWORD_VARIABLE) or None,
+        backoff=Backoff(give_up_after=None if interactive else SCRIPT_GIVE_UP),
+    )
+    try:
+        return asyncio.run(_main(options, interactive))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _main(options: Options, interactive: bool) -> int:
+    if interactive:
+        return await run(options, Console())
+    return await run(options, ScriptFace(sys.stdin, sys.stdout, sys.stderr))

@@ -1,0 +1,203 @@
+"""What the client knows of its user's chats: a fold over status results and events.
+
+Pure: no I/O and no clock. The app feeds it the wire's objects (protocol-contract.md,
+"Values") and asks it what is new, what to call things and what to mark read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Final, NewType
+
+from wire import GENERAL_CHAT
+
+ChatId = NewType("ChatId", str)
+MessageId = NewType("MessageId", str)
+Json = dict[str, Any]
+
+GENERAL: Final = ChatId(GENERAL_CHAT)
+_SPACES: Final = re.compile(r"\s+")
+
+
+@dataclasses.dataclass(slots=True)
+class Chat:
+    """One of the user's chats as far as the client knows; counts follow events."""
+
+    id: ChatId
+    kind: str  # "general" | "direct" | "group"
+    title: str | None
+    read_seq: int = 0
+    last_seq: int = 0
+    unread: int = 0
+
+    @classmethod
+    def from_wire(cls, chat: Json) -> Chat:
+        return cls(
+            ChatId(chat["id"]),
+            chat["kind"],
+            chat.get("title"),
+            chat.get("read_seq", 0),
+            chat.get("last_seq", 0),
+            chat.get("unread", 0),
+        )
+
+    @property
+    def label(self) -> str:
+        """How commands and output name the chat: ``general``, ``@bob``, a group's title."""
+        if self.kind == "direct" and self.title:
+            return f"@{self.title}"
+        if self.kind == "group" and self.title:
+            return _SPACES.sub("_", self.title.strip()) or self.id
+        return self.id
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Target:
+    """Where plain text goes: a chat, or a user whose direct chat does not exist yet."""
+
+    chat: ChatId | None = None
+    user: str | None = None
+
+    def params(self) -> Json:
+        """The ``chat | user`` part of ``send`` and ``history`` params."""
+        return {"chat": self.chat} if self.chat is not None else {"user": self.user}
+
+
+class Model:
+    def __init__(self, me: str) -> None:
+        self.me = me
+        self.chats: dict[ChatId, Chat] = {}
+        self.current = Target(chat=GENERAL)
+        self.users: set[str] = set()  # names seen, for completion
+        self._shown: set[str] = set()  # ids of the messages and comments shown
+        self._by_seq: dict[tuple[ChatId, int], MessageId] = {}
+        self._seq_of: dict[MessageId, int] = {}
+
+    # -- folding in what the server says ------------------------------------------
+
+    def load_status(self, status: Json) -> None:
+        """Replace the chat list with the one in a ``status`` result."""
+        self.chats = {}
+        for chat in status["chats"]:
+            self.chat_seen(chat)
+
+    def chat_seen(self, chat: Json) -> Chat:
+        known = Chat.from_wire(chat)
+        self.chats[known.id] = known
+        if known.kind == "direct" and known.title:
+            self.users.add(known.title)
+            if self.current.user is not None and _same_user(self.current.user, known.title):
+                self.current = Target(chat=known.id)
+        return known
+
+    def chat_left(self, chat_id: str) -> None:
+        self.chats.pop(ChatId(chat_id), None)
+        if self.current.chat == chat_id:
+            self.current = Target(chat=GENERAL)
+
+    def message_seen(self, message: Json) -> bool:
+        """Count ``message`` in; True when it has not been shown before."""
+        message_id = MessageId(message["id"])
+        chat_id = ChatId(message["chat"])
+        seq: int = message["seq"]
+        self._by_seq[(chat_id, seq)] = message_id
+        self._seq_of[message_id] = seq
+        if not _same_user(message["author"], self.me):
+            self.users.add(message["author"])
+        chat = self.chats.get(chat_id)
+        if chat is not None and seq > chat.last_seq:
+            chat.unread += 1 if seq > chat.read_seq else 0
+            chat.last_seq = seq
+        if message_id in self._shown:
+            return False
+        self._shown.add(message_id)
+        return True
+
+    def comment_seen(self, comment: Json) -> bool:
+        """True when ``comment`` has not been shown before."""
+        if comment["id"] in self._shown:
+            return False
+        self._shown.add(comment["id"])
+        return True
+
+    def read_moved(self, chat_id: str, read_seq: int) -> bool:
+        """Move the read marker forward; True when it moved (it only moves forward)."""
+        chat = self.chats.get(ChatId(chat_id))
+        if chat is None or read_seq <= chat.read_seq:
+            return False
+        chat.read_seq = read_seq
+        chat.last_seq = max(chat.last_seq, read_seq)
+        # Expiry removes the oldest messages first, so at most these are still unread.
+        chat.unread = min(chat.unread, chat.last_seq - read_seq)
+        return True
+
+    # -- questions ----------------------------------------------------------------
+
+    def is_known(self, chat_id: str) -> bool:
+        return ChatId(chat_id) in self.chats
+
+    def label(self, chat_id: str) -> str:
+        chat = self.chats.get(ChatId(chat_id))
+        return chat.label if chat is not None else chat_id
+
+    @property
+    def current_label(self) -> str:
+        if self.current.chat is not None:
+            return self.label(self.current.chat)
+        return f"@{self.current.user}"
+
+    def labels(self) -> list[str]:
+        return [chat.label for chat in self.chats.values()]
+
+    def find_chat(self, name: str) -> Target | None:
+        """The chat a command means by ``name``: a label, an id, a title or ``@user``.
+
+        ``@user`` with no direct chat yet is a target all the same: the first
+        ``send`` to it opens the chat.
+        """
+        if name.startswith("@"):
+            user = name[1:]
+            for chat in self.chats.values():
+                if chat.kind == "direct" and chat.title and _same_user(chat.title, user):
+                    return Target(chat=chat.id)
+            return Target(user=user) if user else None
+        folded = name.casefold()
+        # A label beats an id, which beats a title: "general" is always the general chat.
+        ranked = sorted(
+            (rank, chat.id)
+            for chat in self.chats.values()
+            for rank, known_as in enumerate((chat.label, chat.id, chat.title or ""))
+            if known_as.casefold() == folded
+        )
+        return Target(chat=ranked[0][1]) if ranked else None
+
+    def message_at(self, chat_id: str, seq: int) -> MessageId | None:
+        return self._by_seq.get((ChatId(chat_id), seq))
+
+    def seq_of(self, message_id: str) -> int | None:
+        return self._seq_of.get(MessageId(message_id))
+
+    def read_up_to(self, message: Json) -> int | None:
+        """The seq to mark read now that ``message`` was shown, or None.
+
+        A message shown in the current chat has been read. So has one's own message,
+        but only when nothing before it is unread: the marker covers all before it.
+        """
+        chat = self.chats.get(ChatId(message["chat"]))
+        seq: int = message["seq"]
+        if chat is None or seq <= chat.read_seq:
+            return None
+        if chat.id == self.current.chat:
+            return seq
+        if _same_user(message["author"], self.me) and chat.read_seq == seq - 1:
+            return seq
+        return None
+
+    def unread_elsewhere(self) -> int:
+        return sum(chat.unread for chat in self.chats.values() if chat.id != self.current.chat)
+
+
+def _same_user(a: str, b: str) -> bool:
+    # Names are unique case-insensitively and ASCII by the contract's pattern.
+    return a.lower() == b.lower()

@@ -1,0 +1,75 @@
+"""The client's picture of its chats: unread counts, read markers, names, dedupe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from client.model import ChatId, Model, Target
+
+
+def message(chat: str, seq: int, author: str = "bob", id: str | None = None) -> dict[str, Any]:
+    return {"id": id or f"{chat}-{seq}", "chat": chat, "seq": seq, "author": author,
+            "text": "hi", "ts": 0, "expires_at": None, "file": None, "comments": 0}
+
+
+def model() -> Model:
+    model = Model("alice")
+    model.load_status({"chats": [
+        {"id": "general", "kind": "general", "title": "general",
+         "unread": 1, "read_seq": 2, "last_seq": 3},
+        {"id": "d1", "kind": "direct", "title": "Bob", "unread": 0, "read_seq": 0, "last_seq": 0},
+    ]})
+    return model
+
+
+def test_a_message_is_shown_once() -> None:
+    """The second sighting of a message id (event after reply, replay) is not news."""
+    known = model()
+    assert known.message_seen(message("general", 4))
+    assert not known.message_seen(message("general", 4))
+
+
+def test_new_messages_count_as_unread_and_reading_clears_them() -> None:
+    """Unread grows with each new message past the marker and shrinks as it moves."""
+    known = model()
+    known.message_seen(message("general", 4))
+    known.message_seen(message("general", 5))
+    assert known.chats[ChatId("general")].unread == 3
+    assert known.read_moved("general", 4)
+    assert known.chats[ChatId("general")].unread == 1
+    assert not known.read_moved("general", 3)  # the marker never moves back
+    assert known.chats[ChatId("general")].read_seq == 4
+
+
+def test_chats_are_found_by_label_id_title_or_user() -> None:
+    """``general``, ``@bob`` (any case), an id; ``@carol`` before any message is a user."""
+    known = model()
+    assert known.find_chat("general") == Target(chat=ChatId("general"))
+    assert known.find_chat("@bob") == Target(chat=ChatId("d1"))
+    assert known.find_chat("d1") == Target(chat=ChatId("d1"))
+    assert known.find_chat("@carol") == Target(user="carol")
+    assert known.find_chat("nowhere") is None
+
+
+def test_a_direct_chat_that_appears_becomes_the_current_target() -> None:
+    """After the first message to @carol, text goes to the chat it opened."""
+    known = model()
+    known.current = Target(user="carol")
+    known.chat_seen({"id": "d2", "kind": "direct", "title": "carol"})
+    assert known.current == Target(chat=ChatId("d2"))
+
+
+def test_what_is_shown_in_the_current_chat_is_read() -> None:
+    """A message shown in the current chat moves the marker; elsewhere it does not."""
+    known = model()
+    assert known.read_up_to(message("general", 4)) == 4
+    assert known.read_up_to(message("d1", 1)) is None
+
+
+def test_ones_own_message_is_read_only_when_nothing_before_it_is_unread() -> None:
+    """Marking one's own message read must not swallow someone else's unread one."""
+    known = model()
+    known.current = Target(chat=ChatId("d1"))
+    assert known.read_up_to(message("general", 4, author="Alice")) is None  # #3 is unread
+    known.read_moved("general", 3)
+    assert known.read_up_to(message("general", 4, author="Alice")) == 4

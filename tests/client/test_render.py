@@ -1,0 +1,83 @@
+"""What the client prints: pure functions of wire objects and ``now``."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from client.errors import RpcError
+from client.render import clock_time, duration, error_text, message_line, plain
+from wire import ErrorCode
+
+UTC = datetime.UTC
+NOW = datetime.datetime(2025, 3, 4, 12, 0, tzinfo=UTC).timestamp()
+
+
+def ms(hour: int, minute: int, day: int = 4) -> int:
+    return int(datetime.datetime(2025, 3, day, hour, minute, tzinfo=UTC).timestamp() * 1000)
+
+
+def text_message(text: str, **extra: object) -> dict[str, object]:
+    return {"id": "m1", "chat": "general", "seq": 12, "author": "bob", "text": text,
+            "ts": ms(11, 58), "expires_at": None, "file": None, "comments": 0, **extra}
+
+
+def test_a_message_shows_time_short_id_author_and_text() -> None:
+    """``11:58 general#12 bob: hello``: the short id is what commands accept."""
+    assert plain(message_line(text_message("hello"), "general", NOW, UTC)) == (
+        "11:58 general#12 bob: hello"
+    )
+
+
+def test_an_older_message_shows_its_date() -> None:
+    """Only today's messages go without a date."""
+    assert clock_time(ms(23, 5, day=3), NOW, UTC) == "2025-03-03 23:05"
+
+
+def test_control_characters_cannot_reach_the_terminal() -> None:
+    """Escape sequences in a text are neutralised; a newline becomes an indented line."""
+    line = plain(message_line(text_message("\x1b[2Jgone\nsecond"), "general", NOW, UTC))
+    assert "\x1b" not in line
+    assert line.endswith("\N{REPLACEMENT CHARACTER}[2Jgone\n    second")
+
+
+def test_files_and_comments_are_mentioned() -> None:
+    """A message with a file and comments says so after its text."""
+    message = text_message("see", file={"name": "a.txt", "size": 3}, comments=2)
+    assert plain(message_line(message, "general", NOW, UTC)).endswith(
+        "see [file a.txt, 3 bytes] (2 comments)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.2, "1 s"), (45, "45 s"), (61, "2 min"), (3600, "1 h"),
+                          (14_340, "3 h 59 min")],
+)
+def test_waits_read_like_a_person_says_them(seconds: float, text: str) -> None:
+    """Durations are rounded up to the unit shown, never promising too early a retry."""
+    assert duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "data", "text"),
+    [
+        (ErrorCode.RATE_LIMITED, "slow down", {"retry_after": 90.5},
+         "Rate limited: try again in 2 min (at 12:02)."),
+        (ErrorCode.BANNED, "banned", {"until": ms(16, 0)},
+         "You are banned until 16:00 (4 h from now)."),
+        (ErrorCode.FORBIDDEN, "You are not a member of chat 'g1'", None,
+         "Not allowed: You are not a member of chat 'g1'"),
+        (ErrorCode.NOT_FOUND, "No user 'carol'", None, "Not found: No user 'carol'"),
+        (ErrorCode.TOO_LARGE, "big", {"max": 5}, "Too large: the server takes at most 5 bytes."),
+        (ErrorCode.METHOD_NOT_FOUND, "nope", None, "This server does not support send."),
+        (ErrorCode.INTERNAL_ERROR, "oops", None,
+         "The server failed on that request (internal error); try again."),
+        (-1, "odd", None, "Server error -1: odd"),
+    ],
+)
+def test_each_error_is_one_line_a_person_understands(
+    code: int, message: str, data: object, text: str
+) -> None:
+    """Every code of the contract reads as a sentence; retry and ban times are spelled out."""
+    assert error_text(RpcError(code, message, data, "send"), NOW, UTC) == text
