@@ -95,16 +95,21 @@ def replay(path: Path, state: State, window: int, now: int | None = None) -> tup
 
 @contextlib.asynccontextmanager
 async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterator[Running]:
-    """Serve ``config`` until the block exits; state is flushed when it does."""
+    """Serve ``config`` until the block exits; state is flushed when it does.
+
+    Whatever was started is stopped in reverse order, also when a later step of the
+    start fails (a port in use, say): connections, timers, the log, the lock.
+    """
     state_dir = config.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
+    async with contextlib.AsyncExitStack() as started:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        started.callback(os.close, lock_fd)  # closing the file releases the lock
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StateDirBusy(f"{state_dir} is in use by another server") from None
-        started = time.perf_counter()
+        began = time.perf_counter()
         aside = (state_dir / LOG_FILE).with_name(LOG_FILE + COMPACTING_SUFFIX)
         if aside.exists():  # a compaction that did not finish: the log itself is whole
             logger.warning("removing %s left by an unfinished compaction", aside)
@@ -115,13 +120,14 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
             "replayed %d events from %s in %.2f s: %d users, %d chats, %d messages",
             count,
             state_dir / LOG_FILE,
-            time.perf_counter() - started,
+            time.perf_counter() - began,
             len(state.users),
             len(state.chats),
             len(state.messages),
         )
         log = EventLog(state_dir / LOG_FILE, config.fsync, config.batch_interval)
         log.open()
+        started.push_async_callback(_close_log, log)
         hub = Hub(config.send_buffer_limit, recent, state.cursor, clock)
         service = Service(config, state, log, hub, clock)
         files = FileMethods(service, state_dir)
@@ -144,16 +150,14 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         if count:  # start time tracks live state, not history
             await service.compact()
         service.start()
+        started.push_async_callback(service.stop)
         server = await transport.start()
-        try:
-            host, port = server.sockets[0].getsockname()[:2]
-            logger.info("messenger %s serving on ws://%s:%d/", __version__, host, port)
-            yield Running(host, port, service)
-        finally:
-            server.close()  # closes every connection with 1001 (going away)
-            await server.wait_closed()
-            await service.stop()
-            await log.close()
-            logger.info("stopped; %d events written this run", log.appended)
-    finally:
-        os.close(lock_fd)  # releases the lock
+        started.push_async_callback(transport.stop)
+        host, port = server.sockets[0].getsockname()[:2]
+        logger.info("messenger %s serving on ws://%s:%d/", __version__, host, port)
+        yield Running(host, port, service)
+
+
+async def _close_log(log: EventLog) -> None:
+    await log.close()
+    logger.info("stopped; %d events written this run", log.appended)

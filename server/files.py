@@ -193,6 +193,7 @@ class FileMethods:
         length: Annotated[int, Range(1, None), Doc("bytes at most (capped)")] | None = None,
     ) -> dict[str, Any]:
         """A piece of a file you can see, base64; ``eof`` once it reaches the end."""
+        self.state.expire(self.service.clock())  # a file seen only through an expired message
         stored = rules.find_file(self.state, self.service.account(session), file)
         offset = offset or 0
         if offset > stored.size:
@@ -216,6 +217,7 @@ class FileMethods:
         device = self.state.devices_by_token.get(token_hash(token.strip()))
         if device is None:
             return None
+        self.state.expire(self.service.clock())
         try:
             stored = rules.find_file(self.state, self.state.users[user_key(device.user)], file_id)
         except NotFound:

@@ -106,6 +106,12 @@ class Transport:
         )
         return self.server
 
+    async def stop(self) -> None:
+        """Stop listening and close every connection with 1001 (going away)."""
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
     async def process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:

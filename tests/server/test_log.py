@@ -1,0 +1,315 @@
+"""The event log on a real disk: the contract every log implementation keeps (run
+once per fsync policy), group commit, and recovery from a torn or damaged file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import zlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from server.config import FsyncPolicy
+from server.log import EventLog, LogCorrupted, LogFailed, encode_record, read_records
+
+LogFactory = Callable[[Path], EventLog]
+LogT = TypeVar("LogT", bound=EventLog)
+
+RECORDS: list[dict[str, Any]] = [
+    {"type": "UserRegistered", "user": "alice", "password_hash": "scrypt$16$...", "at": 1},
+    {"type": "MessagePosted", "text": 'héllo 👋\nnew line \u2028 "quoted"', "seq": 1},
+    {"type": "ReadMarkerMoved", "nested": {"list": [1, 2.5, None, True]}, "at": 2**53},
+]
+
+
+@pytest.fixture(params=list(FsyncPolicy), ids=str)
+def make_log(request: pytest.FixtureRequest) -> LogFactory:
+    """One log implementation under the contract: the EventLog with one fsync policy."""
+    policy: FsyncPolicy = request.param
+    return lambda path: EventLog(path, policy, batch_interval=0.01)
+
+
+@contextlib.asynccontextmanager
+async def opened(log: LogT) -> AsyncIterator[LogT]:
+    log.open()
+    try:
+        yield log
+    finally:
+        await log.close()
+
+
+def numbered(count: int, start: int = 0) -> list[dict[str, Any]]:
+    return [{"type": "Numbered", "n": n} for n in range(start, start + count)]
+
+
+# -- the contract: every implementation, every policy ---------------------------
+
+
+async def test_records_replay_in_order_after_close_and_reopen(
+    make_log: LogFactory, tmp_path: Path
+) -> None:
+    """Appended records come back equal and in order from the file after close, across reopens."""
+    path = tmp_path / "events.log"
+    async with opened(make_log(path)) as log:
+        await log.append(RECORDS[:2])
+        await log.append(RECORDS[2:])
+    assert list(read_records(path)) == RECORDS
+    async with opened(make_log(path)) as log:
+        await log.append(numbered(3))
+    assert list(read_records(path)) == RECORDS + numbered(3)
+
+
+async def test_acknowledged_append_is_in_the_file_before_close(
+    make_log: LogFactory, tmp_path: Path
+) -> None:
+    """Once an append is acknowledged its records are written (a reader of the file sees them)."""
+    path = tmp_path / "events.log"
+    async with opened(make_log(path)) as log:
+        await log.append(numbered(5))
+        assert list(read_records(path)) == numbered(5)
+        await asyncio.gather(*(log.append(numbered(1, n)) for n in range(5, 50)))
+        assert list(read_records(path)) == numbered(50)
+
+
+async def test_concurrent_appends_keep_the_order_they_were_issued_in(
+    make_log: LogFactory, tmp_path: Path
+) -> None:
+    """Appends issued while earlier ones are being written land after them, in issue order."""
+    path = tmp_path / "events.log"
+    async with opened(make_log(path)) as log:
+        pending = []
+        for n in range(300):
+            pending.append(log.append(numbered(1, n)))
+            if n % 7 == 0:
+                await asyncio.sleep(0)  # let the writer pick up a group mid-stream
+        await asyncio.gather(*pending)
+    assert list(read_records(path)) == numbered(300)
+
+
+async def test_append_of_no_records_completes(make_log: LogFactory, tmp_path: Path) -> None:
+    """Appending an empty list is acknowledged at once instead of waiting forever."""
+    async with opened(make_log(tmp_path / "events.log")) as log:
+        await asyncio.wait_for(log.append([]), 5)
+
+
+async def test_append_after_close_is_refused(make_log: LogFactory, tmp_path: Path) -> None:
+    """A closed log refuses records with LogFailed rather than dropping them silently."""
+    path = tmp_path / "events.log"
+    async with opened(make_log(path)) as log:
+        await log.append(numbered(1))
+    with pytest.raises(LogFailed):
+        await log.append(numbered(1, 1))
+    assert list(read_records(path)) == numbered(1)
+
+
+async def test_write_failure_fails_the_append_and_every_later_one(
+    make_log: LogFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing disk (ENOSPC from /dev/full) fails the append and stops the log for good."""
+    async with opened(make_log(Path("/dev/full"))) as log:
+        with pytest.raises(LogFailed, match="/dev/full"):
+            await log.append(numbered(1))
+        with pytest.raises(LogFailed):
+            await log.append(numbered(1, 1))
+        with pytest.raises(LogFailed):
+            await log.barrier()
+    assert "write failed" in caplog.text
+
+
+async def test_barrier_is_done_once_everything_queued_is_written(
+    make_log: LogFactory, tmp_path: Path
+) -> None:
+    """barrier() completes only after every append queued before it is written."""
+    path = tmp_path / "events.log"
+    async with opened(make_log(path)) as log:
+        await log.barrier()  # nothing queued: done at once
+        appended = [log.append(numbered(1, n)) for n in range(10)]
+        await log.barrier()
+        assert all(future.done() for future in appended)
+        assert list(read_records(path)) == numbered(10)
+
+
+async def test_cancelled_barrier_leaves_the_append_alone(
+    make_log: LogFactory, tmp_path: Path
+) -> None:
+    """Cancelling a wait on barrier() does not cancel the append it waits for."""
+    path = tmp_path / "events.log"
+    async with opened(make_log(path)) as log:
+        appended = log.append(numbered(1))
+        waiting = asyncio.ensure_future(log.barrier())
+        waiting.cancel()
+        await appended
+    assert list(read_records(path)) == numbered(1)
+
+
+async def test_compaction_replaces_the_records_by_the_head(
+    make_log: LogFactory, tmp_path: Path
+) -> None:
+    """After compact(head) the log replays as head plus what was appended after it."""
+    path = tmp_path / "events.log"
+    head = [{"type": "Snapshot", "part": n} for n in range(3)]
+    async with opened(make_log(path)) as log:
+        await log.append(numbered(10))
+        await log.compact(head)
+        assert list(read_records(path)) == head
+        await log.append(numbered(2, 10))
+    assert list(read_records(path)) == [*head, *numbered(2, 10)]
+    assert not path.with_name(path.name + ".compacting").exists()
+    async with opened(make_log(path)) as log:
+        await log.append(numbered(1, 12))
+    assert list(read_records(path)) == [*head, *numbered(3, 10)]
+
+
+async def test_compaction_splits_appends_issued_around_it(
+    make_log: LogFactory, tmp_path: Path
+) -> None:
+    """Records appended before compact() was called are replaced; those after it are kept."""
+    path = tmp_path / "events.log"
+    head = [{"type": "Snapshot", "of": "0-4"}]
+    async with opened(make_log(path)) as log:
+        before = [log.append(numbered(1, n)) for n in range(5)]
+        compacted = log.compact(head)
+        after = [log.append(numbered(1, n)) for n in range(5, 8)]
+        await asyncio.gather(*before, compacted, *after)
+    assert list(read_records(path)) == [*head, *numbered(3, 5)]
+
+
+# -- group commit ---------------------------------------------------------------
+
+
+class CountingLog(EventLog):
+    """The real log, counting the groups it writes; ``gate`` can hold a write open."""
+
+    def __init__(self, path: Path, fsync: FsyncPolicy) -> None:
+        super().__init__(path, fsync)
+        self.writes: list[tuple[int, bool]] = []  # (records, fsynced) per write
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def _write(self, data: bytes, sync: bool) -> None:
+        self.writes.append((data.count(b"\n"), sync))
+        self.entered.set()
+        self.gate.wait(10)
+        super()._write(data, sync)
+
+
+@pytest.mark.parametrize("policy", list(FsyncPolicy), ids=str)
+async def test_appends_of_one_loop_tick_are_one_write(policy: FsyncPolicy, tmp_path: Path) -> None:
+    """Many appends issued in the same tick are written by one write (and one fsync if always)."""
+    path = tmp_path / "events.log"
+    async with opened(CountingLog(path, policy)) as log:
+        await asyncio.gather(*(log.append(numbered(2, 2 * n)) for n in range(100)))
+        assert log.writes == [(200, policy is FsyncPolicy.ALWAYS)]
+    assert list(read_records(path)) == numbered(200)
+
+
+async def test_appends_during_a_write_form_the_next_group(tmp_path: Path) -> None:
+    """Records appended while a group is on its way to disk go together in the next one."""
+    path = tmp_path / "events.log"
+    async with opened(CountingLog(path, FsyncPolicy.ALWAYS)) as log:
+        log.gate.clear()
+        first = log.append(numbered(1))
+        assert await asyncio.to_thread(log.entered.wait, 10)
+        rest = [log.append(numbered(1, n)) for n in range(1, 51)]
+        await asyncio.sleep(0.01)
+        assert not first.done()  # not acknowledged before its fsync
+        log.gate.set()
+        await asyncio.gather(first, *rest)
+        assert log.writes == [(1, True), (50, True)]
+    assert list(read_records(path)) == numbered(51)
+
+
+# -- recovery -------------------------------------------------------------------
+
+
+async def write_log(path: Path, records: list[dict[str, Any]]) -> list[int]:
+    """Write ``records`` with the real log; the byte offset where each line starts."""
+    async with opened(EventLog(path)) as log:
+        await log.append(records)
+    return line_offsets(path)
+
+
+def line_offsets(path: Path) -> list[int]:
+    offsets = [0]
+    for line in path.read_bytes().splitlines(keepends=True):
+        offsets.append(offsets[-1] + len(line))
+    return offsets[:-1]
+
+
+def cut_mid_line(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 7])
+
+
+def append_garbage(path: Path) -> None:
+    with path.open("ab") as file:
+        file.write(b'1234abcd {"type": "MessagePos')
+
+
+def spoil_last_checksum(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    start = data.rindex(b"\n", 0, len(data) - 1) + 1
+    data[start : start + 8] = b"%08x" % ((int(data[start : start + 8], 16) + 1) % 2**32)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "survivors"),
+    [(cut_mid_line, 4), (append_garbage, 5), (spoil_last_checksum, 4)],
+    ids=["cut-mid-line", "garbage-without-newline", "bad-last-checksum"],
+)
+async def test_torn_last_record_is_cut_off_with_a_warning(
+    damage: Callable[[Path], None],
+    survivors: int,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A torn last record is cut off the file with a warning; the records before it survive."""
+    path = tmp_path / "events.log"
+    offsets = await write_log(path, numbered(5))
+    good_end = [*offsets, path.stat().st_size][survivors]
+    damage(path)
+    with caplog.at_level(logging.WARNING, logger="messenger.server.log"):
+        assert list(read_records(path)) == numbered(survivors)
+    assert f"cutting off a torn last record at byte offset {good_end}" in caplog.text
+    assert path.stat().st_size == good_end
+    # Appends after the cut follow the good records directly: no garbage in between.
+    async with opened(EventLog(path)) as log:
+        await log.append(numbered(2, 100))
+    caplog.clear()
+    assert list(read_records(path)) == numbered(survivors) + numbered(2, 100)
+    assert "cutting off" not in caplog.text
+
+
+@pytest.mark.parametrize("line", [0, 2], ids=["first-record", "middle-record"])
+async def test_damaged_record_before_good_ones_raises_log_corrupted(
+    line: int, tmp_path: Path
+) -> None:
+    """A damaged record followed by good ones stops replay, naming the file and byte offset."""
+    path = tmp_path / "events.log"
+    offsets = await write_log(path, numbered(5))
+    data = bytearray(path.read_bytes())
+    data[offsets[line] + 20] ^= 0x01  # one bit flipped inside the JSON
+    path.write_bytes(bytes(data))
+    with pytest.raises(LogCorrupted) as caught:
+        list(read_records(path))
+    assert str(path) in str(caught.value)
+    assert f"byte offset {offsets[line]}" in str(caught.value)
+    assert path.read_bytes() == bytes(data)  # left as found, for the operator
+
+
+def test_missing_file_replays_nothing(tmp_path: Path) -> None:
+    """A state dir without a log yet replays as empty."""
+    assert list(read_records(tmp_path / "events.log")) == []
+
+
+def test_record_line_format_is_checksum_space_json_newline() -> None:
+    """A stored line is 8 hex digits of crc32, a space, the compact JSON, a newline."""
+    body = b'{"type":"T","n":1}'
+    assert encode_record({"type": "T", "n": 1}) == b"%08x %b\n" % (zlib.crc32(body), body)
