@@ -62,12 +62,13 @@ class Peer:
         await self.connection.send(frame)
         return await asyncio.wait_for(self.raw.get(), 10)
 
-    async def next_event(self, method: str | None = None, timeout: float = 5) -> dict[str, Any]:
-        """The next pushed event (skipping others when ``method`` is given)."""
-        while True:
-            event = await asyncio.wait_for(self.events.get(), timeout)
-            if method is None or event["method"] == method:
-                return event
+    async def next_event(self, method: str | None = None) -> dict[str, Any]:
+        """The next pushed event (skipping others when ``method`` is given), within 5 s."""
+        async with asyncio.timeout(5):
+            while True:
+                event = await self.events.get()
+                if method is None or event["method"] == method:
+                    return event
 
     async def no_event(self, wait: float = 0.2) -> None:
         """Assert nothing is pushed within ``wait`` seconds."""

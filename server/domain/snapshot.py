@@ -80,6 +80,8 @@ def snapshot(state: State) -> Iterator[Event]:
             pending.send_at,
             0,
             pending.file,
+            pending.device,
+            pending.client_id,
         )
     for user in state.users.values():
         yield StandingRestored(

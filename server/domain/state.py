@@ -223,8 +223,8 @@ class State:
         author = self.users[user_key(event.author)]
         # Writing in a chat reads it: your own messages are never unread to you.
         author_key = user_key(event.author)
-        if author_key in chat.read_markers:
-            chat.read_markers[author_key] = event.seq
+        if author_key in chat.read_markers:  # (max: a snapshot restored it already)
+            chat.read_markers[author_key] = max(chat.read_markers[author_key], event.seq)
         if event.scheduled is not None:
             pending = self.scheduled.pop(event.scheduled, None)
             author.scheduled.pop(event.scheduled, None)

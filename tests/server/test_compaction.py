@@ -1,0 +1,366 @@
+"""Compaction on a real server: the log is rewritten as a snapshot while serving and
+at start, and nothing anyone can read changes, across restarts and crashes (an
+unfinished compaction file, a SIGKILL in the middle of one)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from server.app import LOG_FILE, run_server
+from server.config import Config
+from tests.server.extras_support import Clock, config_in, error_of, post, texts
+from tests.wsclient import Peer, connected, user_device
+
+COMPACTING = LOG_FILE + ".compacting"
+
+
+def log_records(config: Config) -> list[dict[str, Any]]:
+    """The records of the log as it is now (a line still being written is left out)."""
+    data = (config.state_dir / LOG_FILE).read_bytes()
+    return [orjson.loads(line[9:]) for line in data.splitlines(keepends=True) if line[-1:] == b"\n"]
+
+
+def last_cursor(config: Config) -> int:
+    """The cursor of the newest event in the log."""
+    last = log_records(config)[-1]
+    cursor: int = last["c"] if "c" in last else last["cursor"]  # else: a bare snapshot
+    return cursor
+
+
+def snapshot_cursor(config: Config) -> int | None:
+    """The cursor of the snapshot at the head of the log, if the log starts with one."""
+    for record in log_records(config):
+        if "c" in record:
+            return None
+        if record["type"] == "SnapshotTaken":
+            cursor: int = record["cursor"]
+            return cursor
+    return None
+
+
+async def whole_history(peer: Peer, chat: str) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    while True:
+        after = messages[-1]["seq"] if messages else 0
+        page = await peer.call("history", chat=chat, after=after, limit=100)
+        messages += page["messages"]
+        if not page["has_more"]:
+            return messages
+
+
+async def picture(url: str, tokens: dict[str, str]) -> dict[str, Any]:
+    """Everything each user can read, through fresh connections logged in by token."""
+    seen: dict[str, Any] = {}
+    for name, token in tokens.items():
+        async with connected(url) as peer:
+            await peer.call("login", user=name, token=token)
+            status = await peer.call("status")
+            chats: dict[str, Any] = {}
+            for chat in status["chats"]:
+                history = await whole_history(peer, chat["id"])
+                view: dict[str, Any] = {"history": history}
+                view["comments"] = {
+                    m["id"]: await peer.call("comments", message=m["id"], limit=100)
+                    for m in history
+                    if m["comments"]
+                }
+                if chat["kind"] == "group":
+                    view["members"] = await peer.call("chat.members", chat=chat["id"])
+                    if chat["owner"] == name:
+                        view["requests"] = await peer.call("chat.requests", chat=chat["id"])
+                chats[chat["id"]] = view
+            seen[name] = {
+                "status": status,
+                "unread": await peer.call("unread"),
+                "scheduled": await peer.call("scheduled"),
+                "chats": chats,
+            }
+    return seen
+
+
+async def next_message_in(peer: Peer, chat: str) -> dict[str, Any]:
+    """The next message pushed to ``peer`` in ``chat`` (skipping other chats')."""
+    while True:
+        message: dict[str, Any] = (await peer.next_event("message"))["params"]["message"]
+        if message["chat"] == chat:
+            return message
+
+
+@contextlib.asynccontextmanager
+async def devices(url: str, *names: str) -> AsyncIterator[dict[str, Peer]]:
+    """A registered, logged-in device for each name."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield {name: await stack.enter_async_context(user_device(url, name)) for name in names}
+
+
+async def build_state(url: str, clock: Clock) -> dict[str, Any]:
+    """A bit of everything: chats of each kind, comments, read markers, a group with a
+    request and a link, a file, a pending schedule, a report, a revoked device."""
+    async with devices(url, "alice", "bob", "carol", "mallory") as peers:
+        alice, bob, carol = peers["alice"], peers["bob"], peers["carol"]
+        for n in range(5):
+            await post(alice if n % 2 else bob, "general", f"general {n}")
+        first = (await alice.call("history", chat="general"))["messages"][0]
+        await carol.call("comment", message=first["id"], text="a comment")
+        await alice.call("read", chat="general", seq=5)
+        await bob.call("read", chat="general", seq=3)
+        direct = (await alice.call("send", user="bob", text="psst", client_id="c-1"))["message"]
+        await bob.call("send", user="alice", text="yes?")
+        group = (await alice.call("chat.create", title="Team"))["chat"]["id"]
+        await alice.call("chat.invite", chat=group, user="bob")
+        link = (await alice.call("chat.link", chat=group))["link"]
+        await carol.call("chat.join", link=link)
+        await post(bob, group, "in the group")
+        content = b"file content " * 5
+        begun = await alice.call("upload.begin", name="f.txt", size=len(content))
+        await alice.call(
+            "upload.chunk", upload=begun["upload"], data=base64.b64encode(content).decode()
+        )
+        file = (await alice.call("upload.finish", upload=begun["upload"]))["file"]
+        await alice.call("send", chat=group, text="the file", file=file["id"])
+        await alice.call("send", chat=group, text="later", send_at=clock.now + 60_000)
+        await bob.call("report", user="mallory", reason="spam")
+        async with connected(url) as gone:
+            await gone.login("carol")
+            revoked = gone.token
+            await gone.call("logout")
+        tokens = {name: peer.token for name, peer in peers.items()}
+    return {
+        "tokens": tokens,
+        "revoked": revoked,
+        "direct": direct,
+        "group": group,
+        "link": link,
+        "file": file,
+        "content": content,
+    }
+
+
+async def churn_until_compacted(url: str, config: Config) -> None:
+    """Log in and out (events a snapshot leaves out) until the housekeeping has
+    compacted the log after everything that came before, churn included."""
+    async with connected(url) as peer:
+        for _ in range(20):
+            await peer.login("alice")
+            await peer.call("logout")
+        target = last_cursor(config)
+        for _ in range(200):
+            for _ in range(5):
+                await peer.login("alice")
+                await peer.call("logout")
+            await asyncio.sleep(config.housekeeping_interval * 1.5)
+            cursor = snapshot_cursor(config)
+            if cursor is not None and cursor >= target:
+                return
+    raise AssertionError("the log was not compacted")
+
+
+async def test_compaction_while_serving_loses_nothing(tmp_path: Path) -> None:
+    """Compacted while serving, the log is a snapshot; every read is the same, restart or not."""
+    clock = Clock()
+    config = config_in(tmp_path, compact_bytes=2048, housekeeping_interval=0.05, report_threshold=2)
+    async with run_server(config, clock) as running:
+        built = await build_state(running.url, clock)
+        tokens = built["tokens"]
+        before = await picture(running.url, tokens)
+        await churn_until_compacted(running.url, config)
+        assert await picture(running.url, tokens) == before
+        records = log_records(config)
+        head = [r for r in records if "c" not in r]
+        tail = [r["c"] for r in records if "c" in r]
+        assert head[-1]["type"] == "SnapshotTaken"
+        assert tail == list(range(head[-1]["cursor"] + 1, head[-1]["cursor"] + 1 + len(tail)))
+        assert len(head) < head[-1]["cursor"] / 2  # the churn left no trace: it shrank
+        assert not (config.state_dir / COMPACTING).exists()
+        async with connected(running.url) as alice:
+            seen = (await alice.call("login", user="alice", token=tokens["alice"]))["cursor"]
+    async with run_server(config, clock) as running:
+        assert await picture(running.url, tokens) == before
+        async with connected(running.url) as alice, connected(running.url) as bob:
+            login = await alice.call("login", user="alice", token=tokens["alice"])
+            assert login["cursor"] >= seen
+            await bob.call("login", user="bob", token=tokens["bob"])
+            await post(bob, "general", "after the restart")
+            assert (await alice.next_event("message"))["params"]["cursor"] > seen
+            repeat = await alice.call("send", user="bob", text="psst", client_id="c-1")
+            assert repeat == {"message": built["direct"]}
+            piece = await bob.call("download", file=built["file"]["id"])
+            assert base64.b64decode(piece["data"]) == built["content"]
+            await alice.call("report", user="mallory")  # the second reporter: a ban
+            error = await error_of(alice, "login", user="carol", token=built["revoked"])
+            assert error.code == -32001
+            clock.advance(60)
+            message = await next_message_in(bob, built["group"])
+            assert message["text"] == "later"
+        async with connected(running.url) as mallory:
+            await mallory.call("login", user="mallory", token=tokens["mallory"])
+            assert (await error_of(mallory, "send", chat="general", text="x")).code == -32005
+
+
+async def test_read_markers_survive_a_start_from_a_compacted_log(tmp_path: Path) -> None:
+    """A read marker past the reader's own last message stays put when a snapshot is replayed."""
+    config = config_in(tmp_path)
+    async with (
+        run_server(config, Clock()) as running,
+        user_device(running.url, "alice") as alice,
+        user_device(running.url, "bob") as bob,
+    ):
+        await post(alice, "general", "from alice")
+        await post(bob, "general", "from bob")
+        await alice.call("read", chat="general", seq=2)
+        token = alice.token
+    for _ in range(2):  # the first start compacts the log, the second replays the snapshot
+        async with run_server(config, Clock()) as running, connected(running.url) as alice:
+            await alice.call("login", user="alice", token=token)
+            general = (await alice.call("status"))["chats"][0]
+            assert (general["read_seq"], general["unread"]) == (2, 0)
+            assert await alice.call("unread") == {"chats": []}
+    assert snapshot_cursor(config) is not None
+
+
+async def test_client_id_of_a_scheduled_send_survives_compaction(tmp_path: Path) -> None:
+    """A scheduled send's client_id, repeated after compaction and posting, gives the message."""
+    clock = Clock()
+    config = config_in(tmp_path)
+    async with run_server(config, clock) as running, user_device(running.url, "alice") as alice:
+        params: dict[str, Any] = {
+            "chat": "general",
+            "text": "later",
+            "send_at": clock.now + 10_000,
+            "client_id": "sched-1",
+        }
+        first = await alice.call("send", **params)
+        assert await alice.call("send", **params) == first
+        token = alice.token
+    async with run_server(config, clock):  # compacts the log at start
+        pass
+    assert snapshot_cursor(config) is not None
+    async with run_server(config, clock) as running, connected(running.url) as alice:
+        await alice.call("login", user="alice", token=token)
+        assert await alice.call("send", **params) == first
+        clock.advance(10)
+        posted = (await alice.next_event("message"))["params"]["message"]
+        assert await alice.call("send", **params) == {"message": posted}
+
+
+async def test_unfinished_compaction_file_is_removed_and_nothing_is_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A partial events.log.compacting beside an intact log is removed at start, with a warning."""
+    clock = Clock()
+    config = config_in(tmp_path, report_threshold=2)
+    async with run_server(config, clock) as running:
+        built = await build_state(running.url, clock)
+        before = await picture(running.url, built["tokens"])
+    whole = (config.state_dir / LOG_FILE).read_bytes()
+    aside = config.state_dir / COMPACTING
+    aside.write_bytes(whole[: len(whole) // 2])  # a snapshot cut short by a crash
+    with caplog.at_level(logging.WARNING, logger="messenger.server"):
+        async with run_server(config, clock) as running:
+            assert not aside.exists()
+            assert await picture(running.url, built["tokens"]) == before
+    assert "unfinished compaction" in caplog.text
+    async with run_server(config, clock) as running:
+        assert await picture(running.url, built["tokens"]) == before
+
+
+# -- a SIGKILL in the middle of a compaction --------------------------------------
+
+SERVE = """
+import asyncio, sys
+from pathlib import Path
+from server.cli import serve
+from server.config import Config
+asyncio.run(serve(Config(
+    port=0, state_dir=Path(sys.argv[1]), scrypt_n=16, rate_limit=10**9,
+    compact_bytes=int(sys.argv[2]), housekeeping_interval=0.005,
+)))
+"""
+
+
+class KillOnCompaction(threading.Thread):
+    """SIGKILLs ``pid`` the moment the compaction file shows up (a thread, so that
+    the test's event loop, busy with replies, cannot make it late)."""
+
+    def __init__(self, pid: int, aside: Path) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.aside = aside
+        self.stop = threading.Event()
+        self.killed = False
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            if self.aside.exists():
+                os.kill(self.pid, signal.SIGKILL)
+                self.killed = True
+                return
+            self.stop.wait(0.0002)
+
+
+async def test_sigkill_during_compaction_keeps_every_acknowledged_send(tmp_path: Path) -> None:
+    """A server SIGKILLed while it writes a compaction keeps every send it acknowledged."""
+    state_dir = tmp_path / "state"
+    compact_bytes = 2 * 2**20
+    text = "x" * 4000
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        SERVE,
+        str(state_dir),
+        str(compact_bytes),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    killer = KillOnCompaction(process.pid, state_dir / COMPACTING)
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 20)
+        url = line.decode().split()[-1]
+        killer.start()
+        async with user_device(url, "alice") as alice:
+            calls = [
+                asyncio.ensure_future(alice.call("send", chat="general", text=f"m{n} {text}"))
+                for n in range(1500)
+            ]
+            everything = asyncio.gather(*calls, return_exceptions=True)
+            ends: list[asyncio.Future[Any]] = [alice.reader, everything]
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+            with contextlib.suppress(ConnectionClosed):
+                await asyncio.wait_for(alice.reader, 10)  # the kill broke the connection
+            for call in calls:
+                call.cancel()
+            results = await everything
+            token = alice.token
+    finally:
+        killer.stop.set()
+        killer.join()
+        if process.returncode is None:
+            process.kill()
+        await process.communicate()
+    assert killer.killed
+    assert process.returncode == -signal.SIGKILL
+    acknowledged = [r["message"] for r in results if isinstance(r, dict)]
+    config = config_in(tmp_path)
+    async with run_server(config) as running, connected(running.url) as alice:
+        await alice.call("login", user="alice", token=token)
+        kept = await whole_history(alice, "general")
+    assert not (state_dir / COMPACTING).exists()
+    assert {m["id"] for m in acknowledged} <= {m["id"] for m in kept}
+    # One connection's sends are decided in order: what is kept is a prefix of them.
+    assert [t.split()[0] for t in texts(kept)] == [f"m{n}" for n in range(len(kept))]
+    assert [m["seq"] for m in kept] == list(range(1, len(kept) + 1))
