@@ -14,9 +14,9 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
-from client import commands, render
+from client import commands, render, transfer
 from client.connection import (
     ConnectionAbandoned,
     ConnectionDropped,
@@ -40,6 +40,19 @@ class Sink(Protocol):
 
     def error(self, text: str) -> None:
         """One line saying what failed and, where it helps, what to do."""
+
+    def progress(self, title: str, total: int) -> transfer.Progress:
+        """A bar for a transfer of ``total`` bytes, or nothing where none is wanted."""
+
+
+class NoProgress:
+    """Where there is nobody to watch a bar (a script)."""
+
+    def advance(self, done: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class App:
@@ -129,11 +142,56 @@ class App:
         self.model.load_status(status)
         return status
 
-    async def send(self, target: Target, text: str) -> None:
+    async def send(
+        self, target: Target, text: str, *, file: str | None = None, send_at: int | None = None
+    ) -> None:
         # The client_id makes a send repeated after a reconnection store nothing twice.
         params = {**target.params(), "text": text, "client_id": uuid.uuid4().hex}
+        if file is not None:
+            params["file"] = file
+        if send_at is not None:
+            params["send_at"] = send_at
         result = await self.session.call("send", params)
-        await self._message_arrived(result["message"])
+        if "scheduled" in result:
+            await self.show_scheduled(result["scheduled"])
+        else:  # sent at once: no send_at, or its time came while on the way
+            await self._message_arrived(result["message"])
+
+    async def show_scheduled(self, scheduled: Json) -> None:
+        """A scheduled message: told once per device, whether by reply or by event."""
+        if self.model.scheduled_seen(scheduled):
+            label = await self.chat_label(scheduled["chat"])
+            self.show(render.scheduled_line(scheduled, label, self.now(), self._tz))
+
+    def show_cancelled(self, scheduled_id: str) -> None:
+        if self.model.scheduled_cancelled(scheduled_id):
+            self.show(render.cancelled_line(scheduled_id))
+
+    def show_joined(self, chat: Json) -> None:
+        """A group joined or created: the model learns it (for /open and completion)."""
+        if self.model.chat_joined(chat):
+            label = self.model.label(chat["id"])
+            self.show(render.joined_line(label, chat.get("owner"), self.model.me))
+
+    def show_left(self, chat: str) -> None:
+        label = self.model.label(chat)
+        if self.model.chat_left(chat):
+            self.show(render.left_line(label))
+
+    async def chat_label(self, chat: str) -> str:
+        """What to call a chat, learning it first when it is new (a direct chat opened
+        by a scheduled message, a group joined on another device)."""
+        if not self.model.is_known(chat):
+            await self.refresh_status()
+        return self.model.label(chat)
+
+    def progress(self, title: str, total: int) -> transfer.Progress:
+        return self.sink.progress(title, total)
+
+    @property
+    def tz(self) -> datetime.tzinfo | None:
+        """The time zone times are shown and read in; None: the system's."""
+        return self._tz
 
     def show_comment(self, comment: Json, *, only_new: bool) -> None:
         if self.model.comment_seen(comment) or not only_new:
@@ -238,18 +296,26 @@ class App:
             case EventReceived("read", params):
                 if self.model.read_moved(params["chat"], params["read_seq"]):
                     self.show(render.read_line(self.model.chats[ChatId(params["chat"])]))
+            case EventReceived("scheduled", params):
+                await self.show_scheduled(params["scheduled"])
+            case EventReceived("scheduled.cancelled", params):
+                self.show_cancelled(params["id"])
+            case EventReceived("chat.joined", params):
+                self.show_joined(params["chat"])
+            case EventReceived("chat.join_request", params):
+                label = await self.chat_label(params["chat"])
+                self.show(render.join_request_line(label, params["user"]))
+            case EventReceived("chat.declined", params):
+                # Not a member: the group's title is not ours to know, only its id.
+                chat = params["chat"]
+                label = self.model.label(chat) if self.model.is_known(chat) else f"group {chat}"
+                self.show(render.declined_line(label))
             case EventReceived("chat.left", params):
-                label = self.model.label(params["chat"])
-                self.model.chat_left(params["chat"])
-                self.show(render.info(f"You are no longer in {label}."))
+                self.show_left(params["chat"])
+            case EventReceived("banned", params):
+                self.show(render.banned_line(params["until"], self.now(), self._tz))
             case EventReceived(method, params):
-                if method == "chat.joined":
-                    self.model.chat_seen(params["chat"])
-                self.show(
-                    render.event_line(
-                        method, params, self.model.label(_chat_of(params)), self.now(), self._tz
-                    )
-                )
+                self.show(render.event_line(method, params))
             case ConnectionDropped():
                 self.sink.notice("Connection lost; reconnecting...")
             case ConnectionResumed(resumed=True):
@@ -306,14 +372,3 @@ class App:
                 return
             self._failure_reported = True
         self.sink.error(str(error))
-
-
-def _chat_of(params: dict[str, Any]) -> str:
-    """The chat an event is about, wherever the event keeps it."""
-    for key in ("chat", "comment", "scheduled"):
-        value = params.get(key)
-        if isinstance(value, dict):
-            value = value.get("chat", value.get("id"))
-        if isinstance(value, str):
-            return value
-    return ""

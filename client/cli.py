@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Final, Protocol, TextIO
 
-from client import render
-from client.app import App, Sink
+from client import render, transfer
+from client.app import App, NoProgress, Sink
 from client.connection import Backoff, Session
 from client.console import Console
 from client.errors import ClientError, RpcError
@@ -153,6 +153,9 @@ class ScriptFace:
 
     def error(self, text: str) -> None:
         print(text, file=self._stderr, flush=True)
+
+    def progress(self, title: str, total: int) -> transfer.Progress:
+        return NoProgress()  # a script's output is its results, not bars
 
     async def ask_password(self, prompt: str) -> str | None:
         return None  # stdin is the script; the password comes from the environment

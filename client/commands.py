@@ -11,9 +11,10 @@ import enum
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from client import render
+from client import render, transfer
 from client.errors import UsageError
-from client.model import Model
+from client.model import FileId, Json, Model
+from client.when import parse_when
 from wire import HISTORY_MAX, USER_NAME_PATTERN
 
 if TYPE_CHECKING:
@@ -28,9 +29,15 @@ class Kind(enum.Enum):
 
     COMMAND = "command"
     CHAT = "chat|@user"
+    GROUP = "group"
     USER = "@user"
     COUNT = "n"
     MESSAGE = "#seq"
+    WHEN = "when"
+    SCHEDULED = "id"
+    PATH = "path"
+    FILE = "#seq|file"
+    LINK = "link"
     TEXT = "text"
 
 
@@ -143,6 +150,133 @@ async def _report(app: App, values: Values) -> None:
     app.show(render.info(f"Reported {values['user']}."))
 
 
+async def _schedule(app: App, values: Values) -> None:
+    send_at = parse_when(values["when"], app.now(), app.tz)
+    await app.send(app.model.current, values["text"], send_at=send_at)
+
+
+async def _scheduled(app: App, values: Values) -> None:
+    result = await app.session.call("scheduled", {})
+    pending: list[Json] = result["scheduled"]
+    app.model.scheduled_listed(pending)
+    if not pending:
+        app.show(render.info("No scheduled messages."))
+    for scheduled in pending:
+        label = await app.chat_label(scheduled["chat"])
+        app.show(render.scheduled_row(scheduled, label, app.now(), app.tz))
+
+
+async def _cancel(app: App, values: Values) -> None:
+    wanted: str = values["id"]
+    result = await app.session.call("scheduled", {})
+    app.model.scheduled_listed(result["scheduled"])
+    ids = [item["id"] for item in result["scheduled"]]
+    matches = [id for id in ids if id == wanted] or [id for id in ids if id.startswith(wanted)]
+    if not matches:
+        raise UsageError(
+            f"No scheduled message {wanted!r} pending (sent or cancelled?); /scheduled lists them"
+        )
+    if len(matches) > 1:
+        raise UsageError(f"{wanted!r} could be any of {', '.join(matches)}; give more of it")
+    # A repeat after a lost reply finds nothing to cancel: it is not retried.
+    cancelled = await app.session.call("cancel", {"id": matches[0]}, retry=False)
+    app.show_cancelled(cancelled["id"])
+
+
+async def _send_file(app: App, values: Values) -> None:
+    target = app.model.current
+    stored = await transfer.upload(app.session, values["path"], app.progress)
+    await app.send(target, values["text"] or "", file=stored["id"])
+
+
+async def _get(app: App, values: Values) -> None:
+    ref: str = values["file"]
+    known: Json | None
+    if "#" in ref:
+        message = await app.find_message(ref)
+        known = app.model.file_of(message)
+        if known is None:
+            raise UsageError(f"Message {ref} carries no file")
+        file_id = known["id"]
+    else:
+        file_id, known = ref, app.model.files.get(FileId(ref))
+    path, size, checked = await transfer.download(
+        app.session, file_id, known, values["path"], app.progress
+    )
+    check = "SHA-256 checked" if checked else "not checked: its SHA-256 is unknown here"
+    app.show(render.info(f"Saved {path} ({render.size_text(size)}, {check})."))
+
+
+async def _create(app: App, values: Values) -> None:
+    # Not retried: a repeat would make a second group.
+    result = await app.session.call("chat.create", {"title": values["title"]}, retry=False)
+    app.show_joined(result["chat"])
+
+
+async def _group(app: App, name: str) -> str:
+    target = await app.find_chat(name)
+    if target.chat is None:
+        raise UsageError(f"@{target.user} is a person, not a group")
+    return target.chat
+
+
+async def _invite(app: App, values: Values) -> None:
+    chat = await _group(app, values["group"])
+    await app.session.call("chat.invite", {"chat": chat, "user": values["user"]})
+    app.show(render.info(f"Added {values['user']} to {app.model.label(chat)}."))
+
+
+async def _link(app: App, values: Values) -> None:
+    chat = await _group(app, values["group"])
+    result = await app.session.call("chat.link", {"chat": chat})
+    label = app.model.label(chat)
+    app.show(
+        render.info(f"Join link for {label} (it replaces the last one): /join {result['link']}")
+    )
+
+
+async def _join(app: App, values: Values) -> None:
+    result = await app.session.call("chat.join", {"link": values["link"]})
+    if result["status"] == "member":
+        app.show(render.info("You are a member of that group already."))
+    else:
+        app.show(render.info("Asked to join; you will be told when the owner decides."))
+
+
+async def _requests(app: App, values: Values) -> None:
+    chat = await _group(app, values["group"])
+    result = await app.session.call("chat.requests", {"chat": chat})
+    label = app.model.label(chat)
+    if not result["requests"]:
+        app.show(render.info(f"No one is asking to join {label}."))
+    for request in result["requests"]:
+        app.show(render.request_row(request, label, app.now(), app.tz))
+
+
+async def _approve(app: App, values: Values) -> None:
+    chat = await _group(app, values["group"])
+    await app.session.call("chat.approve", {"chat": chat, "user": values["user"]})
+    app.show(render.info(f"{values['user']} is now a member of {app.model.label(chat)}."))
+
+
+async def _decline(app: App, values: Values) -> None:
+    chat = await _group(app, values["group"])
+    await app.session.call("chat.decline", {"chat": chat, "user": values["user"]})
+    app.show(render.info(f"Declined {values['user']}'s request to join {app.model.label(chat)}."))
+
+
+async def _members(app: App, values: Values) -> None:
+    chat = await _group(app, values["group"])
+    result = await app.session.call("chat.members", {"chat": chat})
+    app.show(render.members_line(app.model.label(chat), result["owner"], result["members"]))
+
+
+async def _leave(app: App, values: Values) -> None:
+    chat = await _group(app, values["group"])
+    await app.session.call("chat.leave", {"chat": chat})
+    app.show_left(chat)
+
+
 async def _logout(app: App, values: Values) -> None:
     await app.log_out()
 
@@ -194,6 +328,65 @@ COMMANDS: Final[tuple[Command, ...]] = (
         "Report a user for abuse; enough reports ban them for a while.",
         _report,
     ),
+    Command(
+        "schedule",
+        (Arg("when", Kind.WHEN), Arg("text", Kind.TEXT)),
+        "Send text to the current chat later: +10m, +2h, 14:30, 2026-11-24T14:30.",
+        _schedule,
+    ),
+    Command("scheduled", (), "List your scheduled messages not sent yet.", _scheduled),
+    Command(
+        "cancel",
+        (Arg("id", Kind.SCHEDULED),),
+        "Cancel a scheduled message (its id as /scheduled shows it).",
+        _cancel,
+    ),
+    Command(
+        "send-file",
+        (Arg("path", Kind.PATH), Arg("text", Kind.TEXT, optional=True)),
+        'Send a file to the current chat, with text ("quote" a path with spaces).',
+        _send_file,
+    ),
+    Command(
+        "get",
+        (Arg("file", Kind.FILE), Arg("path", Kind.PATH, optional=True)),
+        "Save a message's file (#12, general#12) here or to path; never overwrites.",
+        _get,
+    ),
+    Command("create", (Arg("title", Kind.TEXT),), "Create a private group you own.", _create),
+    Command(
+        "invite",
+        (Arg("group", Kind.GROUP), Arg("user", Kind.USER)),
+        "Add someone to your group at once.",
+        _invite,
+    ),
+    Command(
+        "link",
+        (Arg("group", Kind.GROUP),),
+        "Make a join link for your group (the last one stops working).",
+        _link,
+    ),
+    Command("join", (Arg("link", Kind.LINK),), "Ask to join a group by its link.", _join),
+    Command(
+        "requests",
+        (Arg("group", Kind.GROUP),),
+        "List who asks to join your group.",
+        _requests,
+    ),
+    Command(
+        "approve",
+        (Arg("group", Kind.GROUP), Arg("user", Kind.USER)),
+        "Let someone who asked into your group.",
+        _approve,
+    ),
+    Command(
+        "decline",
+        (Arg("group", Kind.GROUP), Arg("user", Kind.USER)),
+        "Turn down someone's request to join your group.",
+        _decline,
+    ),
+    Command("members", (Arg("group", Kind.GROUP),), "List a group's members.", _members),
+    Command("leave", (Arg("group", Kind.GROUP),), "Leave a group (its owner cannot).", _leave),
     Command("logout", (), "Sign this device out (its saved token is forgotten) and quit.", _logout),
     Command("quit", (), "Quit; this device stays signed in.", _quit),
 )
@@ -227,6 +420,11 @@ def parse(line: str) -> tuple[Command, Values]:
     for arg in command.args:
         if arg.kind is Kind.TEXT:
             word, rest = rest, ""
+        elif arg.kind is Kind.PATH and rest[:1] in ("'", '"'):
+            end = rest.find(rest[0], 1)
+            if end < 0:
+                raise UsageError(f"Expected a closing {rest[0]} after the path")
+            word, rest = rest[1:end], rest[end + 1 :].lstrip()
         else:
             word, _, rest = rest.partition(" ")
             rest = rest.lstrip()
@@ -259,27 +457,37 @@ def _convert(arg: Arg, word: str) -> Any:
 # -- completion -----------------------------------------------------------------------
 
 
-def complete(before_cursor: str, model: Model) -> tuple[str, list[str]]:
-    """The word being typed and what it could become: commands, chats or @users."""
+def kind_at(before_cursor: str) -> Kind | None:
+    """What the word being typed is: None for a command's name or an unknown command."""
     words = before_cursor.split(" ")
-    word = words[-1]
-    kind = Kind.TEXT
-    if before_cursor.startswith("/") and not before_cursor.startswith("//"):
-        if len(words) == 1:
-            return word, [f"/{name}" for name in BY_NAME if f"/{name}".startswith(word.lower())]
-        command = BY_NAME.get(words[0][1:].lower())
-        if command is None:
+    if not before_cursor.startswith("/") or before_cursor.startswith("//"):
+        return Kind.TEXT
+    command = BY_NAME.get(words[0][1:].lower())
+    if len(words) == 1 or command is None:
+        return None
+    kinds = [arg.kind for arg in command.args]
+    index = len(words) - 2
+    if index >= len(kinds) or Kind.TEXT in kinds[:index]:
+        return Kind.TEXT
+    return kinds[index]
+
+
+def complete(before_cursor: str, model: Model) -> tuple[str, list[str]]:
+    """The word being typed and what it could become: commands, chats, groups, @users,
+    scheduled ids (paths are the console's to complete, from the disk)."""
+    word = before_cursor.rsplit(" ", maxsplit=1)[-1]
+    kind = kind_at(before_cursor)
+    if kind is None:
+        if " " in before_cursor:
             return word, []
-        kinds = [arg.kind for arg in command.args]
-        index = len(words) - 2
-        kind = kinds[index] if index < len(kinds) else Kind.TEXT
-        if Kind.TEXT in kinds[:index]:
-            kind = Kind.TEXT
+        return word, [f"/{name}" for name in BY_NAME if f"/{name}".startswith(word.lower())]
     users = sorted(f"@{user}" for user in model.users)
     candidates = {
         Kind.COMMAND: list(BY_NAME),
         Kind.CHAT: [*model.labels(), *(user for user in users if user not in model.labels())],
+        Kind.GROUP: model.group_labels(),
         Kind.USER: users,
+        Kind.SCHEDULED: sorted({render.short_id(id) for id in model.scheduled}),
         Kind.TEXT: users if word.startswith("@") else [],
     }.get(kind, [])
     folded = word.casefold()

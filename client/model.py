@@ -14,6 +14,8 @@ from wire import GENERAL_CHAT
 
 ChatId = NewType("ChatId", str)
 MessageId = NewType("MessageId", str)
+FileId = NewType("FileId", str)
+ScheduledId = NewType("ScheduledId", str)
 Json = dict[str, Any]
 
 GENERAL: Final = ChatId(GENERAL_CHAT)
@@ -73,6 +75,13 @@ class Model:
         self._shown: set[str] = set()  # ids of the messages and comments shown
         self._by_seq: dict[tuple[ChatId, int], MessageId] = {}
         self._seq_of: dict[MessageId, int] = {}
+        self.files: dict[FileId, Json] = {}  # the files of messages seen, by id
+        self._file_of: dict[MessageId, FileId] = {}
+        # Pending scheduled messages seen (for completion; the server has the truth).
+        self.scheduled: dict[ScheduledId, Json] = {}
+        self._scheduled_shown: set[ScheduledId] = set()
+        self._cancelled: set[ScheduledId] = set()  # cancellations already told
+        self._joined: set[ChatId] = set()  # groups whose joining was already told
 
     # -- folding in what the server says ------------------------------------------
 
@@ -91,10 +100,20 @@ class Model:
                 self.current = Target(chat=known.id)
         return known
 
-    def chat_left(self, chat_id: str) -> None:
-        self.chats.pop(ChatId(chat_id), None)
+    def chat_joined(self, chat: Json) -> bool:
+        """A group joined (or created); True the first time it is heard of since joining."""
+        known = self.chat_seen(chat)
+        if known.id in self._joined:
+            return False
+        self._joined.add(known.id)
+        return True
+
+    def chat_left(self, chat_id: str) -> bool:
+        """Forget a chat left; True when it was known (the leaving is news)."""
+        self._joined.discard(ChatId(chat_id))
         if self.current.chat == chat_id:
             self.current = Target(chat=GENERAL)
+        return self.chats.pop(ChatId(chat_id), None) is not None
 
     def message_seen(self, message: Json) -> bool:
         """Count ``message`` in; True when it has not been shown before."""
@@ -105,6 +124,10 @@ class Model:
         self._seq_of[message_id] = seq
         if not _same_user(message["author"], self.me):
             self.users.add(message["author"])
+        file: Json | None = message.get("file")
+        if file:
+            self.files[FileId(file["id"])] = file
+            self._file_of[message_id] = FileId(file["id"])
         chat = self.chats.get(chat_id)
         if chat is not None and seq > chat.last_seq:
             chat.unread += 1 if seq > chat.read_seq else 0
@@ -120,6 +143,27 @@ class Model:
             return False
         self._shown.add(comment["id"])
         return True
+
+    def scheduled_seen(self, scheduled: Json) -> bool:
+        """A pending scheduled message; True when it has not been shown before."""
+        scheduled_id = ScheduledId(scheduled["id"])
+        self.scheduled[scheduled_id] = scheduled
+        if scheduled_id in self._scheduled_shown:
+            return False
+        self._scheduled_shown.add(scheduled_id)
+        return True
+
+    def scheduled_cancelled(self, scheduled_id: str) -> bool:
+        """True the first time a cancellation is heard of (reply or event)."""
+        self.scheduled.pop(ScheduledId(scheduled_id), None)
+        if scheduled_id in self._cancelled:
+            return False
+        self._cancelled.add(ScheduledId(scheduled_id))
+        return True
+
+    def scheduled_listed(self, pending: list[Json]) -> None:
+        """The server's list of pending scheduled messages replaces what was known."""
+        self.scheduled = {ScheduledId(item["id"]): item for item in pending}
 
     def read_moved(self, chat_id: str, read_seq: int) -> bool:
         """Move the read marker forward; True when it moved (it only moves forward)."""
@@ -177,6 +221,14 @@ class Model:
 
     def seq_of(self, message_id: str) -> int | None:
         return self._seq_of.get(MessageId(message_id))
+
+    def file_of(self, message_id: str) -> Json | None:
+        """The file a message seen carries, or None."""
+        file_id = self._file_of.get(MessageId(message_id))
+        return None if file_id is None else self.files[file_id]
+
+    def group_labels(self) -> list[str]:
+        return [chat.label for chat in self.chats.values() if chat.kind == "group"]
 
     def read_up_to(self, message: Json) -> int | None:
         """The seq to mark read now that ``message`` was shown, or None.

@@ -21,6 +21,7 @@ Line = list[tuple[str, str]]
 # C0/C1 controls (and DEL) would let a message move the cursor or recolour the terminal.
 _CONTROLS: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _INDENT: Final = "    "
+SHORT_ID: Final = 6
 
 
 def plain(line: Line) -> str:
@@ -51,6 +52,23 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
+def size_text(size: int) -> str:
+    """``812 bytes``, ``4.2 KiB``, ``5.0 MiB``."""
+    if size < 1024:
+        return "1 byte" if size == 1 else f"{size} bytes"
+    value = float(size)
+    for unit in ("KiB", "MiB"):
+        value /= 1024
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} GiB"
+
+
+def short_id(scheduled_id: str) -> str:
+    """The part of a scheduled message's id that /cancel takes and lines show."""
+    return scheduled_id[:SHORT_ID]
+
+
 def message_ref(label: str, seq: int) -> str:
     """The short id commands accept: ``general#12``, ``@bob#3`` (``#12`` in the current chat)."""
     return f"{label}#{seq}"
@@ -67,7 +85,12 @@ def message_line(message: Json, label: str, now: float, tz: datetime.tzinfo | No
     ]
     file = message.get("file")
     if file:
-        line.append(("class:file", f" [file {clean(file['name'])}, {file['size']} bytes]"))
+        ref = message_ref(label, message["seq"])
+        space = " " if text else ""  # a file sent without text
+        line.append(
+            ("class:file", f"{space}[file {clean(file['name'])}, {size_text(file['size'])}")
+        )
+        line.append(("class:dim", f": /get {ref}]"))
     if message.get("comments"):
         count = message["comments"]
         line.append(("class:dim", f" ({count} comment{'s' if count != 1 else ''})"))
@@ -122,26 +145,103 @@ def device_lines(devices: Sequence[Json], this_device: str) -> list[Line]:
     return lines
 
 
-def event_line(
-    method: str, params: Json, label: str, now: float, tz: datetime.tzinfo | None = None
+def scheduled_line(
+    scheduled: Json, label: str, now: float, tz: datetime.tzinfo | None = None
 ) -> Line:
-    """One line for the events that are not messages, comments or read markers."""
-    if method == "scheduled":
-        scheduled = params["scheduled"]
-        at = clock_time(scheduled["send_at"], now, tz)
-        return info(f"{label}: message scheduled for {at}: {clean(scheduled['text'])}")
-    if method == "scheduled.cancelled":
-        return info(f"Scheduled message {params['id']} cancelled")
-    if method == "chat.joined":
-        return info(f"You joined {label}")
-    if method == "chat.join_request":
-        return info(f"{clean(params['user'])} asks to join {label}")
-    if method == "chat.declined":
-        return info(f"Your request to join {label} was declined")
-    if method == "banned":
-        return [("class:error", f"You are banned until {clock_time(params['until'], now, tz)}")]
+    """``Scheduled 3f9a2c for 14:30 in general: see you (/cancel 3f9a2c)``."""
+    short = short_id(scheduled["id"])
+    line: Line = [
+        ("class:info", f"Scheduled {short} for {clock_time(scheduled['send_at'], now, tz)} "),
+        ("class:info", f"in {clean(label)}: "),
+        ("", clean(scheduled["text"]).replace("\n", "\n" + _INDENT)),
+    ]
+    file = scheduled.get("file")
+    if file:
+        line.append(("class:file", f" [file {clean(file['name'])}, {size_text(file['size'])}]"))
+    line.append(("class:dim", f" (/cancel {short})"))
+    return line
+
+
+def scheduled_row(scheduled: Json, label: str, now: float, tz: datetime.tzinfo | None) -> Line:
+    """One line of /scheduled: short id, when, where, what."""
+    line: Line = [
+        ("class:ref", short_id(scheduled["id"]) + "  "),
+        ("class:time", clock_time(scheduled["send_at"], now, tz) + "  "),
+        ("class:ref", clean(label) + ": "),
+        ("", clean(scheduled["text"]).replace("\n", "\n" + _INDENT)),
+    ]
+    file = scheduled.get("file")
+    if file:
+        line.append(("class:file", f" [file {clean(file['name'])}, {size_text(file['size'])}]"))
+    return line
+
+
+def cancelled_line(scheduled_id: str) -> Line:
+    return info(f"Scheduled message {short_id(scheduled_id)} cancelled.")
+
+
+def joined_line(label: str, owner: str | None, me: str) -> Line:
+    """A group joined: by invitation, approval, or by creating it."""
+    label = clean(label)
+    if owner is not None and owner.lower() == me.lower():
+        return info(
+            f"You created {label}: /invite {label} @user adds someone, "
+            f"/link {label} makes a join link."
+        )
+    whose = f" ({clean(owner)}'s group)" if owner else ""
+    return info(f"You are now in {label}{whose}: /open {label} to read and write there.")
+
+
+def join_request_line(label: str, user: str) -> Line:
+    label, user = clean(label), clean(user)
+    return info(
+        f"{user} asks to join {label}: /approve {label} @{user} or /decline {label} @{user}"
+    )
+
+
+def declined_line(label: str) -> Line:
+    return info(f"Your request to join {clean(label)} was declined.")
+
+
+def left_line(label: str) -> Line:
+    return info(f"You are no longer in {clean(label)}.")
+
+
+def request_row(request: Json, label: str, now: float, tz: datetime.tzinfo | None) -> Line:
+    """One line of /requests: who asks, since when, and how to answer."""
+    user = clean(request["user"])
+    return [
+        ("class:author", user),
+        ("class:time", f"  asked {clock_time(request['ts'], now, tz)}  "),
+        ("class:dim", f"/approve {clean(label)} @{user} or /decline {clean(label)} @{user}"),
+    ]
+
+
+def members_line(label: str, owner: str | None, members: Sequence[str]) -> Line:
+    """``book_club: alice (owner), bob, carol``."""
+    names = [
+        clean(name) + (" (owner)" if owner and name.lower() == owner.lower() else "")
+        for name in members
+    ]
+    count = f"{len(names)} member{'s' if len(names) != 1 else ''}"
+    return [("class:ref", clean(label)), ("", f": {count}: {', '.join(names)}")]
+
+
+def banned_line(until: int, now: float, tz: datetime.tzinfo | None = None) -> Line:
+    left = duration(until / 1000 - now)
+    return [
+        (
+            "class:error",
+            f"You are banned until {clock_time(until, now, tz)} ({left} from now): "
+            "you cannot send or comment until then.",
+        )
+    ]
+
+
+def event_line(method: str, params: Json) -> Line:
+    """An event this client does not know (a newer server's): shown as it came."""
     shown = {key: value for key, value in params.items() if key != "cursor"}
-    return info(f"{method}: {clean(str(shown))}")
+    return info(f"{clean(method)}: {clean(str(shown))}")
 
 
 def error_text(error: RpcError, now: float, tz: datetime.tzinfo | None = None) -> str:

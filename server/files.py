@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -164,6 +165,14 @@ class FileMethods:
         logger.info("user %s stored a file of %d bytes", account.name, current.size)
         return {"file": views.file_view(self.state.files[event.file])}
 
+    @rpc_method("upload.abort")
+    async def abort(self, session: Session, *, upload: UploadParam) -> dict[str, Any]:
+        """Give up an upload in progress (it frees one of your upload slots)."""
+        current = self._upload(session, upload)
+        async with current.lock:
+            self._drop(current)
+        return {}
+
     def _upload(self, session: Session, upload_id: str) -> Upload:
         upload = self.uploads.get(upload_id)
         if upload is None or upload.user != session.key:
@@ -172,7 +181,8 @@ class FileMethods:
 
     def _drop(self, upload: Upload) -> None:
         self.uploads.pop(upload.id, None)
-        upload.path.unlink(missing_ok=True)
+        remove = functools.partial(upload.path.unlink, missing_ok=True)
+        asyncio.get_running_loop().run_in_executor(None, remove)
 
     def drop_idle_uploads(self) -> None:
         deadline = time.monotonic() - self.config.upload_idle_timeout

@@ -58,7 +58,9 @@ class GroupMethods:
         account = self.service.account(session)
         status, events = rules.join(self.state, account, token_hash(link), self.service.clock())
         await self.service.commit(events)
-        return {"status": status}
+        group = self.state.chats[self.state.links[token_hash(link)]]
+        # The link's holder may know what they asked to join, nothing more.
+        return {"status": status, "chat": {"id": group.id, "title": group.title}}
 
     @rpc_method("chat.requests")
     async def requests(self, session: Session, *, chat: ChatParam) -> dict[str, Any]:

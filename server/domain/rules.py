@@ -243,7 +243,8 @@ def cancel_scheduled(state: State, user: User, scheduled_id: str, now: int) -> S
 def post_due(state: State, now: int, new_id: Callable[[], MessageId], ttl_ms: int) -> list[Event]:
     """Post every scheduled message whose time has come, in send_at order.
 
-    A message whose author is no longer a member of its chat is cancelled instead.
+    A message whose author is no longer a member of its chat, or is banned when it
+    falls due, is cancelled instead.
     Run to completion on one thread, so a ``cancel`` either precedes it (and the
     message is never posted) or follows it (and finds nothing): one winner.
     """
@@ -253,7 +254,12 @@ def post_due(state: State, now: int, new_id: Callable[[], MessageId], ttl_ms: in
         _, scheduled_id = heapq.heappop(state.schedule)
         pending = state.scheduled[scheduled_id]
         chat = state.chats.get(pending.chat)
-        if chat is None or user_key(pending.author) not in chat.read_markers:
+        author = state.users[user_key(pending.author)]
+        if (
+            chat is None
+            or user_key(pending.author) not in chat.read_markers
+            or author.banned_until > now
+        ):
             events.append(ScheduledCancelled(pending.id, pending.author, now))
             continue
         seq = next_seq.get(chat.id, chat.last_seq + 1)

@@ -164,10 +164,11 @@ def notification(state: State, event: Event) -> Told | None:
         case JoinRequested():
             owner = state.chats[event.chat].owner
             assert owner is not None
-            params = {"chat": event.chat, "user": event.user}
-            return _only(owner), "chat.join_request", params
+            request = {"chat": event.chat, "user": event.user}
+            return _only(owner), "chat.join_request", request
         case JoinDeclined():
-            return _only(event.user), "chat.declined", {"chat": event.chat}
+            declined = {"chat": event.chat, "title": state.chats[event.chat].title}
+            return _only(event.user), "chat.declined", declined
         case MemberLeft():
             return _only(event.user), "chat.left", {"chat": event.chat}
     return None

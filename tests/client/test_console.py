@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from prompt_toolkit.output.plain_text import PlainTextOutput
 
 from client.cli import Options, run
 from client.console import Console
-from server.app import Running
+from server.app import Running, run_server
+from server.config import Config
 from tests.client.support import FAST, PASSWORD, Clients, Transcript
 
 
@@ -29,8 +31,14 @@ async def test_the_console_signs_in_sends_and_prints_events_above_the_prompt(
     """Password typed at a prompt; text sent; /help completed with Tab; bob's messages
     appear while alice types, and what she typed is sent whole."""
     screen = Transcript()
-    options = Options(user="alice", port=running_server.port, register=True, password=None,
-                      tokens=config_home / "tokens.json", backoff=FAST)
+    options = Options(
+        user="alice",
+        port=running_server.port,
+        register=True,
+        password=None,
+        tokens=config_home / "tokens.json",
+        backoff=FAST,
+    )
     with create_app_session(input=keyboard, output=PlainTextOutput(screen)):
         task = asyncio.create_task(run(options, Console()))
         await screen.wait_for("Password for alice:")
@@ -66,8 +74,13 @@ async def test_an_unknown_user_is_offered_registration(
 ) -> None:
     """No such user: the console asks, takes the password twice, registers, signs in."""
     screen = Transcript()
-    options = Options(user="carol", port=running_server.port, password=None,
-                      tokens=config_home / "tokens.json", backoff=FAST)
+    options = Options(
+        user="carol",
+        port=running_server.port,
+        password=None,
+        tokens=config_home / "tokens.json",
+        backoff=FAST,
+    )
     with create_app_session(input=keyboard, output=PlainTextOutput(screen)):
         task = asyncio.create_task(run(options, Console()))
         await screen.wait_for("Password for carol:")
@@ -79,3 +92,33 @@ async def test_an_unknown_user_is_offered_registration(
         await screen.wait_for("Signed in as carol")
         keyboard.send_text("\x04")  # Ctrl-D at the prompt quits
         assert await asyncio.wait_for(task, 10) == 0
+
+
+async def test_a_file_is_sent_with_a_progress_bar_that_goes_away(
+    server_config: Config, keyboard: PipeInput, config_home: Path, tmp_path: Path
+) -> None:
+    """/send-file draws a bar in place as chunks go, clears it, and shows the message."""
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(bytes(1000))
+    screen = Transcript()
+    options = Options(
+        user="alice",
+        port=0,
+        register=True,
+        password=PASSWORD,
+        tokens=config_home / "tokens.json",
+        backoff=FAST,
+    )
+    config = dataclasses.replace(server_config, upload_chunk_size=64)
+    async with run_server(config) as running:
+        options = dataclasses.replace(options, port=running.port)
+        with create_app_session(input=keyboard, output=PlainTextOutput(screen)):
+            task = asyncio.create_task(run(options, Console()))
+            await screen.wait_for("Signed in as alice")
+            keyboard.send_text(f"/send-file {blob} the blob\r")
+            await screen.wait_for("general#1 alice: the blob [file blob.bin, 1000 bytes")
+            keyboard.send_text("/quit\r")
+            assert await asyncio.wait_for(task, 10) == 0
+    shown = screen.getvalue()
+    assert "\rSending blob.bin [===" in shown
+    assert "100% 1000 bytes of 1000 bytes" in shown

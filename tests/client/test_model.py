@@ -4,21 +4,47 @@ from __future__ import annotations
 
 from typing import Any
 
-from client.model import ChatId, Model, Target
+from client.model import ChatId, FileId, Model, Target
 
 
 def message(chat: str, seq: int, author: str = "bob", id: str | None = None) -> dict[str, Any]:
-    return {"id": id or f"{chat}-{seq}", "chat": chat, "seq": seq, "author": author,
-            "text": "hi", "ts": 0, "expires_at": None, "file": None, "comments": 0}
+    return {
+        "id": id or f"{chat}-{seq}",
+        "chat": chat,
+        "seq": seq,
+        "author": author,
+        "text": "hi",
+        "ts": 0,
+        "expires_at": None,
+        "file": None,
+        "comments": 0,
+    }
 
 
 def model() -> Model:
     model = Model("alice")
-    model.load_status({"chats": [
-        {"id": "general", "kind": "general", "title": "general",
-         "unread": 1, "read_seq": 2, "last_seq": 3},
-        {"id": "d1", "kind": "direct", "title": "Bob", "unread": 0, "read_seq": 0, "last_seq": 0},
-    ]})
+    model.load_status(
+        {
+            "chats": [
+                {
+                    "id": "general",
+                    "kind": "general",
+                    "title": "general",
+                    "unread": 1,
+                    "read_seq": 2,
+                    "last_seq": 3,
+                },
+                {
+                    "id": "d1",
+                    "kind": "direct",
+                    "title": "Bob",
+                    "unread": 0,
+                    "read_seq": 0,
+                    "last_seq": 0,
+                },
+            ]
+        }
+    )
     return model
 
 
@@ -73,3 +99,36 @@ def test_ones_own_message_is_read_only_when_nothing_before_it_is_unread() -> Non
     assert known.read_up_to(message("general", 4, author="Alice")) is None  # #3 is unread
     known.read_moved("general", 3)
     assert known.read_up_to(message("general", 4, author="Alice")) == 4
+
+
+def test_joining_a_group_is_news_once_until_it_is_left() -> None:
+    """chat.joined and the reply that caused it are one piece of news; leaving resets it."""
+    known = model()
+    group = {"id": "g1", "kind": "group", "title": "book club", "owner": "carol"}
+    assert known.chat_joined(group)
+    assert not known.chat_joined(group)
+    assert known.find_chat("book_club") == Target(chat=ChatId("g1"))
+    known.current = Target(chat=ChatId("g1"))
+    assert known.chat_left("g1")
+    assert not known.chat_left("g1")
+    assert known.current == Target(chat=ChatId("general"))  # not left in a chat one left
+    assert known.chat_joined(group)
+
+
+def test_a_message_with_a_file_is_remembered_for_get() -> None:
+    """The file of a message seen is found by the message's id and by its own."""
+    known = model()
+    file = {"id": "f1", "name": "a.txt", "size": 3, "sha256": "ab"}
+    known.message_seen({**message("general", 4), "file": file})
+    assert known.file_of("general-4") == file
+    assert known.files[FileId("f1")] == file
+    assert known.file_of("general-3") is None
+
+
+def test_a_cancellation_is_news_once() -> None:
+    """The reply to /cancel and the scheduled.cancelled event make one line."""
+    known = model()
+    known.scheduled_seen({"id": "s1", "chat": "general", "text": "later"})
+    assert known.scheduled_cancelled("s1")
+    assert not known.scheduled_cancelled("s1")
+    assert not known.scheduled

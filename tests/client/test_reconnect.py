@@ -111,8 +111,9 @@ async def test_a_script_gives_up_on_a_server_that_stays_away(
 ) -> None:
     """Past its patience without a server, a script fails its command and exits 1."""
     async with run_server(server_config) as running:
-        alice = clients.start(running.port, "alice",
-                              backoff=Backoff(initial=0.02, maximum=0.1, give_up_after=0.3))
+        alice = clients.start(
+            running.port, "alice", backoff=Backoff(initial=0.02, maximum=0.1, give_up_after=0.3)
+        )
         await alice.started()
     alice.type("into the void")
     assert await alice.end() == 1

@@ -7,7 +7,17 @@ import datetime
 import pytest
 
 from client.errors import RpcError
-from client.render import clock_time, duration, error_text, message_line, plain
+from client.render import (
+    banned_line,
+    clock_time,
+    duration,
+    error_text,
+    join_request_line,
+    message_line,
+    plain,
+    scheduled_line,
+    size_text,
+)
 from wire import ErrorCode
 
 UTC = datetime.UTC
@@ -19,8 +29,18 @@ def ms(hour: int, minute: int, day: int = 4) -> int:
 
 
 def text_message(text: str, **extra: object) -> dict[str, object]:
-    return {"id": "m1", "chat": "general", "seq": 12, "author": "bob", "text": text,
-            "ts": ms(11, 58), "expires_at": None, "file": None, "comments": 0, **extra}
+    return {
+        "id": "m1",
+        "chat": "general",
+        "seq": 12,
+        "author": "bob",
+        "text": text,
+        "ts": ms(11, 58),
+        "expires_at": None,
+        "file": None,
+        "comments": 0,
+        **extra,
+    }
 
 
 def test_a_message_shows_time_short_id_author_and_text() -> None:
@@ -43,16 +63,66 @@ def test_control_characters_cannot_reach_the_terminal() -> None:
 
 
 def test_files_and_comments_are_mentioned() -> None:
-    """A message with a file and comments says so after its text."""
+    """A message with a file says its name, size and how to /get it; then its comments."""
     message = text_message("see", file={"name": "a.txt", "size": 3}, comments=2)
     assert plain(message_line(message, "general", NOW, UTC)).endswith(
-        "see [file a.txt, 3 bytes] (2 comments)"
+        "see [file a.txt, 3 bytes: /get general#12] (2 comments)"
+    )
+
+
+def test_a_file_name_cannot_reach_the_terminal_either() -> None:
+    """Control characters in a file's name are neutralised like those of a text."""
+    message = text_message("", file={"name": "\x1b]0;pwned\x07.txt", "size": 1})
+    assert "\x1b" not in plain(message_line(message, "general", NOW, UTC))
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (0, "0 bytes"),
+        (1, "1 byte"),
+        (1023, "1023 bytes"),
+        (5000, "4.9 KiB"),
+        (5 * 2**20, "5.0 MiB"),
+        (3 * 2**30, "3.0 GiB"),
+    ],
+)
+def test_sizes_read_in_the_unit_that_fits(size: int, text: str) -> None:
+    """Bytes below a KiB, then KiB, MiB, GiB with one decimal."""
+    assert size_text(size) == text
+
+
+def test_a_scheduled_message_shows_its_short_id_time_and_how_to_cancel() -> None:
+    """``Scheduled 3f9a2c for 14:30 in general: text (/cancel 3f9a2c)``."""
+    scheduled = {
+        "id": "3f9a2c77e1d04b10",
+        "chat": "general",
+        "text": "later",
+        "file": None,
+        "send_at": ms(14, 30),
+    }
+    assert plain(scheduled_line(scheduled, "general", NOW, UTC)) == (
+        "Scheduled 3f9a2c for 14:30 in general: later (/cancel 3f9a2c)"
+    )
+
+
+def test_a_ban_says_until_when_in_local_time_and_for_how_long() -> None:
+    """The banned event reads as the time it ends and the wait, like the -32005 error."""
+    assert plain(banned_line(ms(16, 0), NOW, UTC)) == (
+        "You are banned until 16:00 (4 h from now): you cannot send or comment until then."
+    )
+
+
+def test_a_join_request_tells_the_owner_how_to_answer() -> None:
+    """The owner reads who asks and the two commands that answer."""
+    assert plain(join_request_line("book_club", "carol")) == (
+        "carol asks to join book_club: /approve book_club @carol or /decline book_club @carol"
     )
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(0.2, "1 s"), (45, "45 s"), (61, "2 min"), (3600, "1 h"),
-                          (14_340, "3 h 59 min")],
+    ("seconds", "text"),
+    [(0.2, "1 s"), (45, "45 s"), (61, "2 min"), (3600, "1 h"), (14_340, "3 h 59 min")],
 )
 def test_waits_read_like_a_person_says_them(seconds: float, text: str) -> None:
     """Durations are rounded up to the unit shown, never promising too early a retry."""
@@ -62,17 +132,33 @@ def test_waits_read_like_a_person_says_them(seconds: float, text: str) -> None:
 @pytest.mark.parametrize(
     ("code", "message", "data", "text"),
     [
-        (ErrorCode.RATE_LIMITED, "slow down", {"retry_after": 90.5},
-         "Rate limited: try again in 2 min (at 12:02)."),
-        (ErrorCode.BANNED, "banned", {"until": ms(16, 0)},
-         "You are banned until 16:00 (4 h from now)."),
-        (ErrorCode.FORBIDDEN, "You are not a member of chat 'g1'", None,
-         "Not allowed: You are not a member of chat 'g1'"),
+        (
+            ErrorCode.RATE_LIMITED,
+            "slow down",
+            {"retry_after": 90.5},
+            "Rate limited: try again in 2 min (at 12:02).",
+        ),
+        (
+            ErrorCode.BANNED,
+            "banned",
+            {"until": ms(16, 0)},
+            "You are banned until 16:00 (4 h from now).",
+        ),
+        (
+            ErrorCode.FORBIDDEN,
+            "You are not a member of chat 'g1'",
+            None,
+            "Not allowed: You are not a member of chat 'g1'",
+        ),
         (ErrorCode.NOT_FOUND, "No user 'carol'", None, "Not found: No user 'carol'"),
         (ErrorCode.TOO_LARGE, "big", {"max": 5}, "Too large: the server takes at most 5 bytes."),
         (ErrorCode.METHOD_NOT_FOUND, "nope", None, "This server does not support send."),
-        (ErrorCode.INTERNAL_ERROR, "oops", None,
-         "The server failed on that request (internal error); try again."),
+        (
+            ErrorCode.INTERNAL_ERROR,
+            "oops",
+            None,
+            "The server failed on that request (internal error); try again.",
+        ),
         (-1, "odd", None, "Server error -1: odd"),
     ],
 )

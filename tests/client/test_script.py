@@ -145,8 +145,9 @@ async def test_a_wrong_password_is_one_clear_line(
     """A wrong password (or unknown user) says so, and how to register, and exits 1."""
     clients.start(running_server.port, "alice").type("/quit")
     await clients.started[-1].end()
-    wrong = clients.start(running_server.port, "alice", password="not-the-one", register=False,
-                          device="other")
+    wrong = clients.start(
+        running_server.port, "alice", password="not-the-one", register=False, device="other"
+    )
     assert await wrong.end() == 1
     assert wrong.stderr.lines() == [
         "Wrong password for alice, or no such user (--register creates it)"
@@ -169,15 +170,30 @@ async def test_the_command_line_runs_a_script_and_reports_its_status(
     running_server: Running, tmp_path: Path
 ) -> None:
     """``python -m client`` with a piped script: 0 when all went well, 1 with the error."""
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"),
-           "MESSENGER_PASSWORD": PASSWORD}
-    command = [sys.executable, "-m", "client", "--user", "alice", "--port",
-               str(running_server.port)]
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "MESSENGER_PASSWORD": PASSWORD,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "client",
+        "--user",
+        "alice",
+        "--port",
+        str(running_server.port),
+    ]
 
     async def script(text: str, *extra: str) -> tuple[int, str, str]:
         process = await asyncio.create_subprocess_exec(
-            *command, *extra, cwd=REPO, env=env, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *command,
+            *extra,
+            cwd=REPO,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(process.communicate(text.encode()), 30)
         assert process.returncode is not None

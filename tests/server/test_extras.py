@@ -557,3 +557,24 @@ async def test_reports_and_bans_survive_a_restart(tmp_path: Path) -> None:
     async with run_server(config, clock) as running, connected(running.url) as mallory:
         await mallory.login("mallory")
         await post(mallory, "general", "free again")
+
+
+async def test_a_banned_authors_scheduled_message_is_cancelled_when_due(tmp_path: Path) -> None:
+    """A message scheduled before a ban is cancelled, not posted, when it falls due in the ban."""
+    clock = Clock()
+    config = config_in(tmp_path, report_threshold=1, ban_duration=100)
+    async with (
+        run_server(config, clock) as running,
+        user_device(running.url, "alice") as alice,
+        user_device(running.url, "mallory") as mallory,
+    ):
+        scheduled = (
+            await mallory.call("send", chat="general", text="later", send_at=clock.now + 10_000)
+        )["scheduled"]
+        await alice.call("report", user="mallory")
+        await mallory.next_event("banned")
+        clock.advance(11)
+        cancelled = await mallory.next_event("scheduled.cancelled")
+        assert cancelled["params"]["id"] == scheduled["id"]
+        assert texts((await alice.call("history", chat="general"))["messages"]) == []
+        assert (await mallory.call("scheduled"))["scheduled"] == []

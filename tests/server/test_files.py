@@ -275,3 +275,28 @@ async def test_chunks_sent_without_waiting_are_stored_in_order(tmp_path: Path) -
         assert finished["file"]["sha256"] == hashlib.sha256(content).hexdigest()
         reply = await http_get(running, f"/files/{finished['file']['id']}", bearer(alice))
         assert reply.body == content
+
+
+async def test_an_aborted_upload_frees_its_slot_and_its_temp_file(tmp_path: Path) -> None:
+    """upload.abort drops the temp file and the id, and gives the slot back for a new upload."""
+    config = files_config(tmp_path)
+    async with (
+        run_server(config, Clock()) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        begun = [
+            (await alice.call("upload.begin", name=f"{n}.bin", size=10))["upload"] for n in range(4)
+        ]
+        assert (await error_of(alice, "upload.begin", name="5.bin", size=10)).code == -32002
+        await alice.call("upload.chunk", upload=begun[0], data=b64(b"x" * 5))
+        assert await alice.call("upload.abort", upload=begun[0]) == {}
+        assert (
+            await error_of(alice, "upload.chunk", upload=begun[0], data=b64(b"y"))
+        ).code == -32003
+        await alice.call("upload.begin", name="5.bin", size=10)
+        temp = config.state_dir / "uploads" / begun[0]
+        for _ in range(100):
+            if not temp.exists():
+                break
+            await asyncio.sleep(0.01)
+        assert not temp.exists()

@@ -94,7 +94,8 @@ async def test_join_by_link_waits_for_the_owners_approval(tmp_path: Path) -> Non
         assert isinstance(link, str)
         assert len(link) >= 16
         clock.advance(5)
-        assert await bob.call("chat.join", link=link) == {"status": "pending"}
+        joined = await bob.call("chat.join", link=link)
+        assert joined == {"status": "pending", "chat": {"id": group, "title": "team"}}
         for device in (alice, alice_laptop):
             event = await device.next_event()
             assert event["method"] == "chat.join_request"
@@ -128,10 +129,11 @@ async def test_declined_request_is_told_to_the_asker(tmp_path: Path) -> None:
         assert await alice.call("chat.decline", chat=group, user="bob") == {}
         event = await bob.next_event()
         assert (event["method"], event["params"]["chat"]) == ("chat.declined", group)
+        assert event["params"]["title"] == "team"
         assert await alice.call("chat.requests", chat=group) == {"requests": []}
         assert (await error_of(bob, "history", chat=group)).code == -32003
         assert group not in await chat_ids(bob)
-        assert await bob.call("chat.join", link=link) == {"status": "pending"}
+        assert (await bob.call("chat.join", link=link))["status"] == "pending"
 
 
 async def test_deciding_a_request_twice(tmp_path: Path) -> None:
@@ -169,7 +171,7 @@ async def test_a_new_link_revokes_the_old_one(tmp_path: Path) -> None:
         assert new != old
         assert (await error_of(bob, "chat.join", link=old)).code == -32003
         assert (await error_of(bob, "chat.join", link="made-up")).code == -32003
-        assert await bob.call("chat.join", link=new) == {"status": "pending"}
+        assert (await bob.call("chat.join", link=new))["status"] == "pending"
         assert (await error_of(bob, "chat.link", chat=group)).code == -32003
 
 
@@ -186,9 +188,9 @@ async def test_asking_twice_conflicts_and_a_member_is_told_member(tmp_path: Path
         assert (await error_of(bob, "chat.join", link=link)).code == -32007
         requests = (await alice.call("chat.requests", chat=group))["requests"]
         assert [r["user"] for r in requests] == ["bob"]
-        assert await alice.call("chat.join", link=link) == {"status": "member"}
+        assert (await alice.call("chat.join", link=link))["status"] == "member"
         await alice.call("chat.approve", chat=group, user="bob")
-        assert await bob.call("chat.join", link=link) == {"status": "member"}
+        assert (await bob.call("chat.join", link=link))["status"] == "member"
 
 
 async def test_a_non_member_learns_nothing_about_a_group(tmp_path: Path) -> None:
@@ -334,7 +336,7 @@ async def test_groups_survive_a_restart(tmp_path: Path) -> None:
         for peer, name in ((alice, "alice"), (bob, "bob"), (carol, "carol"), (frank, "frank")):
             await peer.login(name)
         assert (await error_of(frank, "chat.join", link=old_link)).code == -32003
-        assert await frank.call("chat.join", link=link) == {"status": "pending"}
+        assert (await frank.call("chat.join", link=link))["status"] == "pending"
         assert (await error_of(carol, "chat.join", link=link)).code == -32007
         await alice.call("chat.approve", chat=group, user="carol")
         await post(carol, group, "after restart")
