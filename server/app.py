@@ -98,8 +98,8 @@ def replay(path: Path, state: State, window: int, now: int | None = None) -> tup
         told = views.notification(state, event)
         if told is not None:
             audience, method, params = told
-            expires_at = params["message"]["expires_at"] if method == "message" else None
-            recent.add(cursor, audience, encode_event(method, params, cursor), expires_at)
+            frame = encode_event(method, params, cursor)
+            recent.add(cursor, audience, frame, views.told_until(state, event))
     return recent, count
 
 
@@ -141,6 +141,7 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         hub = Hub(config.send_buffer_limit, recent, state.cursor, clock)
         service = Service(config, state, log, hub, clock)
         files = FileMethods(service, state_dir)
+        started.callback(files.close)
         for methods in (ExtraMethods(service), GroupMethods(service), files):
             service.registry.add(methods)
         dispatcher = Dispatcher(

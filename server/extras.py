@@ -11,7 +11,7 @@ from server.domain.model import CommentId, user_key
 from server.errors import NotFound
 from server.hub import Session
 from server.rpc import Doc, Length, Range, rpc_method
-from server.service import Service, UserParam
+from server.service import Service, UserParam, within_budget
 from wire import HISTORY_MAX, TEXT_MAX
 
 logger = logging.getLogger("messenger.server")
@@ -67,10 +67,8 @@ class ExtraMethods:
                 raise NotFound(f"No comment {before!r} on message {message!r}")
             end = anchor.position
         start = max(0, end - (limit or self.state.history_size))
-        return {
-            "comments": [views.comment_view(c) for c in found.comments[start:end]],
-            "has_more": start > 0,
-        }
+        chosen, cut = within_budget([views.comment_view(c) for c in found.comments[start:end]])
+        return {"comments": chosen, "has_more": start > 0 or cut}
 
     @rpc_method("scheduled")
     async def scheduled(self, session: Session) -> dict[str, Any]:
@@ -79,7 +77,10 @@ class ExtraMethods:
         pending = sorted(
             (self.state.scheduled[i] for i in account.scheduled), key=lambda p: p.send_at
         )
-        return {"scheduled": [views.scheduled_view(self.state, p) for p in pending]}
+        chosen, cut = within_budget(
+            [views.scheduled_view(self.state, p) for p in pending], newest_last=False
+        )
+        return {"scheduled": chosen, "has_more": cut}
 
     @rpc_method("cancel")
     async def cancel(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -23,7 +25,7 @@ import time
 import unicodedata
 import urllib.parse
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, BinaryIO, Final
 
 from server.auth import token_hash
 from server.domain import rules, views
@@ -77,7 +79,14 @@ class FileMethods:
         # Uploads do not survive a restart: what was half sent is dropped.
         shutil.rmtree(self.incoming, ignore_errors=True)
         self.incoming.mkdir(parents=True, exist_ok=True)
+        # Every change to stored blobs goes through this one thread, in order: a
+        # deletion queued before a store of the same content cannot undo it.
+        self.blob_io = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="messenger-files"
+        )
+        self.storing: collections.Counter[str] = collections.Counter()  # digests on their way
         service.housekeeping_hooks.append(self.drop_idle_uploads)
+        service.housekeeping_hooks.append(self.drop_unused_files)
 
     # -- uploads -------------------------------------------------------------------
 
@@ -103,8 +112,7 @@ class FileMethods:
                 "finish one or wait for it to be dropped"
             )
         upload_id = secrets.token_hex(12)
-        path = self.incoming / upload_id
-        await self.service.off_loop(path.touch, 0o600)
+        path = self.incoming / upload_id  # created by the first chunk (or by finish)
         if content_type is None or not _CONTENT_TYPE.fullmatch(content_type):
             content_type = "application/octet-stream"
         self.uploads[upload_id] = Upload(
@@ -150,18 +158,25 @@ class FileMethods:
                 )
             del self.uploads[current.id]
             sha256 = current.digest.hexdigest()
-            await self.service.off_loop(_store, current.path, self.stored / sha256)
-        account = self.service.account(session)
-        event = FileUploaded(
-            FileId("f" + secrets.token_hex(8)),
-            current.name,
-            current.size,
-            current.content_type,
-            sha256,
-            account.name,
-            self.service.clock(),
-        )
-        await self.service.commit([event])
+            self.storing[sha256] += 1
+            try:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self.blob_io, _store, current.path, self.stored / sha256)
+                account = self.service.account(session)
+                event = FileUploaded(
+                    FileId("f" + secrets.token_hex(8)),
+                    current.name,
+                    current.size,
+                    current.content_type,
+                    sha256,
+                    account.name,
+                    self.service.clock(),
+                )
+                await self.service.commit([event])
+            finally:
+                self.storing[sha256] -= 1
+                if not self.storing[sha256]:
+                    del self.storing[sha256]
         logger.info("user %s stored a file of %d bytes", account.name, current.size)
         return {"file": views.file_view(self.state.files[event.file])}
 
@@ -183,6 +198,21 @@ class FileMethods:
         self.uploads.pop(upload.id, None)
         remove = functools.partial(upload.path.unlink, missing_ok=True)
         asyncio.get_running_loop().run_in_executor(None, remove)
+
+    def drop_unused_files(self) -> None:
+        """Delete the files no live or pending message carries, once a message lifetime
+        (at least an hour) has passed since their upload."""
+        keep_ms = max(self.config.message_ttl, 3600) * 1000
+        unused = self.state.expire_files(self.service.clock(), keep_ms) - set(self.storing)
+        if unused:
+            logger.info("deleting %d stored files no message carries any more", len(unused))
+        loop = asyncio.get_running_loop()
+        for sha256 in unused:
+            remove = functools.partial((self.stored / sha256).unlink, missing_ok=True)
+            loop.run_in_executor(self.blob_io, remove)
+
+    def close(self) -> None:
+        self.blob_io.shutdown(wait=True)
 
     def drop_idle_uploads(self) -> None:
         deadline = time.monotonic() - self.config.upload_idle_timeout
@@ -245,22 +275,26 @@ def content_disposition(name: str) -> str:
 
 
 def _append(path: Path, data: bytes, digest: Any) -> None:
-    with path.open("ab") as file:
+    with _open_for_append(path) as file:
         file.write(data)
     digest.update(data)
 
 
+def _open_for_append(path: Path) -> BinaryIO:
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
+
+
 def _store(incoming: Path, destination: Path) -> None:
-    with incoming.open("rb+") as file:
+    with _open_for_append(incoming) as file:  # an empty file had no chunk to create it
         os.fsync(file.fileno())
-    if destination.exists():  # same content already stored
-        incoming.unlink()
-        return
-    os.replace(incoming, destination)
+    os.replace(incoming, destination)  # the same content may be there: same bytes
     fsync_directory(destination.parent)
 
 
 def _read(path: Path, offset: int, length: int) -> bytes:
-    with path.open("rb") as file:
-        file.seek(offset)
-        return file.read(length)
+    try:
+        with path.open("rb") as file:
+            file.seek(offset)
+            return file.read(length)
+    except FileNotFoundError:  # deleted as unused between the check and the read
+        raise NotFound("No such file any more") from None

@@ -56,9 +56,10 @@ class GroupMethods:
     ) -> dict[str, Any]:
         """Ask to join by link: pending until the owner decides."""
         account = self.service.account(session)
-        status, events = rules.join(self.state, account, token_hash(link), self.service.clock())
+        group, status, events = rules.join(
+            self.state, account, token_hash(link), self.service.clock()
+        )
         await self.service.commit(events)
-        group = self.state.chats[self.state.links[token_hash(link)]]
         # The link's holder may know what they asked to join, nothing more.
         return {"status": status, "chat": {"id": group.id, "title": group.title}}
 

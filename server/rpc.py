@@ -367,11 +367,13 @@ class Dispatcher:
                 raise MethodNotFound(f"No method {name!r}")
             if not method.anonymous and not self.logged_in(session):
                 raise Unauthenticated(f"Log in before calling {name!r}")
-            result = await method.handler(session, **method.bind(params))
-            if self.settled is not None:
-                # A reply may show only what is durable: wait for whatever other
-                # requests changed and this one may have seen.
-                await self.settled()
+            try:
+                result = await method.handler(session, **method.bind(params))
+            finally:
+                if self.settled is not None:
+                    # A reply, an error too, may show only what is durable: wait for
+                    # whatever other requests changed and this one may have seen.
+                    await self.settled()
         except InvalidRequest as error:
             # Not a Request object, so not a Notification either: always answered,
             # with id null when it has none (section 5.1's and section 7's examples).

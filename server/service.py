@@ -118,10 +118,8 @@ class Service:
             notification = views.notification(self.state, event)
             if notification is not None:
                 audience, method, params = notification
-                # A message's event is not resumed once the message expired.
-                expires_at = params["message"]["expires_at"] if method == "message" else None
                 frame = encode_event(method, params, cursor)
-                told.append((cursor, audience, frame, expires_at))
+                told.append((cursor, audience, frame, views.told_until(self.state, event)))
         durable = self.log.append(records)
         if any(isinstance(event, MessageScheduled) for event in events):
             self.arm_schedule()
@@ -423,7 +421,7 @@ class Service:
         pending = self.state.scheduled.get(ScheduledId(first))
         if pending is not None:
             return {"scheduled": views.scheduled_view(self.state, pending)}
-        raise NotFound(f"The message sent with client_id {client_id!r} has expired")
+        raise NotFound(f"The message sent with client_id {client_id!r} expired or was cancelled")
 
     @rpc_method("history", exclusive=(("chat", "user"),))
     async def history(
@@ -478,7 +476,7 @@ class Service:
             start = max(0, read_seq + 1 - chat.first_seq)
             indexes = range(start, len(chat.messages))
             chosen, more = _pick(self.state, chat.messages, indexes, UNREAD_PER_CHAT, budget)
-            if chosen:
+            if chosen or more:  # a chat that did not fit is there, with has_more
                 budget -= sum(_size(m) for m in chosen)
                 chats.append(
                     {"chat": chat.id, "read_seq": read_seq, "messages": chosen, "has_more": more}
@@ -527,6 +525,23 @@ class Service:
 def _size(message: dict[str, Any]) -> int:
     # A bound, not an estimate: JSON escapes a character in at most 6 bytes.
     return 6 * len(message["text"]) + 256
+
+
+def within_budget(
+    items: list[dict[str, Any]], newest_last: bool = True, budget: int = REPLY_BUDGET
+) -> tuple[list[dict[str, Any]], bool]:
+    """As many of ``items`` (things with a ``text``) as fit ``budget`` bytes: the
+    newest, at the end, or the first ones; and whether any were left out."""
+    order = reversed(items) if newest_last else iter(items)
+    kept = 0
+    for item in order:
+        budget -= _size(item)
+        if budget < 0:
+            break
+        kept += 1
+    if kept == len(items):
+        return items, False
+    return (items[len(items) - kept :] if newest_last else items[:kept]), True
 
 
 def _pick(

@@ -116,6 +116,10 @@ class Transport:
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
         path = request.path.partition("?")[0]
+        if request.method != "GET":
+            response = connection.respond(http.HTTPStatus.METHOD_NOT_ALLOWED, "GET only\n")
+            response.headers["Allow"] = "GET"
+            return response
         if path == "/":
             return None  # the WebSocket handshake goes on
         if path.startswith(FILES_PREFIX):

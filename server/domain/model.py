@@ -90,6 +90,7 @@ class StoredFile:
     content_type: str
     sha256: str
     uploader: UserName
+    uploaded_at: int
     # chats it was posted in, with how many live messages carry it there
     chats: dict[ChatId, int] = dataclasses.field(default_factory=dict)
 

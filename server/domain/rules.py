@@ -334,17 +334,17 @@ def create_link(state: State, owner: User, chat_id: str, link_hash: str, now: in
     return JoinLinkCreated(chat.id, link_hash, now)
 
 
-def join(state: State, user: User, link_hash: str, now: int) -> tuple[str, list[Event]]:
+def join(state: State, user: User, link_hash: str, now: int) -> tuple[Chat, str, list[Event]]:
     chat_id = state.links.get(link_hash)
     if chat_id is None:
         raise NotFound("No such link (links are replaced when the owner makes a new one)")
     chat = state.chats[chat_id]
     key = user_key(user.name)
     if key in chat.read_markers:
-        return "member", []
+        return chat, "member", []
     if key in chat.requests:
         raise Conflict("You have already asked to join; the owner has not decided yet")
-    return "pending", [JoinRequested(chat.id, user.name, now)]
+    return chat, "pending", [JoinRequested(chat.id, user.name, now)]
 
 
 def decide(state: State, owner: User, chat_id: str, name: str, *, approve: bool, now: int) -> Event:

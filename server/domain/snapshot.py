@@ -41,7 +41,7 @@ def snapshot(state: State) -> Iterator[Event]:
             stored.content_type,
             stored.sha256,
             stored.uploader,
-            0,
+            stored.uploaded_at,
         )
     for chat in state.chats.values():
         yield ChatRestored(

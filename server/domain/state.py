@@ -162,6 +162,20 @@ class State:
             chat.first_seq += leading
             chat.holes -= leading
 
+    def expire_files(self, now: int, keep_ms: int) -> set[str]:
+        """Drop the files that no live message and no pending one carries, ``keep_ms``
+        after their upload; the digests that no stored file has any more."""
+        carried = {pending.file for pending in self.scheduled.values()}
+        dropped = set()
+        for stored in list(self.files.values()):
+            if stored.chats or stored.id in carried or stored.uploaded_at + keep_ms > now:
+                continue
+            del self.files[stored.id]
+            dropped.add(stored.sha256)
+        if dropped:
+            dropped -= {stored.sha256 for stored in self.files.values()}
+        return dropped
+
     def _forget(self, message: Message) -> None:
         del self.messages[message.id]
         for comment in message.comments:
@@ -304,7 +318,13 @@ class State:
 
     def _file_uploaded(self, event: FileUploaded) -> None:
         self.files[event.file] = StoredFile(
-            event.file, event.name, event.size, event.content_type, event.sha256, event.uploader
+            event.file,
+            event.name,
+            event.size,
+            event.content_type,
+            event.sha256,
+            event.uploader,
+            event.at,
         )
 
     def _group_created(self, event: GroupCreated) -> None:

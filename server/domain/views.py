@@ -124,6 +124,15 @@ def _only(name: UserName) -> frozenset[UserKey]:
 Told = tuple[Audience, str, dict[str, Any]]
 
 
+def told_until(state: State, event: Event) -> int | None:
+    """Until when telling ``event`` makes sense: a message's and its comments' events
+    die with the message (a resumed device is not sent them after that)."""
+    if isinstance(event, MessagePosted | CommentAdded):
+        message = state.messages.get(event.message)
+        return None if message is None else message.expires_at
+    return None
+
+
 def notification(state: State, event: Event) -> Told | None:
     """Who hears of ``event`` and what they are told, or None for a silent event.
 

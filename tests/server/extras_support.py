@@ -85,13 +85,15 @@ class HttpReply:
     body: bytes
 
 
-async def http_get(running: Running, path: str, headers: dict[str, str] | None = None) -> HttpReply:
-    """A raw HTTP/1.1 GET to the server's port."""
+async def http_get(
+    running: Running, path: str, headers: dict[str, str] | None = None, method: str = "GET"
+) -> HttpReply:
+    """A raw HTTP/1.1 request (a GET unless told) to the server's port."""
     reader, writer = await asyncio.open_connection(running.host, running.port)
     try:
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: {running.host}:{running.port}\r\n{extra}"
+            f"{method} {path} HTTP/1.1\r\nHost: {running.host}:{running.port}\r\n{extra}"
             "Connection: close\r\n\r\n".encode()
         )
         await writer.drain()

@@ -305,8 +305,8 @@ async def test_scheduled_send_is_told_to_every_device_of_the_author_and_listed(
             assert event["method"] == "scheduled"
             assert event["params"]["scheduled"] == scheduled
         await bob.no_event()
-        assert await laptop.call("scheduled") == {"scheduled": [scheduled]}
-        assert await bob.call("scheduled") == {"scheduled": []}
+        assert await laptop.call("scheduled") == {"scheduled": [scheduled], "has_more": False}
+        assert await bob.call("scheduled") == {"scheduled": [], "has_more": False}
         assert (await bob.call("history", chat="general"))["messages"] == []
 
 
@@ -331,7 +331,7 @@ async def test_scheduled_messages_are_posted_when_the_clock_reaches_send_at(
             ("second", 2, "alice"),
         ]
         assert all(m["ts"] == clock.now for m in posted)
-        assert await alice.call("scheduled") == {"scheduled": []}
+        assert await alice.call("scheduled") == {"scheduled": [], "has_more": False}
         history = await bob.call("history", chat="general")
         assert texts(history["messages"]) == ["first", "second"]
 
@@ -351,7 +351,7 @@ async def test_cancelled_schedule_is_told_and_never_posted(tmp_path: Path) -> No
         assert await laptop.call("cancel", id=scheduled_id) == {"id": scheduled_id}
         for device in (phone, laptop):
             assert (await device.next_event("scheduled.cancelled"))["params"]["id"] == scheduled_id
-        assert await phone.call("scheduled") == {"scheduled": []}
+        assert await phone.call("scheduled") == {"scheduled": [], "has_more": False}
         clock.advance(10)
         await bob.no_event()
         assert (await bob.call("history", chat="general"))["messages"] == []
@@ -383,13 +383,13 @@ async def test_schedule_due_while_the_server_was_down_is_posted_late_at_start(
         scheduled = result["scheduled"]
     async with run_server(config, clock) as running, connected(running.url) as alice:
         await alice.login("alice")
-        assert await alice.call("scheduled") == {"scheduled": [scheduled]}
+        assert await alice.call("scheduled") == {"scheduled": [scheduled], "has_more": False}
     clock.advance(3600)  # the server was down when it fell due
     async with run_server(config, clock) as running, connected(running.url) as alice:
         await alice.login("alice")
         history = await until_posted(alice)
         assert [(m["text"], m["seq"], m["ts"]) for m in history] == [("late", 1, clock.now)]
-        assert await alice.call("scheduled") == {"scheduled": []}
+        assert await alice.call("scheduled") == {"scheduled": [], "has_more": False}
     async with run_server(config, clock) as running, connected(running.url) as alice:
         await alice.login("alice")
         await asyncio.sleep(0.1)  # a few timer rounds: nothing is posted twice

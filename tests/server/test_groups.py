@@ -377,4 +377,4 @@ async def test_a_schedule_in_a_group_left_since_is_cancelled_not_posted(tmp_path
         )
         await alice.no_event()
         assert (await alice.call("history", chat=group))["messages"] == []
-        assert await bob.call("scheduled") == {"scheduled": []}
+        assert await bob.call("scheduled") == {"scheduled": [], "has_more": False}
