@@ -39,5 +39,6 @@ class Config:
     timer_resolution: float = 60.0  # longest sleep of the schedule timer, seconds
     housekeeping_interval: float = 60.0  # expiry sweep, upload clean-up, compaction check
     compact_bytes: int = 64 * 2**20  # compact when the log passes this (and twice its last)
+    expired_compaction_delay: float = 600.0  # expired messages leave the disk within this
     upload_idle_timeout: float = 600.0  # an upload with no chunk for this long is dropped
     upload_chunk_size: int = 256 * 2**10  # bytes per upload.chunk / download (before base64)

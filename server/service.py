@@ -95,6 +95,7 @@ class Service:
         # wrong name costs as much time as a wrong password.
         self._decoy_hash = hash_password(secrets.token_urlsafe(16), config.scrypt_n)
         self._timer: asyncio.TimerHandle | None = None
+        self._compacted_at = clock()
         self._housekeeping: asyncio.Task[None] | None = None
         self.housekeeping_hooks: list[Callable[[], None]] = []
 
@@ -185,10 +186,17 @@ class Service:
         while True:
             await asyncio.sleep(self.config.housekeeping_interval)
             try:
-                self.state.expire(self.clock())
+                now = self.clock()
+                self.state.expire(now)
                 for hook in self.housekeeping_hooks:
                     hook()
                 if self.log.size > max(self.config.compact_bytes, 2 * self.log.compacted_size):
+                    await self.compact()
+                elif (
+                    self.state.expired_since_snapshot
+                    and now - self._compacted_at >= self.config.expired_compaction_delay * 1000
+                ):
+                    # Expired messages must leave the disk too, also on a quiet server.
                     await self.compact()
             except Exception:
                 logger.exception("housekeeping failed")
@@ -198,6 +206,8 @@ class Service:
         before = self.log.size
         self.state.expire(self.clock())
         head = [to_record(event) for event in snapshot(self.state)]
+        self.state.expired_since_snapshot = 0
+        self._compacted_at = self.clock()
         await self.log.compact(head)
         logger.info(
             "compacted %s: %d bytes -> %d bytes (%d records)",

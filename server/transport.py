@@ -17,7 +17,9 @@ from typing import Any, Final
 
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from server.config import Config
 from server.files import FileMethods, content_disposition
@@ -52,6 +54,18 @@ def _respond(
     return response
 
 
+_last_framed: tuple[bytes, bytes] = (b"", b"")
+
+
+def _text_frame(data: bytes) -> bytes:
+    """``data`` as one unmasked text frame; the last one is kept, since a fan-out
+    asks for the same ``data`` object once per peer."""
+    global _last_framed
+    if _last_framed[0] is not data:
+        _last_framed = (data, Frame(Opcode.TEXT, data).serialize(mask=False))
+    return _last_framed[1]
+
+
 class WebSocketPeer:
     """``hub.Peer`` over a websockets connection."""
 
@@ -62,8 +76,21 @@ class WebSocketPeer:
         self.closing = closing
 
     def write_text(self, data: bytes) -> None:
+        connection = self.connection
+        protocol = connection.protocol
+        if (
+            protocol.state is State.OPEN
+            and not protocol.extensions
+            and connection.send_in_progress is None
+        ):
+            # A fan-out hands every peer the same bytes: frame them once
+            # (server frames are not masked, RFC 6455 section 5.1) and write
+            # that frame to each transport, as broadcast() would, minus the
+            # per-peer serialization.
+            connection.transport.write(_text_frame(data))
+            return
         # broadcast() writes without waiting for the peer: never blocks the fan-out.
-        broadcast((self.connection,), data, text=True)
+        broadcast((connection,), data, text=True)
 
     def buffered(self) -> int:
         return self.connection.transport.get_write_buffer_size()

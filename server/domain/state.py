@@ -78,6 +78,7 @@ class State:
         self.schedule: list[tuple[int, ScheduledId]] = []
         self.client_ids: dict[DeviceId, dict[str, MessageId]] = {}
         self.expiries: list[tuple[int, MessageId]] = []  # heap of (expires_at, message)
+        self.expired_since_snapshot = 0  # messages expired that the log still holds
         self._fold: dict[type[Any], Callable[[Any], None]] = {
             UserRegistered: self._user_registered,
             DeviceAuthorized: self._device_authorized,
@@ -149,6 +150,7 @@ class State:
             if message is None:
                 continue
             self._forget(message)
+            self.expired_since_snapshot += 1
             chat = self.chats[message.chat]
             chat.messages[message.seq - chat.first_seq] = None
             chat.holes += 1

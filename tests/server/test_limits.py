@@ -136,3 +136,25 @@ async def test_http_methods_other_than_get_are_refused(tmp_path: Path) -> None:
             reply = await http_get(running, "/healthz", method=method)
             assert reply.status == 405
             assert reply.headers["allow"] == "GET"
+
+
+async def test_expired_messages_leave_the_disk_on_a_quiet_server(tmp_path: Path) -> None:
+    """Without any growth of the log, an expired message's text is compacted away."""
+    clock = Clock()
+    config = config_in(
+        tmp_path, message_ttl=60, housekeeping_interval=0.02, expired_compaction_delay=30
+    )
+    async with (
+        run_server(config, clock) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        await post(alice, "general", "ephemeral words")
+        await post(alice, "general", "more words")
+        log = config.state_dir / "events.log"
+        clock.advance(61)
+        for _ in range(200):
+            if "ephemeral words" not in log.read_text():
+                break
+            await asyncio.sleep(0.01)
+        assert "ephemeral words" not in log.read_text()
+        assert (await alice.call("status"))["user"] == "alice"
