@@ -54,43 +54,50 @@ def _respond(
     return response
 
 
-_last_framed: tuple[bytes, bytes] = (b"", b"")
+class TextFrames:
+    """The last payload asked for, as one unmasked text frame (RFC 6455 section 5.2,
+    serialized by websockets): a fan-out asks for the same payload object once per
+    device, and framing it once instead of per device takes a third off the
+    server's CPU per delivery (bench/fanout.py: 12.7 -> 8.5 us)."""
 
+    __slots__ = ("data", "frame")
 
-def _text_frame(data: bytes) -> bytes:
-    """``data`` as one unmasked text frame; the last one is kept, since a fan-out
-    asks for the same ``data`` object once per peer."""
-    global _last_framed
-    if _last_framed[0] is not data:
-        _last_framed = (data, Frame(Opcode.TEXT, data).serialize(mask=False))
-    return _last_framed[1]
+    def __init__(self) -> None:
+        self.data = b""
+        self.frame = Frame(Opcode.TEXT, b"").serialize(mask=False)
+
+    def of(self, data: bytes) -> bytes:
+        if data is not self.data:
+            self.data, self.frame = data, Frame(Opcode.TEXT, data).serialize(mask=False)
+        return self.frame
 
 
 class WebSocketPeer:
     """``hub.Peer`` over a websockets connection."""
 
-    __slots__ = ("closing", "connection")
+    __slots__ = ("closing", "connection", "frames")
 
-    def __init__(self, connection: ServerConnection, closing: set[asyncio.Task[None]]) -> None:
+    def __init__(
+        self, connection: ServerConnection, closing: set[asyncio.Task[None]], frames: TextFrames
+    ) -> None:
         self.connection = connection
         self.closing = closing
+        self.frames = frames
 
     def write_text(self, data: bytes) -> None:
+        # Written without waiting for the peer: never blocks the fan-out.
         connection = self.connection
         protocol = connection.protocol
         if (
             protocol.state is State.OPEN
-            and not protocol.extensions
             and connection.send_in_progress is None
+            and not protocol.extensions
+            and not protocol.debug
         ):
-            # A fan-out hands every peer the same bytes: frame them once
-            # (server frames are not masked, RFC 6455 section 5.1) and write
-            # that frame to each transport, as broadcast() would, minus the
-            # per-peer serialization.
-            connection.transport.write(_text_frame(data))
-            return
-        # broadcast() writes without waiting for the peer: never blocks the fan-out.
-        broadcast((connection,), data, text=True)
+            # What broadcast() does for one connection, with the frame made once.
+            connection.transport.write(self.frames.of(data))
+        else:  # closing, or frames logged: broadcast() skips or logs as it should
+            broadcast((connection,), data, text=True)
 
     def buffered(self) -> int:
         return self.connection.transport.get_write_buffer_size()
@@ -119,6 +126,7 @@ class Transport:
         self.dispatcher = dispatcher
         self.http_routes = http_routes
         self.closing: set[asyncio.Task[None]] = set()
+        self.frames = TextFrames()
         self.server: Server | None = None
 
     async def start(self) -> Server:
@@ -170,7 +178,7 @@ class Transport:
 
     async def serve_connection(self, connection: ServerConnection) -> None:
         remote = "{}:{}".format(*connection.remote_address[:2])
-        session = Session(WebSocketPeer(connection, self.closing), remote)
+        session = Session(WebSocketPeer(connection, self.closing, self.frames), remote)
         in_flight: set[asyncio.Task[None]] = set()
         room = asyncio.Semaphore(PIPELINE)
         logger.debug("connection from %s", remote)
