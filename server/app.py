@@ -69,6 +69,7 @@ def replay(path: Path, state: State, window: int, now: int | None = None) -> tup
     collecting = gc.isenabled()
     gc.disable()
     try:
+        fold = state.fold
         for record in read_records(path):
             cursor = record.pop("c", None)
             try:
@@ -78,11 +79,12 @@ def replay(path: Path, state: State, window: int, now: int | None = None) -> tup
                     f"{path}: record {count + 1} after the snapshot is not an event: {error}"
                 ) from None
             if cursor is None:  # a snapshot's event, at the head of a compacted log
-                state.fold(event)
+                fold(event)
                 continue
             if cursor != state.cursor + 1:
                 raise LogCorrupted(f"{path}: expected cursor {state.cursor + 1}, but got {cursor}")
-            state.apply(event)
+            fold(event)
+            state.cursor = cursor
             tail.append(event)
             count += 1
     finally:

@@ -69,7 +69,7 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
         return
     offset = 0
     damaged_at: int | None = None
-    with path.open("rb") as file:
+    with path.open("rb", buffering=2**20) as file:
         for line in file:
             record = decode_record(line)
             if damaged_at is not None:

@@ -7,7 +7,7 @@ a field added to an event must keep a default so that older logs still replay.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Final
+from typing import Any, Final, TypeVar, dataclass_transform
 
 from server.domain.model import (
     ChatId,
@@ -19,15 +19,26 @@ from server.domain.model import (
     UserName,
 )
 
+_E = TypeVar("_E")
 
-@dataclasses.dataclass(frozen=True, slots=True)
+
+@dataclass_transform(frozen_default=True)
+def event(cls: type[_E]) -> type[_E]:
+    """A frozen dataclass for the type checker (mypy --strict refuses any assignment to
+    an event's field), a plain slotted one at run time: a frozen dataclass's __init__
+    goes through object.__setattr__ field by field, 1.9 us against 0.45 us for a
+    message, which was a seventh of a 1M-event replay (bench/replay.py)."""
+    return dataclasses.dataclass(slots=True)(cls)
+
+
+@event
 class UserRegistered:
     user: UserName
     password_hash: str
     at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class DeviceAuthorized:
     """A password login created a device; only the token's hash is kept."""
 
@@ -38,14 +49,14 @@ class DeviceAuthorized:
     at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class DeviceRevoked:
     user: UserName
     device: DeviceId
     at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class DirectChatOpened:
     chat: ChatId
     user_a: UserName
@@ -53,7 +64,7 @@ class DirectChatOpened:
     at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class MessagePosted:
     message: MessageId
     chat: ChatId
@@ -68,7 +79,7 @@ class MessagePosted:
     scheduled: ScheduledId | None = None  # the scheduled message this posting fulfils
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class ReadMarkerMoved:
     user: UserName
     chat: ChatId
@@ -76,7 +87,7 @@ class ReadMarkerMoved:
     at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class CommentAdded:
     comment: CommentId
     message: MessageId
@@ -86,7 +97,7 @@ class CommentAdded:
     at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class MessageScheduled:
     scheduled: ScheduledId
     chat: ChatId
@@ -99,14 +110,14 @@ class MessageScheduled:
     client_id: str | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class ScheduledCancelled:
     scheduled: ScheduledId
     author: UserName
     at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class UserReported:
     reporter: UserName
     user: UserName
@@ -114,14 +125,14 @@ class UserReported:
     reason: str | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class UserBanned:
     user: UserName
     until: int
     at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class FileUploaded:
     file: FileId
     name: str
@@ -132,7 +143,7 @@ class FileUploaded:
     at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class GroupCreated:
     chat: ChatId
     owner: UserName
@@ -140,21 +151,21 @@ class GroupCreated:
     at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class MemberJoined:
     chat: ChatId
     user: UserName
     at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class MemberLeft:
     chat: ChatId
     user: UserName
     at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class JoinLinkCreated:
     """Only the link's hash is kept; the new link replaces (revokes) the old one."""
 
@@ -163,14 +174,14 @@ class JoinLinkCreated:
     at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class JoinRequested:
     chat: ChatId
     user: UserName
     at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class JoinDeclined:
     chat: ChatId
     user: UserName
@@ -180,7 +191,7 @@ class JoinDeclined:
 # -- snapshot events: written only by compaction, first in a compacted log -------
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class ChatRestored:
     """A chat's settings and markers as they were; its live messages follow."""
 
@@ -194,7 +205,7 @@ class ChatRestored:
     requests: dict[str, int] | None = None  # user -> when the join was requested
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class StandingRestored:
     """A user's rate window, reports and ban as they were."""
 
@@ -205,7 +216,7 @@ class StandingRestored:
     banned_until: int = 0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class ClientIdsRestored:
     """A device's remembered client_ids, so a retry after compaction stays harmless."""
 
@@ -213,7 +224,7 @@ class ClientIdsRestored:
     client_ids: dict[str, str]  # client_id -> message id
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@event
 class SnapshotTaken:
     """Ends a snapshot: the state now is the state after the event at ``cursor``."""
 

@@ -236,11 +236,13 @@ class State:
         self.messages[message.id] = message
         if message.expires_at is not None:
             heapq.heappush(self.expiries, (message.expires_at, message.id))
-        author = self.users[user_key(event.author)]
+        author_key = UserKey(event.author.lower())  # user_key(), inlined: replay's hot path
+        author = self.users[author_key]
         # Writing in a chat reads it: your own messages are never unread to you.
-        author_key = user_key(event.author)
-        if author_key in chat.read_markers:  # (max: a snapshot restored it already)
-            chat.read_markers[author_key] = max(chat.read_markers[author_key], event.seq)
+        # (Not backwards: a snapshot has restored the marker before its messages.)
+        markers = chat.read_markers
+        if markers.get(author_key, event.seq) < event.seq:
+            markers[author_key] = event.seq
         if event.scheduled is not None:
             pending = self.scheduled.pop(event.scheduled, None)
             author.scheduled.pop(event.scheduled, None)
@@ -283,7 +285,10 @@ class State:
             event.at,
             len(message.comments),
         )
-        message.comments.append(comment)
+        if isinstance(message.comments, list):
+            message.comments.append(comment)
+        else:
+            message.comments = [comment]
         self.comments[comment.id] = comment
 
     def _message_scheduled(self, event: MessageScheduled) -> None:
