@@ -126,7 +126,7 @@ class Service:
             self.arm_schedule()
 
         def publish(_: asyncio.Future[None]) -> None:
-            if durable.exception() is None:
+            if not durable.cancelled() and durable.exception() is None:
                 for cursor, audience, frame, expires_at in told:
                     self.hub.publish(cursor, audience, frame, expires_at)
 
@@ -135,9 +135,10 @@ class Service:
 
     async def commit(self, events: list[Event]) -> None:
         """``record``, and wait until it is durable (and told)."""
-        # ``publish`` was added to the future's callbacks before this await added
-        # ours, so the events are out before the reply is.
-        await self.record(events)
+        # ``publish`` was added to the future's callbacks before the shield added
+        # its own, so the events are out before the reply is; and a request given
+        # up (its connection gone) does not cancel what the log was given.
+        await asyncio.shield(self.record(events))
 
     # -- time: scheduled messages, expiry, compaction --------------------------------
 
@@ -171,16 +172,20 @@ class Service:
 
     def _post_due(self) -> None:
         self._timer = None
-        events = rules.post_due(
-            self.state, self.clock(), self._message_id, self.config.message_ttl * 1000
-        )
-        if events:
-            posted = sum(isinstance(e, MessagePosted) for e in events)
-            logger.info(
-                "posting %d scheduled messages (%d cancelled)", posted, len(events) - posted
+        try:
+            events = rules.post_due(
+                self.state, self.clock(), self._message_id, self.config.message_ttl * 1000
             )
-            self.record(events).add_done_callback(_log_failure)
-        self.arm_schedule()
+            if events:
+                posted = sum(isinstance(e, MessagePosted) for e in events)
+                logger.info(
+                    "posting %d scheduled messages (%d cancelled)", posted, len(events) - posted
+                )
+                self.record(events).add_done_callback(_log_failure)
+        except Exception:  # a task boundary: log it, and keep the timer going
+            logger.exception("posting scheduled messages failed")
+        finally:
+            self.arm_schedule()
 
     async def _keep_house(self) -> None:
         while True:
