@@ -207,11 +207,21 @@ def rpc_method(
     """Mark a handler ``async def h(self, session, *, param: Annotated[...], ...)``."""
 
     def mark(handler: S) -> S:
-        mark = (name, anonymous, ordered or anonymous, exclusive)
-        handler.__rpc__ = mark  # type: ignore[attr-defined]
+        _MARKS[handler] = _Mark(name, anonymous, ordered or anonymous, exclusive)
         return handler
 
     return mark
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Mark:
+    name: str
+    anonymous: bool
+    ordered: bool
+    exclusive: tuple[tuple[str, ...], ...]
+
+
+_MARKS: Final[dict[object, _Mark]] = {}  # handler function -> how rpc_method marked it
 
 
 def _params_of(handler: Handler) -> tuple[Param, ...]:
@@ -260,20 +270,19 @@ class Registry:
     def add(self, target: object) -> None:
         """Register every handler of ``target`` marked with ``rpc_method``."""
         for _, handler in inspect.getmembers(target, inspect.ismethod):
-            mark = getattr(handler, "__rpc__", None)
+            mark = _MARKS.get(handler.__func__)
             if mark is None:
                 continue
-            name, anonymous, ordered, exclusive = mark
-            assert name not in self.methods, f"method {name!r} declared twice"
+            assert mark.name not in self.methods, f"method {mark.name!r} declared twice"
             doc = inspect.getdoc(handler) or ""
-            self.methods[name] = Method(
-                name,
+            self.methods[mark.name] = Method(
+                mark.name,
                 handler,
                 _params_of(handler),
                 doc.split("\n\n")[0],
-                anonymous,
-                ordered,
-                exclusive,
+                mark.anonymous,
+                mark.ordered,
+                mark.exclusive,
             )
 
     def openrpc(self) -> dict[str, Any]:
