@@ -260,7 +260,9 @@ class Service:
             device_id = device.id
         else:
             assert password is not None
-            account, device_id, token = await self._password_login(user, password, device_name)
+            account, device_id, token = await self._password_login(
+                session, user, password, device_name
+            )
         # From here to the reply nothing is awaited: no live event can slip in
         # between the events resumed and the ones that follow.
         self.hub.detach(session)
@@ -281,7 +283,7 @@ class Service:
         return result
 
     async def _password_login(
-        self, name: str, password: str, device_name: str | None
+        self, session: Session, name: str, password: str, device_name: str | None
     ) -> tuple[User, DeviceId, str]:
         key = user_key(name)
         retry_after = self.throttle.retry_after(key, time.monotonic())
@@ -293,7 +295,7 @@ class Service:
         account = self.state.users.get(key)
         if account is None or not ok:
             self.throttle.failed(key, time.monotonic())
-            logger.info("failed login for %r", name)
+            logger.info("failed login for %r from %s", name, session.remote)
             raise Unauthenticated("Wrong user name or password")
         self.throttle.succeeded(key)
         device_id = DeviceId(secrets.token_hex(4))
