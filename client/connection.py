@@ -25,8 +25,8 @@ from wire import ErrorCode, decode, encode
 
 log = logging.getLogger("messenger.client")
 
-# The server's frame limit bounds what it accepts; what it sends (an `unread` of
-# 1000 long messages per chat) may be larger.
+# The server keeps its replies under its 1 MiB frame limit (lists stop at a byte
+# budget and say has_more); the client is lenient about what it accepts all the same.
 MAX_INCOMING_FRAME: Final = 64 * 2**20
 
 NotificationHandler = Callable[[str, dict[str, Any]], None]
