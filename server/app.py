@@ -147,7 +147,10 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         for methods in (ExtraMethods(service), GroupMethods(service), files):
             service.registry.add(methods)
         dispatcher = Dispatcher(
-            service.registry, lambda session: session.user is not None, log.barrier
+            service.registry,
+            lambda session: session.user is not None,
+            log.barrier,
+            config.frame_limit,
         )
         openrpc = orjson.dumps(service.registry.openrpc())
         transport = Transport(

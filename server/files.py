@@ -13,6 +13,7 @@ import base64
 import binascii
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -24,12 +25,13 @@ import shutil
 import time
 import unicodedata
 import urllib.parse
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Final
 
 from server.auth import token_hash
 from server.domain import rules, views
-from server.domain.events import FileUploaded
+from server.domain.events import FileDropped, FileUploaded
 from server.domain.model import FileId, StoredFile, UserKey, user_key
 from server.errors import Forbidden, InvalidParams, NotFound, TooLarge
 from server.hub import Session
@@ -41,6 +43,7 @@ logger = logging.getLogger("messenger.server.files")
 
 UPLOADS_PER_USER: Final = 4
 UPLOADS_IN_ALL: Final = 256
+HTTP_READS: Final = 8  # GET /files/{id} reading at once (each holds a whole file)
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*")
 UploadParam = Annotated[str, Length(1, 64), Doc("an upload id from upload.begin")]
 
@@ -85,6 +88,7 @@ class FileMethods:
             1, thread_name_prefix="messenger-files"
         )
         self.storing: collections.Counter[str] = collections.Counter()  # digests on their way
+        self.http_reads = asyncio.Semaphore(HTTP_READS)
         service.housekeeping_hooks.append(self.drop_idle_uploads)
         service.housekeeping_hooks.append(self.drop_unused_files)
 
@@ -134,7 +138,7 @@ class FileMethods:
             raw = base64.b64decode(data, validate=True)
         except binascii.Error as error:
             raise InvalidParams(f"Expected base64 data, but got an error: {error}") from None
-        async with current.lock:
+        async with self._locked(current):
             if current.received + len(raw) > current.size:
                 self._drop(current)
                 raise TooLarge(
@@ -151,7 +155,8 @@ class FileMethods:
     async def finish(self, session: Session, *, upload: UploadParam) -> dict[str, Any]:
         """Store the file; it can then be sent with ``send {file}``."""
         current = self._upload(session, upload)
-        async with current.lock:
+        uploader = self.service.account(session).name
+        async with self._locked(current):
             if current.received != current.size:
                 raise InvalidParams(
                     f"Expected {current.size} bytes, but got {current.received} so far"
@@ -162,14 +167,13 @@ class FileMethods:
             try:
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(self.blob_io, _store, current.path, self.stored / sha256)
-                account = self.service.account(session)
                 event = FileUploaded(
                     FileId("f" + secrets.token_hex(8)),
                     current.name,
                     current.size,
                     current.content_type,
                     sha256,
-                    account.name,
+                    uploader,
                     self.service.clock(),
                 )
                 await self.service.commit([event])
@@ -177,16 +181,25 @@ class FileMethods:
                 self.storing[sha256] -= 1
                 if not self.storing[sha256]:
                     del self.storing[sha256]
-        logger.info("user %s stored a file of %d bytes", account.name, current.size)
+        logger.info("user %s stored a file of %d bytes", uploader, current.size)
         return {"file": views.file_view(self.state.files[event.file])}
 
     @rpc_method("upload.abort")
     async def abort(self, session: Session, *, upload: UploadParam) -> dict[str, Any]:
         """Give up an upload in progress (it frees one of your upload slots)."""
         current = self._upload(session, upload)
-        async with current.lock:
+        async with self._locked(current):
             self._drop(current)
         return {}
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, upload: Upload) -> AsyncIterator[None]:
+        """The upload's lock, once it is certain the upload is still in progress (a
+        request queued on the lock behind an abort or a finish finds it gone)."""
+        async with upload.lock:
+            if self.uploads.get(upload.id) is not upload:
+                raise NotFound(f"No upload {upload.id!r} of yours in progress")
+            yield
 
     def _upload(self, session: Session, upload_id: str) -> Upload:
         upload = self.uploads.get(upload_id)
@@ -200,16 +213,26 @@ class FileMethods:
         asyncio.get_running_loop().run_in_executor(None, remove)
 
     def drop_unused_files(self) -> None:
-        """Delete the files no live or pending message carries, once a message lifetime
-        (at least an hour) has passed since their upload."""
-        keep_ms = max(self.config.message_ttl, 3600) * 1000
-        unused = self.state.expire_files(self.service.clock(), keep_ms) - set(self.storing)
-        if unused:
-            logger.info("deleting %d stored files no message carries any more", len(unused))
-        loop = asyncio.get_running_loop()
-        for sha256 in unused:
-            remove = functools.partial((self.stored / sha256).unlink, missing_ok=True)
-            loop.run_in_executor(self.blob_io, remove)
+        """Forget the files no live or pending message carries, once a message lifetime
+        (at least an hour) has passed since their upload; then delete their bytes."""
+        now = self.service.clock()
+        unused = self.state.unused_files(now, max(self.config.message_ttl, 3600) * 1000)
+        if not unused:
+            return
+        logger.info("dropping %d stored files no message carries any more", len(unused))
+        durable = self.service.record([FileDropped(stored.id, now) for stored in unused])
+        digests = {stored.sha256 for stored in unused}
+
+        def delete(_: asyncio.Future[None]) -> None:
+            if durable.cancelled() or durable.exception() is not None:
+                return
+            kept = {stored.sha256 for stored in self.state.files.values()}
+            loop = asyncio.get_running_loop()
+            for sha256 in digests - kept - set(self.storing):
+                remove = functools.partial((self.stored / sha256).unlink, missing_ok=True)
+                loop.run_in_executor(self.blob_io, remove)
+
+        durable.add_done_callback(delete)
 
     def close(self) -> None:
         self.blob_io.shutdown(wait=True)
@@ -260,9 +283,12 @@ class FileMethods:
         self.state.expire(self.service.clock())
         try:
             stored = rules.find_file(self.state, self.state.users[user_key(device.user)], file_id)
+            async with self.http_reads:  # whole files in memory: a few at a time
+                body = await self.service.off_loop(
+                    _read, self.stored / stored.sha256, 0, stored.size
+                )
         except NotFound:
             return None
-        body = await self.service.off_loop(_read, self.stored / stored.sha256, 0, stored.size)
         return stored, body
 
 

@@ -49,7 +49,8 @@ class Session:
 
 
 class Recent:
-    """The last ``capacity`` published events, for ``login {since}``.
+    """The last ``capacity`` published events (and at most ``max_bytes`` of them), for
+    ``login {since}``.
 
     ``floor`` is the newest cursor whose event may be gone: every event after it is
     here (events nobody hears of take no room). An event with ``expires_at`` (a
@@ -57,9 +58,11 @@ class Recent:
     never shown again.
     """
 
-    def __init__(self, capacity: int, floor: int) -> None:
+    def __init__(self, capacity: int, floor: int, max_bytes: int = 64 * 2**20) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self.floor = floor
+        self.size = 0  # bytes of the frames held
         self.events: collections.deque[tuple[int, Audience, bytes, int | None]] = (
             collections.deque()
         )
@@ -70,9 +73,12 @@ class Recent:
         if self.capacity <= 0:
             self.floor = cursor
             return
-        if len(self.events) >= self.capacity:
-            self.floor = self.events.popleft()[0]
         self.events.append((cursor, audience, frame, expires_at))
+        self.size += len(frame)
+        while len(self.events) > self.capacity or self.size > self.max_bytes:
+            gone, _, gone_frame, _ = self.events.popleft()
+            self.floor = gone
+            self.size -= len(gone_frame)
 
     def since(self, cursor: int, key: UserKey, now: int | None = None) -> Iterator[bytes]:
         """The frames after ``cursor`` that ``key`` would have received and that have

@@ -26,8 +26,11 @@ from server.errors import (
     MessengerError,
     MethodNotFound,
     ParseError,
+    TooLarge,
     Unauthenticated,
 )
+
+MAX_BATCH: Final = 100  # requests in one batch: bounds the work and memory of one frame
 
 logger = logging.getLogger("messenger.server.rpc")
 
@@ -313,10 +316,12 @@ class Dispatcher:
         registry: Registry,
         logged_in: Callable[[Any], bool],
         settled: Callable[[], Awaitable[None]] | None = None,
+        reply_limit: int = 2**20,
     ) -> None:
         self.registry = registry
         self.logged_in = logged_in
         self.settled = settled
+        self.reply_limit = reply_limit  # bytes of a reply frame
 
     def parse(self, frame: str | bytes) -> Any:
         try:
@@ -332,14 +337,50 @@ class Dispatcher:
                 return orjson.dumps(
                     _reply_error(None, InvalidRequest("Expected a non-empty batch"))
                 )
+            if len(payload) > MAX_BATCH:
+                return orjson.dumps(
+                    _reply_error(
+                        None,
+                        InvalidRequest(
+                            f"Expected at most {MAX_BATCH} requests in a batch, "
+                            f"but got {len(payload)}"
+                        ),
+                    )
+                )
             if self.needs_order(payload):  # a login must take effect before what follows
                 replies = [await self.call(session, request) for request in payload]
             else:  # each call decides in order, then they wait for the disk together
                 replies = await asyncio.gather(*(self.call(session, r) for r in payload))
-            replies = [reply for reply in replies if reply is not None]
-            return orjson.dumps(replies) if replies else None
+            answered = [reply for reply in replies if reply is not None]
+            return self._batch_reply(answered) if answered else None
         reply = await self.call(session, payload)
         return None if reply is None else orjson.dumps(reply)
+
+    def _batch_reply(self, replies: list[dict[str, Any]]) -> bytes:
+        """The replies as one array that fits a frame: each result is within the reply
+        budget alone, but not all of them together; the largest results give way to
+        -32006 until it fits (results that big come from reads, which change nothing)."""
+        encoded = [orjson.dumps(reply) for reply in replies]
+        size = sum(map(len, encoded)) + len(encoded) + 1
+        by_size = sorted(range(len(replies)), key=lambda i: len(encoded[i]), reverse=True)
+        for index in by_size:
+            if size <= self.reply_limit:
+                break
+            if "result" not in replies[index]:
+                continue
+            instead = orjson.dumps(
+                _reply_error(
+                    replies[index]["id"],
+                    TooLarge(
+                        "Expected the batch's replies to fit in a frame, but this one "
+                        "does not fit with the others: ask for it on its own",
+                        self.reply_limit,
+                    ),
+                )
+            )
+            size += len(instead) - len(encoded[index])
+            encoded[index] = instead
+        return b"[" + b",".join(encoded) + b"]"
 
     def needs_order(self, payload: Any) -> bool:
         """True when the frame holds a session method: it must finish before the next."""

@@ -26,6 +26,7 @@ from server.domain.events import Event, MessagePosted, MessageScheduled, to_reco
 from server.domain.model import (
     Chat,
     ChatId,
+    Device,
     DeviceId,
     Message,
     MessageId,
@@ -312,14 +313,17 @@ class Service:
     async def logout(self, session: Session) -> dict[str, Any]:
         """Revoke this device's token; every connection of this device is logged out."""
         account = self.account(session)
-        device = account.devices[self._device_id(session)]
-        await self.commit([rules.revoke_device(device, self.clock())])
+        device = self.device(session)
+        # The device is gone from the state at once: so are its connections, before
+        # anything else they sent is decided as that device.
+        durable = self.record([rules.revoke_device(device, self.clock())])
         for other in list(self.hub.sessions_of(user_key(account.name))):
             if other.device == device.id:
                 self.hub.detach(other)
                 if other is not session:
                     other.peer.close(1008, "device logged out")
                 other.user = other.key = other.device = None
+        await asyncio.shield(durable)
         logger.info("user %s logged out device %s", account.name, device.id)
         return {}
 
@@ -365,7 +369,7 @@ class Service:
     ) -> dict[str, Any]:
         """Post a message to a chat, or to the 1-to-1 chat with a user; now or later."""
         account = self.account(session)
-        device = account.devices[self._device_id(session)]
+        device = self.device(session)
         if not text and file is None:
             raise InvalidParams(f"Expected text of 1 to {TEXT_MAX} characters, but got none")
         now = self.clock()
@@ -402,12 +406,11 @@ class Service:
                 device=device.id,
                 client_id=client_id,
             )
-            await self.commit([*events, scheduled])
-            return {
-                "scheduled": views.scheduled_view(
-                    self.state, self.state.scheduled[scheduled.scheduled]
-                )
-            }
+            # The view is taken now: the message may fall due, and go, while on disk.
+            durable = self.record([*events, scheduled])
+            view = views.scheduled_view(self.state, self.state.scheduled[scheduled.scheduled])
+            await asyncio.shield(durable)
+            return {"scheduled": view}
         posted = rules.post_message(
             self.state,
             account,
@@ -475,9 +478,10 @@ class Service:
         account = self.account(session)
         target = rules.find_chat(self.state, account, chat)
         event = rules.move_read_marker(self.state, account, target, seq, self.clock())
+        read_seq = target.read_markers[user_key(account.name)] if event is None else event.seq
         if event is not None:
             await self.commit([event])
-        return {"chat": target.id, "read_seq": target.read_markers[user_key(account.name)]}
+        return {"chat": target.id, "read_seq": read_seq}
 
     @rpc_method("unread")
     async def unread(self, session: Session) -> dict[str, Any]:
@@ -517,12 +521,17 @@ class Service:
         }
 
     def account(self, session: Session) -> User:
-        assert session.key is not None, "the dispatcher lets only logged-in sessions here"
-        return self.state.users[session.key]
+        """The session's user; -32001 once its device was logged out (by a request of
+        another connection that went first)."""
+        account = None if session.key is None else self.state.users.get(session.key)
+        if account is None or session.device not in account.devices:
+            raise Unauthenticated("This device was logged out; log in again")
+        return account
 
-    def _device_id(self, session: Session) -> DeviceId:
-        assert session.device is not None
-        return session.device
+    def device(self, session: Session) -> Device:
+        device_id = session.device
+        assert device_id is not None  # account() has checked it is one of the user's
+        return self.account(session).devices[device_id]
 
     def _readable_chat(self, account: User, chat: str | None, user: str | None) -> Chat | None:
         if chat is not None:

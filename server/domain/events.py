@@ -36,6 +36,10 @@ class UserRegistered:
     user: UserName
     password_hash: str
     at: int
+    # Where the newcomer's general-chat read marker starts (the last `history_size`
+    # messages live then are unread); decided by the rule, so that a replay, which
+    # expires nothing on the way, gives the same marker. None in logs written before.
+    general_read_seq: int | None = None
 
 
 @event
@@ -133,6 +137,14 @@ class UserBanned:
 
 
 @event
+class FileDropped:
+    """No message carries the file any more: it is forgotten (and its bytes deleted)."""
+
+    file: FileId
+    at: int
+
+
+@event
 class FileUploaded:
     file: FileId
     name: str
@@ -203,6 +215,7 @@ class ChatRestored:
     owner: UserName | None = None
     link_hash: str | None = None
     requests: dict[str, int] | None = None  # user -> when the join was requested
+    last_seq: int | None = None  # with first_seq: the slots, expired ones included
 
 
 @event
@@ -214,6 +227,7 @@ class StandingRestored:
     rate_count: int = 0
     reporters: list[str] | None = None
     banned_until: int = 0
+    chats: list[str] | None = None  # the user's chats, in the order they were joined
 
 
 @event
@@ -244,6 +258,7 @@ Event = (
     | UserReported
     | UserBanned
     | FileUploaded
+    | FileDropped
     | GroupCreated
     | MemberJoined
     | MemberLeft
@@ -271,6 +286,7 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
         UserReported,
         UserBanned,
         FileUploaded,
+        FileDropped,
         GroupCreated,
         MemberJoined,
         MemberLeft,

@@ -66,7 +66,8 @@ def check_name_free(state: State, name: str) -> None:
 
 def register(state: State, name: str, password_hash: str, now: int) -> UserRegistered:
     check_name_free(state, name)
-    return UserRegistered(UserName(name), password_hash, now)
+    state.expire(now)  # the newcomer's last `history_size` messages are live ones
+    return UserRegistered(UserName(name), password_hash, now, state.newcomer_read_seq())
 
 
 def authorize_device(
@@ -140,7 +141,9 @@ def check_member(chat: Chat, user: User) -> None:
         raise Forbidden(f"You are not a member of chat {chat.id!r}")
 
 
-def move_read_marker(state: State, user: User, chat: Chat, seq: int, now: int) -> Event | None:
+def move_read_marker(
+    state: State, user: User, chat: Chat, seq: int, now: int
+) -> ReadMarkerMoved | None:
     """The read marker only moves forward, and never past the last message."""
     if seq > chat.last_seq:
         raise InvalidParams(f"Expected a seq of at most {chat.last_seq}, but got {seq}")
@@ -186,7 +189,8 @@ def find_message(state: State, user: User, message_id: str, now: int) -> Message
 def add_comment(
     state: State, author: User, message_id: str, *, text: str, now: int, comment_id: CommentId
 ) -> CommentAdded:
-    if CommentId(message_id) in state.comments:
+    comment = state.comments.get(CommentId(message_id))
+    if comment is not None and user_key(author.name) in state.chats[comment.chat].read_markers:
         raise InvalidParams("Expected a message, but got a comment: no comments on comments")
     message = find_message(state, author, message_id, now)
     check_not_banned(author, now)

@@ -49,10 +49,11 @@ def snapshot(state: State) -> Iterator[Event]:
             chat.kind,
             chat.first_seq,
             {str(key): seq for key, seq in chat.read_markers.items()},
-            chat.title,
-            chat.owner,
-            chat.link_hash,
-            {str(key): at for key, at in chat.requests.items()} or None,
+            title=chat.title,
+            owner=chat.owner,
+            link_hash=chat.link_hash,
+            requests={str(key): at for key, at in chat.requests.items()} or None,
+            last_seq=chat.last_seq,
         )
         for message in chat.messages:
             if message is None:
@@ -86,10 +87,11 @@ def snapshot(state: State) -> Iterator[Event]:
     for user in state.users.values():
         yield StandingRestored(
             user.name,
-            user.rate_window,
-            user.rate_count,
-            sorted(user.reporters) or None,
-            user.banned_until,
+            rate_window=user.rate_window,
+            rate_count=user.rate_count,
+            reporters=sorted(user.reporters) or None,
+            banned_until=user.banned_until,
+            chats=list(user.chats),
         )
     for device_id, client_ids in state.client_ids.items():
         if client_ids:

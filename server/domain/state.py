@@ -19,6 +19,7 @@ from server.domain.events import (
     DeviceRevoked,
     DirectChatOpened,
     Event,
+    FileDropped,
     FileUploaded,
     GroupCreated,
     JoinDeclined,
@@ -92,6 +93,7 @@ class State:
             UserReported: self._user_reported,
             UserBanned: self._user_banned,
             FileUploaded: self._file_uploaded,
+            FileDropped: self._file_dropped,
             GroupCreated: self._group_created,
             MemberJoined: self._member_joined,
             MemberLeft: self._member_left,
@@ -126,6 +128,11 @@ class State:
     def direct_chat_between(self, a: UserName, b: UserName) -> Chat | None:
         chat_id = self.direct_chats.get(_pair(a, b))
         return None if chat_id is None else self.chats[chat_id]
+
+    def newcomer_read_seq(self) -> int:
+        """A newcomer's unread starts with the last `history_size` live messages."""
+        general = self.general
+        return max(general.first_seq - 1, general.last_seq - self.history_size)
 
     def rate_window(self, at: int) -> int:
         return at // self.rate_period_ms
@@ -164,19 +171,15 @@ class State:
             chat.first_seq += leading
             chat.holes -= leading
 
-    def expire_files(self, now: int, keep_ms: int) -> set[str]:
-        """Drop the files that no live message and no pending one carries, ``keep_ms``
-        after their upload; the digests that no stored file has any more."""
+    def unused_files(self, now: int, keep_ms: int) -> list[StoredFile]:
+        """The files that no live message and no pending one carries, ``keep_ms``
+        after their upload."""
         carried = {pending.file for pending in self.scheduled.values()}
-        dropped = set()
-        for stored in list(self.files.values()):
-            if stored.chats or stored.id in carried or stored.uploaded_at + keep_ms > now:
-                continue
-            del self.files[stored.id]
-            dropped.add(stored.sha256)
-        if dropped:
-            dropped -= {stored.sha256 for stored in self.files.values()}
-        return dropped
+        return [
+            stored
+            for stored in self.files.values()
+            if not stored.chats and stored.id not in carried and stored.uploaded_at + keep_ms <= now
+        ]
 
     def _forget(self, message: Message) -> None:
         del self.messages[message.id]
@@ -197,8 +200,10 @@ class State:
         key = user_key(event.user)
         user = self.users[key] = User(event.user, event.password_hash, event.at)
         general = self.general
-        # A newcomer's unread starts with the last `history_size` messages.
-        general.read_markers[key] = max(general.first_seq - 1, general.last_seq - self.history_size)
+        marker = event.general_read_seq
+        if marker is None:  # an older log: the rule's formula, as it was
+            marker = self.newcomer_read_seq()
+        general.read_markers[key] = marker
         user.chats[GENERAL] = None
 
     def _device_authorized(self, event: DeviceAuthorized) -> None:
@@ -220,7 +225,8 @@ class State:
 
     def _message_posted(self, event: MessagePosted) -> None:
         chat = self.chats[event.chat]
-        if not chat.messages:  # after expiry or a snapshot, seq goes on where it was
+        messages = chat.messages
+        if not messages:  # after expiry, seq goes on where it was
             chat.first_seq = event.seq
         message = Message(
             event.message,
@@ -232,7 +238,12 @@ class State:
             event.expires_at,
             event.file,
         )
-        chat.messages.append(message)
+        index = event.seq - chat.first_seq
+        if index == len(messages):
+            messages.append(message)
+        else:  # a snapshot's message, into the slot its ChatRestored laid out
+            messages[index] = message
+            chat.holes -= 1
         self.messages[message.id] = message
         if message.expires_at is not None:
             heapq.heappush(self.expiries, (message.expires_at, message.id))
@@ -314,6 +325,9 @@ class State:
     def _scheduled_cancelled(self, event: ScheduledCancelled) -> None:
         pending = self.scheduled.pop(event.scheduled)
         self.users[user_key(pending.author)].scheduled.pop(pending.id, None)
+        if len(self.schedule) > 2 * len(self.scheduled) + 64:  # cancelled entries pile up
+            self.schedule = [entry for entry in self.schedule if entry[1] in self.scheduled]
+            heapq.heapify(self.schedule)
 
     def _user_reported(self, event: UserReported) -> None:
         self.users[user_key(event.user)].reporters.add(user_key(event.reporter))
@@ -322,6 +336,9 @@ class State:
         user = self.users[user_key(event.user)]
         user.banned_until = event.until
         user.reporters.clear()  # the count starts again after the ban
+
+    def _file_dropped(self, event: FileDropped) -> None:
+        del self.files[event.file]
 
     def _file_uploaded(self, event: FileUploaded) -> None:
         self.files[event.file] = StoredFile(
@@ -374,6 +391,9 @@ class State:
         if chat is None:
             chat = self.chats[event.chat] = Chat(event.chat, event.kind, event.title, event.owner)
         chat.first_seq = event.first_seq
+        if event.last_seq is not None:  # slots for its messages, and for the holes between
+            slots = event.last_seq - event.first_seq + 1
+            chat.messages, chat.holes = [None] * slots, slots
         chat.read_markers = {UserKey(k): v for k, v in event.read_markers.items()}
         for key in chat.read_markers:
             self.users[key].chats[chat.id] = None
@@ -390,6 +410,8 @@ class State:
         user.rate_window, user.rate_count = event.rate_window, event.rate_count
         user.reporters = {UserKey(k) for k in event.reporters or ()}
         user.banned_until = event.banned_until
+        if event.chats is not None:
+            user.chats = {ChatId(chat): None for chat in event.chats}
 
     def _client_ids_restored(self, event: ClientIdsRestored) -> None:
         self.client_ids[event.device] = {k: MessageId(v) for k, v in event.client_ids.items()}

@@ -158,3 +158,103 @@ async def test_expired_messages_leave_the_disk_on_a_quiet_server(tmp_path: Path)
             await asyncio.sleep(0.01)
         assert "ephemeral words" not in log.read_text()
         assert (await alice.call("status"))["user"] == "alice"
+
+
+async def test_a_batchs_replies_fit_in_one_frame(tmp_path: Path) -> None:
+    """Big results that would not fit together give way to -32006; the frame stays < 1 MiB."""
+    config = config_in(tmp_path, message_ttl=0)
+    async with (
+        run_server(config, Clock()) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        for _ in range(40):
+            await post(alice, "general", BIG)
+        batch = [
+            {
+                "jsonrpc": "2.0",
+                "method": "history",
+                "params": {"chat": "general", "limit": 40},
+                "id": n,
+            }
+            for n in range(5)
+        ] + [{"jsonrpc": "2.0", "method": "status", "id": "small"}]
+        frame = orjson.dumps(batch).decode()
+        await alice.connection.send(frame)
+        replies = await asyncio.wait_for(alice.raw.get(), 10)
+        assert len(orjson.dumps(replies)) < 2**20
+        by_id = {reply["id"]: reply for reply in replies}
+        assert "result" in by_id["small"]
+        histories = [by_id[n] for n in range(5)]  # ~300 KB each: three fit, five do not
+        assert 1 <= sum("result" in reply for reply in histories) < 5
+        assert {r["error"]["code"] for r in histories if "error" in r} == {-32006}
+        too_many = [{"jsonrpc": "2.0", "method": "status", "id": n} for n in range(101)]
+        refused = await alice.send_raw(orjson.dumps(too_many).decode())
+        assert refused["error"]["code"] == -32600
+
+
+async def test_a_chunk_queued_behind_an_abort_finds_the_upload_gone(tmp_path: Path) -> None:
+    """chunk, abort, chunk in one batch: the second chunk is -32003 and leaves no temp file."""
+    config = config_in(tmp_path)
+    async with (
+        run_server(config, Clock()) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        upload_id = (await alice.call("upload.begin", name="f", size=100))["upload"]
+        data = base64.b64encode(b"x" * 10).decode()
+        batch = [
+            {"jsonrpc": "2.0", "method": method, "params": params, "id": n}
+            for n, (method, params) in enumerate(
+                [
+                    ("upload.chunk", {"upload": upload_id, "data": data}),
+                    ("upload.abort", {"upload": upload_id}),
+                    ("upload.chunk", {"upload": upload_id, "data": data}),
+                    ("upload.finish", {"upload": upload_id}),
+                ]
+            )
+        ]
+        replies = {r["id"]: r for r in await alice.send_raw(orjson.dumps(batch).decode())}
+        assert replies[0]["result"] == {"received": 10}
+        assert replies[1]["result"] == {}
+        assert replies[2]["error"]["code"] == replies[3]["error"]["code"] == -32003
+        await asyncio.sleep(0.05)
+        assert list((config.state_dir / "uploads").iterdir()) == []
+
+
+async def test_a_private_comment_id_tells_a_non_member_nothing(tmp_path: Path) -> None:
+    """Commenting on the id of a comment in someone else's chat is -32003, like any unknown id."""
+    async with (
+        run_server(config_in(tmp_path), Clock()) as running,
+        user_device(running.url, "alice") as alice,
+        user_device(running.url, "bob") as bob,
+        user_device(running.url, "eve") as eve,
+    ):
+        direct = (await alice.call("send", user="bob", text="private"))["message"]
+        comment = (await bob.call("comment", message=direct["id"], text="ok"))["comment"]
+        error = await error_of(eve, "comment", message=comment["id"], text="?")
+        unknown = await error_of(eve, "comment", message="f" * 16, text="?")
+        assert error.code == unknown.code == -32003
+        assert (await error_of(bob, "comment", message=comment["id"], text="?")).code == -32602
+
+
+async def test_a_dropped_file_stays_dropped_after_a_restart(tmp_path: Path) -> None:
+    """Dropping an unused file is an event: a restart does not bring the file back."""
+    clock = Clock()
+    config = config_in(tmp_path, housekeeping_interval=0.02)
+    async with (
+        run_server(config, clock) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        begun = await alice.call("upload.begin", name="a.txt", size=3)
+        await alice.call("upload.chunk", upload=begun["upload"], data="YWJj")
+        stored = (await alice.call("upload.finish", upload=begun["upload"]))["file"]
+        clock.advance(3601)
+        for _ in range(200):
+            if stored["id"] not in running.service.state.files:
+                break
+            await asyncio.sleep(0.01)
+        assert stored["id"] not in running.service.state.files
+        token = alice.token
+    async with run_server(config, clock) as running, connected(running.url) as alice:
+        await alice.call("login", user="alice", token=token)
+        error = await error_of(alice, "send", chat="general", text="", file=stored["id"])
+        assert error.code == -32003
