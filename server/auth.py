@@ -8,10 +8,13 @@ A token is 256 random bits given to the device once; only its SHA-256 is kept.
 from __future__ import annotations
 
 import base64
+import collections
+import contextlib
 import dataclasses
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterator
 
 SCRYPT_R = 8
 SCRYPT_P = 1
@@ -69,6 +72,9 @@ class LoginThrottle:
     """Failed password logins per user name: after ``free`` failures, each further one
     blocks that name for ``backoff`` seconds, doubling up to ``ceiling``.
 
+    Attempts still being checked count too: ``free`` of them at once for one name, so
+    that many parallel guesses cannot all start before the first failure is known.
+
     Bounded: at most ``capacity`` names are tracked; the oldest entries go first.
     """
 
@@ -80,11 +86,25 @@ class LoginThrottle:
         self.ceiling = ceiling
         self.capacity = capacity
         self._failures: dict[str, _Failures] = {}
+        self._checking: collections.Counter[str] = collections.Counter()
 
     def retry_after(self, key: str, now: float) -> float:
         """Seconds until ``key`` may try again; 0 when it may now."""
+        if self._checking[key] >= self.free:
+            return self.backoff
         failures = self._failures.get(key)
         return 0.0 if failures is None else max(0.0, failures.blocked_until - now)
+
+    @contextlib.contextmanager
+    def checking(self, key: str) -> Iterator[None]:
+        """Around the password check of one attempt."""
+        self._checking[key] += 1
+        try:
+            yield
+        finally:
+            self._checking[key] -= 1
+            if not self._checking[key]:
+                del self._checking[key]
 
     def failed(self, key: str, now: float) -> None:
         failures = self._failures.pop(key, None) or _Failures(0, now)

@@ -292,7 +292,8 @@ class Service:
             raise RateLimited("Too many failed logins; try again later", retry_after)
         account = self.state.users.get(key)
         stored = self._decoy_hash if account is None else account.password_hash
-        ok = await self.off_loop(verify_password, password, stored)
+        with self.throttle.checking(key):
+            ok = await self.off_loop(verify_password, password, stored)
         account = self.state.users.get(key)
         if account is None or not ok:
             self.throttle.failed(key, time.monotonic())

@@ -529,3 +529,12 @@ def test_login_throttle_forgets_the_least_recently_failed_past_capacity() -> Non
     assert throttle.retry_after("b", now=1.0) == 0
     assert throttle.retry_after("a", now=1.0) > 0
     assert throttle.retry_after("c", now=1.0) > 0
+
+
+def test_login_throttle_counts_attempts_still_being_checked() -> None:
+    """At most ``free`` password checks of one name run at once; the next waits a backoff."""
+    throttle = LoginThrottle(free=2, backoff=1.0)
+    with throttle.checking("alice"), throttle.checking("alice"):
+        assert throttle.retry_after("alice", now=0.0) == 1.0
+        assert throttle.retry_after("bob", now=0.0) == 0
+    assert throttle.retry_after("alice", now=0.0) == 0
