@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -25,8 +26,9 @@ from client.connection import (
     Session,
     SessionEvent,
 )
-from client.errors import ClientError, RpcError, SignedOut, UsageError
+from client.errors import ClientError, ConnectionLost, RpcError, SignedOut, UsageError
 from client.model import GENERAL, ChatId, Json, Model, Target
+from wire import TEXT_MAX
 
 log = logging.getLogger("messenger.client")
 
@@ -70,7 +72,9 @@ class App:
         self.sink = sink
         self.model = Model(login["user"])
         self.device: str = login["device"]
-        self.history_size: int = login.get("limits", {}).get("history_size", 20)
+        limits: Json = login.get("limits", {})
+        self.history_size: int = limits.get("history_size", 20)
+        self.text_max: int = limits.get("text_max", TEXT_MAX)
         self.quitting = False
         self.on_quit: Callable[[], None] = lambda: None
         self._forget_token = forget_token
@@ -112,13 +116,21 @@ class App:
     async def execute(self, line: str) -> bool:
         """Run one command line; False (and one line on the error sink) when it failed."""
         try:
+            _check_text(line)
             command, values = commands.parse(line)
             await command.run(self, values)
         except RpcError as exc:
             self.sink.error(render.error_text(exc, self.now(), self._tz))
             return False
+        except ConnectionLost as exc:  # a call not safe to repeat (retry=False)
+            self.sink.error(f"{exc}; the command may or may not have been done")
+            return False
         except ClientError as exc:
             self._report(exc)
+            return False
+        except Exception as exc:  # a bug: one line, never a traceback on the terminal
+            log.debug("The command %.80r failed", line, exc_info=True)
+            self.sink.error(f"Internal error in the client: {type(exc).__name__}: {exc}")
             return False
         return True
 
@@ -145,6 +157,7 @@ class App:
     async def send(
         self, target: Target, text: str, *, file: str | None = None, send_at: int | None = None
     ) -> None:
+        self.check_length(text)
         # The client_id makes a send repeated after a reconnection store nothing twice.
         params = {**target.params(), "text": text, "client_id": uuid.uuid4().hex}
         if file is not None:
@@ -156,6 +169,13 @@ class App:
             await self.show_scheduled(result["scheduled"])
         else:  # sent at once: no send_at, or its time came while on the way
             await self._message_arrived(result["message"])
+
+    def check_length(self, text: str) -> None:
+        """``UsageError`` for a text longer than the server takes."""
+        if len(text) > self.text_max:
+            raise UsageError(
+                f"Expected at most {self.text_max} characters, but the text has {len(text)}"
+            )
 
     async def show_scheduled(self, scheduled: Json) -> None:
         """A scheduled message: told once per device, whether by reply or by event."""
@@ -203,9 +223,18 @@ class App:
     async def show_history(self, chat: ChatId, limit: int, *, only_new: bool = False) -> None:
         result = await self.session.call("history", {"chat": chat, "limit": limit})
         messages: list[Json] = result["messages"]
+        known = self.model.chats.get(chat)
+        read_seq = known.read_seq if known is not None else 0
         await self._show_messages(messages, only_new=only_new)
-        if messages:
+        if not messages:
+            return
+        # Marked read only when nothing unread came before the page: the marker
+        # covers every message up to it, shown or not.
+        skipped = messages[0]["seq"] - read_seq - 1
+        if skipped <= 0:
             self.want_read(chat, messages[-1]["seq"])
+        elif messages[-1]["seq"] > read_seq:
+            self.show(render.info(f"{skipped} earlier unread messages: /unread to see them"))
 
     async def show_unread(self) -> None:
         await self._flush_reads()
@@ -235,11 +264,14 @@ class App:
     async def find_message(self, ref: str) -> str:
         """The id of the message ``ref`` names: ``#12``, ``general#12``, ``@bob#3`` or an id."""
         label, hash_sign, seq_text = ref.rpartition("#")
-        if not hash_sign or not seq_text.isdigit():
+        if not hash_sign or not re.fullmatch(r"[0-9]+", seq_text):
             return ref  # a message id as the server wrote it
         chat = (await self.find_chat(label)).chat if label else self.model.current.chat
         if chat is None:
             raise UsageError(f"No messages in {label or self.model.current_label} yet")
+        # More digits than the wire's 64-bit ints hold, or #0: no such message.
+        if len(seq_text) > 18 or int(seq_text) < 1:
+            raise UsageError(f"No message {self.model.label(chat)}#{seq_text}")
         seq = int(seq_text)
         found = self.model.message_at(chat, seq)
         if found is not None:
@@ -372,3 +404,12 @@ class App:
                 return
             self._failure_reported = True
         self.sink.error(str(error))
+
+
+def _check_text(line: str) -> None:
+    """``UsageError`` for what cannot go on the wire: lone surrogates (bytes that were
+    not UTF-8, decoded with surrogateescape)."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError("Expected UTF-8 text, but the line holds bytes that are not") from None

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import io
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -27,6 +30,8 @@ from client.errors import ClientError, RpcError
 from client.signin import Device, Prompter, sign_in
 from client.tokens import TokenStore, default_path
 from wire import DEFAULT_HOST, DEFAULT_PORT, USER_NAME_PATTERN
+
+log = logging.getLogger("messenger.client")
 
 PASSWORD_VARIABLE: Final = "MESSENGER_PASSWORD"
 # A script has nobody to wait for it: past this long without a server, it fails.
@@ -61,6 +66,13 @@ def _user_name(text: str) -> str:
     return text
 
 
+def _port(text: str) -> int:
+    port = int(text) if re.fullmatch(r"[0-9]{1,5}", text) else 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, but got {text!r}")
+    return port
+
+
 def _device_name(text: str) -> str:
     if not 1 <= len(text) <= 64:
         raise argparse.ArgumentTypeError(f"expected 1-64 characters, but got {len(text)}")
@@ -76,7 +88,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--user", required=True, type=_user_name, help="who to sign in as")
     parser.add_argument("--host", default=DEFAULT_HOST, help="server host (%(default)s)")
-    parser.add_argument("--port", default=DEFAULT_PORT, type=int, help="server port (%(default)s)")
+    parser.add_argument(
+        "--port", default=DEFAULT_PORT, type=_port, help="server port (%(default)s)"
+    )
     parser.add_argument(
         "--device",
         type=_device_name,
@@ -131,6 +145,10 @@ async def run(options: Options, face: Face) -> int:
     except ClientError as exc:
         face.error(str(exc))
         return 1
+    except Exception as exc:  # a bug: one line, never a traceback on the terminal
+        log.debug("The client failed", exc_info=True)
+        face.error(f"Internal error in the client: {type(exc).__name__}: {exc}")
+        return 1
     finally:
         if app is not None:
             await app.close()
@@ -164,29 +182,37 @@ class ScriptFace:
         return False
 
     async def run(self, app: App) -> int:
-        lines: asyncio.Queue[str | None] = asyncio.Queue()  # None: the end
+        lines: asyncio.Queue[str | Exception | None] = asyncio.Queue()  # None: the end
         app.on_quit = lambda: lines.put_nowait(None)  # e.g. signed out elsewhere
         _read_lines(self._stdin, lines)
         ok = True
         while not app.quitting and (line := await lines.get()) is not None:
+            if isinstance(line, Exception):  # stdin cannot be read on (not UTF-8, say)
+                self.error(f"Cannot read the script: {line}")
+                ok = False
+                break
             if line.strip():
                 ok = await app.execute(line.rstrip("\r\n")) and ok
         await app.drain()
         return 0 if ok and app.failure is None else 1
 
 
-def _read_lines(stream: TextIO, lines: asyncio.Queue[str | None]) -> None:
+def _read_lines(stream: TextIO, lines: asyncio.Queue[str | Exception | None]) -> None:
     """Put the stream's lines, then None, on ``lines`` from a daemon thread: a read
-    that blocks never holds up the exit."""
+    that blocks never holds up the exit. A read that fails puts its error, then None."""
     loop = asyncio.get_running_loop()
+
+    def put(item: str | Exception | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed first: the client is done
+            loop.call_soon_threadsafe(lines.put_nowait, item)
 
     def pump() -> None:
         try:
             for line in stream:
-                loop.call_soon_threadsafe(lines.put_nowait, line)
-            loop.call_soon_threadsafe(lines.put_nowait, None)
-        except RuntimeError:  # the loop closed first: the client is done
-            return
+                put(line)
+        except Exception as exc:  # e.g. UnicodeDecodeError: the end all the same
+            put(exc)
+        put(None)
 
     threading.Thread(target=pump, name="messenger-stdin", daemon=True).start()
 
@@ -213,4 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 async def _main(options: Options, interactive: bool) -> int:
     if interactive:
         return await run(options, Console())
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        # A byte that is not UTF-8 becomes U+FFFD instead of ending the script.
+        sys.stdin.reconfigure(errors="replace")
     return await run(options, ScriptFace(sys.stdin, sys.stdout, sys.stderr))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -125,6 +126,7 @@ async def _devices(app: App, values: Values) -> None:
 
 
 async def _comment(app: App, values: Values) -> None:
+    app.check_length(values["text"])
     message = await app.find_message(values["message"])
     # A repeat could post twice (`comment` has no client_id): never retried.
     result = await app.session.call(
@@ -146,7 +148,7 @@ async def _report(app: App, values: Values) -> None:
     params = {"user": values["user"]}
     if values["reason"]:
         params["reason"] = values["reason"]
-    await app.session.call("report", params)
+    await app.session.call("report", params, retry=False)
     app.show(render.info(f"Reported {values['user']}."))
 
 
@@ -220,15 +222,19 @@ async def _group(app: App, name: str) -> str:
     return target.chat
 
 
+# The group commands below are not retried either: a repeat after a lost reply would
+# fail (already a member, no such request), reporting an action that worked as failed.
+
+
 async def _invite(app: App, values: Values) -> None:
     chat = await _group(app, values["group"])
-    await app.session.call("chat.invite", {"chat": chat, "user": values["user"]})
+    await app.session.call("chat.invite", {"chat": chat, "user": values["user"]}, retry=False)
     app.show(render.info(f"Added {values['user']} to {app.model.label(chat)}."))
 
 
 async def _link(app: App, values: Values) -> None:
     chat = await _group(app, values["group"])
-    result = await app.session.call("chat.link", {"chat": chat})
+    result = await app.session.call("chat.link", {"chat": chat}, retry=False)
     label = app.model.label(chat)
     app.show(
         render.info(f"Join link for {label} (it replaces the last one): /join {result['link']}")
@@ -236,7 +242,7 @@ async def _link(app: App, values: Values) -> None:
 
 
 async def _join(app: App, values: Values) -> None:
-    result = await app.session.call("chat.join", {"link": values["link"]})
+    result = await app.session.call("chat.join", {"link": values["link"]}, retry=False)
     if result["status"] == "member":
         app.show(render.info("You are a member of that group already."))
     else:
@@ -255,13 +261,13 @@ async def _requests(app: App, values: Values) -> None:
 
 async def _approve(app: App, values: Values) -> None:
     chat = await _group(app, values["group"])
-    await app.session.call("chat.approve", {"chat": chat, "user": values["user"]})
+    await app.session.call("chat.approve", {"chat": chat, "user": values["user"]}, retry=False)
     app.show(render.info(f"{values['user']} is now a member of {app.model.label(chat)}."))
 
 
 async def _decline(app: App, values: Values) -> None:
     chat = await _group(app, values["group"])
-    await app.session.call("chat.decline", {"chat": chat, "user": values["user"]})
+    await app.session.call("chat.decline", {"chat": chat, "user": values["user"]}, retry=False)
     app.show(render.info(f"Declined {values['user']}'s request to join {app.model.label(chat)}."))
 
 
@@ -273,7 +279,7 @@ async def _members(app: App, values: Values) -> None:
 
 async def _leave(app: App, values: Values) -> None:
     chat = await _group(app, values["group"])
-    await app.session.call("chat.leave", {"chat": chat})
+    await app.session.call("chat.leave", {"chat": chat}, retry=False)
     app.show_left(chat)
 
 
@@ -296,7 +302,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
     Command(
         "open",
         (Arg("chat", Kind.CHAT),),
-        "Make a chat current (plain text goes there), show its latest messages.",
+        "Make a chat current (general, @bob, +group), show its latest messages.",
         _open,
     ),
     Command(
@@ -316,7 +322,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
     Command(
         "comment",
         (Arg("message", Kind.MESSAGE), Arg("text", Kind.TEXT)),
-        "Comment on a message: #12 in the current chat, or general#12, @bob#3.",
+        "Comment on a message: #12 in the current chat, or general#12, @bob#3, +club#2.",
         _comment,
     ),
     Command(
@@ -441,7 +447,8 @@ def parse(line: str) -> tuple[Command, Values]:
 
 def _convert(arg: Arg, word: str) -> Any:
     if arg.kind is Kind.COUNT:
-        if not word.isdigit() or not 1 <= int(word) <= HISTORY_MAX:
+        # Not str.isdigit: it takes "²", which int() does not.
+        if not re.fullmatch(r"[0-9]{1,9}", word) or not 1 <= int(word) <= HISTORY_MAX:
             raise UsageError(f"Expected a number from 1 to {HISTORY_MAX}, but got {word!r}")
         return int(word)
     if arg.kind is Kind.USER:

@@ -20,7 +20,14 @@ from typing import Any, Final
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from client.errors import ClientError, ConnectionLost, RpcError, SignedOut, Unreachable
+from client.errors import (
+    ClientError,
+    ConnectionLost,
+    RpcError,
+    SignedOut,
+    Unreachable,
+    UsageError,
+)
 from wire import ErrorCode, decode, encode
 
 log = logging.getLogger("messenger.client")
@@ -28,6 +35,8 @@ log = logging.getLogger("messenger.client")
 # The server keeps its replies under its 1 MiB frame limit (lists stop at a byte
 # budget and say has_more); the client is lenient about what it accepts all the same.
 MAX_INCOMING_FRAME: Final = 64 * 2**20
+# The close code of a frame over the receiver's limit (RFC 6455, 7.4.1).
+MESSAGE_TOO_BIG: Final = 1009
 
 NotificationHandler = Callable[[str, dict[str, Any]], None]
 ResultHook = Callable[[Any], None]
@@ -71,6 +80,10 @@ class Connection:
     def closed(self) -> bool:
         return self._reader.done()
 
+    @property
+    def close_code(self) -> int | None:
+        return self._websocket.close_code
+
     async def wait_closed(self) -> None:
         await asyncio.shield(self._reader)
 
@@ -79,21 +92,33 @@ class Connection:
         await self.wait_closed()
 
     async def call(
-        self, method: str, params: dict[str, Any], *, on_result: ResultHook | None = None
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        on_result: ResultHook | None = None,
+        frame_limit: int | None = None,
     ) -> Any:
         """Send a request and wait for its reply: the result, or ``RpcError``.
 
         ``on_result`` runs in the reader as the reply arrives, before any later frame
         is looked at: the place to act on a result that later notifications depend on.
+        A request over ``frame_limit`` bytes, which the server would close the
+        connection on, is ``UsageError`` and not sent.
         """
         if self.closed:
             raise ConnectionLost(f"{method}: not connected")
         request_id = next(self._ids)
+        request = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+        frame = encode(request)
+        if frame_limit is not None and len(frame) > frame_limit:
+            raise UsageError(
+                f"{method}: too big to send ({len(frame)} bytes; the server takes {frame_limit})"
+            )
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = _Pending(method, reply, on_result)
-        request = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
         try:
-            await self._websocket.send(encode(request), text=True)
+            await self._websocket.send(frame, text=True)
             return await reply
         except ConnectionClosed as exc:
             raise ConnectionLost(f"{method}: the connection closed") from exc
@@ -143,7 +168,8 @@ class Connection:
     def _replied(self, item: dict[str, Any]) -> None:
         pending = self._pending.get(item["id"]) if isinstance(item["id"], int) else None
         if pending is None or pending.reply.done():
-            log.warning("Ignoring a reply to no pending request: %.80r", item)
+            # Replies to calls given up on (the client shutting down) land here: no news.
+            log.debug("Ignoring a reply to no pending request: %.80r", item)
             return
         error = item.get("error")
         if isinstance(error, dict):
@@ -196,6 +222,9 @@ class Backoff:
     initial: float = 0.1
     maximum: float = 5.0
     give_up_after: float | None = None  # seconds without a connection; None: never
+    # A connection that drops sooner than this after it came back is the same outage:
+    # the delays go on growing, and the time to give up goes on running.
+    stable_after: float = 5.0
 
     def delays(self) -> Iterator[float]:
         delay = self.initial
@@ -221,6 +250,7 @@ class Session:
         self.token: str | None = None
         self.cursor: int | None = None  # the last event cursor seen
         self.failure: ClientError | None = None
+        self.frame_limit: int | None = None  # the server's, once signed in
         self._connection: Connection | None = None
         self._changed = asyncio.Condition()
         self._keeper: asyncio.Task[None] | None = None
@@ -234,6 +264,8 @@ class Session:
         """``login`` with a password or a token; from then on the session reconnects."""
         result: dict[str, Any] = await self._live().call("login", params, on_result=self._logged_in)
         self.user, self.token = result["user"], result["token"]
+        frame_limit = result.get("limits", {}).get("frame_limit")
+        self.frame_limit = frame_limit if isinstance(frame_limit, int) else None
         if self._keeper is None:
             self._keeper = asyncio.create_task(self._stay_connected(), name="messenger-client")
         return result
@@ -242,13 +274,16 @@ class Session:
         """Call ``method``; when the connection drops first, call again once reconnected.
 
         Only for calls that are safe to repeat (``send`` carries a ``client_id``);
-        ``retry=False`` raises ``ConnectionLost`` instead.
+        ``retry=False`` raises ``ConnectionLost`` instead. A request the server closed
+        the connection on as too big (1009) is ``UsageError``: it would be again.
         """
         while True:
             connection = await self._connected()
             try:
-                return await connection.call(method, params)
+                return await connection.call(method, params, frame_limit=self.frame_limit)
             except ConnectionLost:
+                if connection.close_code == MESSAGE_TOO_BIG:
+                    raise UsageError(f"{method}: too big for the server to take") from None
                 if not retry or self._keeper is None:
                     raise
                 await connection.wait_closed()  # then wait for the keeper's next connection
@@ -298,14 +333,20 @@ class Session:
         self.events.put_nowait(EventReceived(method, params))
 
     async def _stay_connected(self) -> None:
+        loop = asyncio.get_running_loop()
+        delays: Iterator[float] | None = None
+        outage_started = 0.0
         while True:
             assert self._connection is not None
+            up_since = loop.time()
             await self._connection.wait_closed()
             if self._closing:
                 return
+            if delays is None or loop.time() - up_since >= self.backoff.stable_after:
+                delays, outage_started = self.backoff.delays(), loop.time()
             self.events.put_nowait(ConnectionDropped())
             try:
-                self._connection, result = await self._reconnect()
+                self._connection, result = await self._reconnect(delays, outage_started)
             except ClientError as exc:
                 self.failure = exc
                 self.events.put_nowait(ConnectionAbandoned(exc))
@@ -315,11 +356,11 @@ class Session:
                     self._changed.notify_all()
             self.events.put_nowait(ConnectionResumed(result.get("resumed") is True))
 
-    async def _reconnect(self) -> tuple[Connection, dict[str, Any]]:
+    async def _reconnect(
+        self, delays: Iterator[float], started: float
+    ) -> tuple[Connection, dict[str, Any]]:
         loop = asyncio.get_running_loop()
-        started = loop.time()
         reason = "no answer"
-        delays = self.backoff.delays()
         while True:
             limit = self.backoff.give_up_after
             if limit is not None and loop.time() - started > limit:

@@ -10,6 +10,7 @@ import dataclasses
 import re
 from typing import Any, Final, NewType
 
+from client.errors import UsageError
 from wire import GENERAL_CHAT
 
 ChatId = NewType("ChatId", str)
@@ -19,7 +20,19 @@ ScheduledId = NewType("ScheduledId", str)
 Json = dict[str, Any]
 
 GENERAL: Final = ChatId(GENERAL_CHAT)
+GROUP_MARK: Final = "+"  # starts every group's label: no group passes for general or @bob
 _SPACES: Final = re.compile(r"\s+")
+# What would let other people's text move the cursor, recolour or retitle the terminal,
+# or reorder what is shown: C0/C1 controls and DEL, line and paragraph separators, and
+# the bidirectional controls (U+061C, U+200E/F, U+202A-E, U+2066-9).
+_UNSAFE: Final = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
+)
+
+
+def clean(text: str) -> str:
+    """Text from other people, safe to put on a terminal."""
+    return _UNSAFE.sub("\N{REPLACEMENT CHARACTER}", text.expandtabs(4))
 
 
 @dataclasses.dataclass(slots=True)
@@ -32,6 +45,7 @@ class Chat:
     read_seq: int = 0
     last_seq: int = 0
     unread: int = 0
+    suffix: str = ""  # set by the model when another group has the same label
 
     @classmethod
     def from_wire(cls, chat: Json) -> Chat:
@@ -46,12 +60,18 @@ class Chat:
 
     @property
     def label(self) -> str:
-        """How commands and output name the chat: ``general``, ``@bob``, a group's title."""
+        """How commands and output name the chat: ``general``, ``@bob``, ``+title``
+        (a group's title, made one word, with ``~`` and the id's start when two groups
+        share it); safe to print."""
+        return self.base_label + self.suffix
+
+    @property
+    def base_label(self) -> str:
         if self.kind == "direct" and self.title:
-            return f"@{self.title}"
-        if self.kind == "group" and self.title:
-            return _SPACES.sub("_", self.title.strip()) or self.id
-        return self.id
+            return clean(f"@{self.title}")
+        if self.kind == "group":
+            return GROUP_MARK + clean(_SPACES.sub("_", (self.title or "").strip()) or self.id)
+        return clean(self.id)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,6 +114,7 @@ class Model:
     def chat_seen(self, chat: Json) -> Chat:
         known = Chat.from_wire(chat)
         self.chats[known.id] = known
+        self._relabel()
         if known.kind == "direct" and known.title:
             self.users.add(known.title)
             if self.current.user is not None and _same_user(self.current.user, known.title):
@@ -113,7 +134,18 @@ class Model:
         self._joined.discard(ChatId(chat_id))
         if self.current.chat == chat_id:
             self.current = Target(chat=GENERAL)
-        return self.chats.pop(ChatId(chat_id), None) is not None
+        known = self.chats.pop(ChatId(chat_id), None) is not None
+        self._relabel()
+        return known
+
+    def _relabel(self) -> None:
+        """Give each group whose label another group has too a suffix from its id."""
+        count: dict[str, int] = {}
+        for chat in self.chats.values():
+            count[chat.base_label.casefold()] = count.get(chat.base_label.casefold(), 0) + 1
+        for chat in self.chats.values():
+            shared = chat.kind == "group" and count[chat.base_label.casefold()] > 1
+            chat.suffix = f"~{clean(chat.id[:4])}" if shared else ""
 
     def message_seen(self, message: Json) -> bool:
         """Count ``message`` in; True when it has not been shown before."""
@@ -207,14 +239,25 @@ class Model:
                     return Target(chat=chat.id)
             return Target(user=user) if user else None
         folded = name.casefold()
-        # A label beats an id, which beats a title: "general" is always the general chat.
-        ranked = sorted(
-            (rank, chat.id)
-            for chat in self.chats.values()
-            for rank, known_as in enumerate((chat.label, chat.id, chat.title or ""))
-            if known_as.casefold() == folded
-        )
-        return Target(chat=ranked[0][1]) if ranked else None
+        if folded == GENERAL:
+            return Target(chat=GENERAL)
+        # A label beats an id, which beats a title (with or without the group mark).
+        found: dict[int, set[ChatId]] = {}
+        for chat in self.chats.values():
+            title = chat.title or ""
+            # A group by its label or title without the mark too, when that is not ambiguous.
+            unmarked = (title, GROUP_MARK + title, chat.label[1:]) if chat.kind == "group" else ()
+            names = (chat.label, chat.id, title, *unmarked)
+            for rank, known_as in enumerate(names):
+                if known_as and known_as.casefold() == folded:
+                    found.setdefault(min(rank, 2), set()).add(chat.id)
+        if not found:
+            return None
+        best = found[min(found)]
+        if len(best) > 1:
+            labels = ", ".join(sorted(self.label(chat_id) for chat_id in best))
+            raise UsageError(f"{name!r} could be any of {labels}; give its label")
+        return Target(chat=best.pop())
 
     def message_at(self, chat_id: str, seq: int) -> MessageId | None:
         return self._by_seq.get((ChatId(chat_id), seq))

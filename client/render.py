@@ -8,29 +8,23 @@ from __future__ import annotations
 
 import datetime
 import math
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from client.errors import RpcError
-from client.model import Chat, Json
+from client.model import Chat, Json, clean
+
+__all__ = ["clean"]
 from wire import ErrorCode
 
 Line = list[tuple[str, str]]
 
-# C0/C1 controls (and DEL) would let a message move the cursor or recolour the terminal.
-_CONTROLS: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _INDENT: Final = "    "
 SHORT_ID: Final = 6
 
 
 def plain(line: Line) -> str:
     return "".join(text for _, text in line)
-
-
-def clean(text: str) -> str:
-    """Text from other people, safe to put on a terminal."""
-    return _CONTROLS.sub("\N{REPLACEMENT CHARACTER}", text.expandtabs(4))
 
 
 def clock_time(ts: int, now: float, tz: datetime.tzinfo | None = None) -> str:

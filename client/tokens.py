@@ -31,23 +31,46 @@ def default_path() -> Path:
 class TokenStore:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._warned = False  # a file that cannot be read or written: said once
 
     def load(self, server: str, user: str, device: str) -> str | None:
-        token = self._read().get(server, {}).get(user.lower(), {}).get(device)
+        token = self._devices(self._read(), server, user).get(device)
         return token if isinstance(token, str) else None
 
     def save(self, server: str, user: str, device: str, token: str) -> None:
-        with self._locked():
-            tokens = self._read()
-            tokens.setdefault(server, {}).setdefault(user.lower(), {})[device] = token
-            self._write(tokens)
+        try:
+            with self._locked():
+                tokens = self._read()
+                self._devices(tokens, server, user)[device] = token
+                self._write(tokens)
+        except OSError as exc:
+            self._cannot_write(exc)
 
     def forget(self, server: str, user: str, device: str) -> None:
-        with self._locked():
-            tokens = self._read()
-            devices = tokens.get(server, {}).get(user.lower(), {})
-            if devices.pop(device, None) is not None:
-                self._write(tokens)
+        try:
+            with self._locked():
+                tokens = self._read()
+                if self._devices(tokens, server, user).pop(device, None) is not None:
+                    self._write(tokens)
+        except OSError as exc:
+            self._cannot_write(exc)
+
+    def _cannot_write(self, exc: OSError) -> None:
+        # Without a saved token the client still works: it asks for the password next time.
+        if not self._warned:
+            self._warned = True
+            log.warning("Cannot save the device token in %s: %s", self.path, exc.strerror or exc)
+
+    @staticmethod
+    def _devices(tokens: dict[str, Any], server: str, user: str) -> dict[str, Any]:
+        """``tokens[server][user]``, made (or remade, when of another shape) as needed."""
+        users = tokens.get(server)
+        if not isinstance(users, dict):
+            users = tokens[server] = {}
+        devices = users.get(user.lower())
+        if not isinstance(devices, dict):
+            devices = users[user.lower()] = {}
+        return devices
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -57,17 +80,29 @@ class TokenStore:
         except ValueError:
             log.warning("Ignoring %s: expected JSON, but it does not parse", self.path)
             return {}
-        return tokens if isinstance(tokens, dict) else {}
+        except OSError as exc:
+            if not self._warned:
+                self._warned = True
+                log.warning("Cannot read %s: %s", self.path, exc.strerror or exc)
+            return {}
+        if not isinstance(tokens, dict):
+            log.warning("Ignoring %s: expected a JSON object of tokens", self.path)
+            return {}
+        return tokens
 
     def _write(self, tokens: dict[str, Any]) -> None:
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         # Created 0600 from the start: the token is never readable by others, not even briefly.
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(encode(tokens))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, self.path)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(encode(tokens))
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self.path)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            raise
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -94,8 +94,16 @@ async def upload(session: Session, where: str, progress: ProgressFactory) -> Jso
     return stored
 
 
+def _expand(where: str) -> Path:
+    """``where`` with ``~`` or ``~user`` expanded; ``UsageError`` for an unknown user."""
+    try:
+        return Path(where).expanduser()
+    except RuntimeError:  # ~nosuchuser: no home directory to put there
+        raise UsageError(f"Cannot find the home directory in {where!r}") from None
+
+
 def _regular_file(where: str) -> tuple[Path, int]:
-    path = Path(where).expanduser()
+    path = _expand(where)
     try:
         found = path.stat()
     except FileNotFoundError:
@@ -196,7 +204,7 @@ def numbered(path: Path, number: int) -> Path:
 def _target(requested: str | None, name: str, cwd: Path) -> Path:
     if requested is None:
         return cwd / name
-    path = Path(requested).expanduser()
+    path = _expand(requested)
     if not path.is_absolute():
         path = cwd / path
     if requested.endswith(("/", os.sep)) or path.is_dir():

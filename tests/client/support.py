@@ -65,6 +65,12 @@ class ScriptClient:
             self.keyboard.write(line + "\n")
         self.keyboard.flush()
 
+    def type_bytes(self, data: bytes) -> None:
+        """Bytes as they are, UTF-8 or not."""
+        self.keyboard.flush()
+        self.keyboard.buffer.write(data)
+        self.keyboard.buffer.flush()
+
     async def started(self) -> None:
         """Wait until sign-in and the start (unread counts, latest messages) are done."""
         await self.stderr.wait_for("Signed in as")
@@ -92,6 +98,7 @@ class Clients:
         register: bool = True,
         device: str | None = None,
         backoff: Backoff = FAST,
+        stdin_errors: str = "strict",
     ) -> ScriptClient:
         options = Options(
             user=user,
@@ -103,7 +110,7 @@ class Clients:
             backoff=backoff,
         )
         read_end, write_end = os.pipe()
-        stdin = os.fdopen(read_end, encoding="utf-8")
+        stdin = os.fdopen(read_end, encoding="utf-8", errors=stdin_errors)
         keyboard = os.fdopen(write_end, "w", encoding="utf-8")
         stdout, stderr = Transcript(), Transcript()
         task = asyncio.create_task(run(options, ScriptFace(stdin, stdout, stderr)))
@@ -135,6 +142,13 @@ class Relay:
         self._server: asyncio.Server | None = None
         self._transports: list[asyncio.WriteTransport] = []
         self._pumps: set[asyncio.Task[None]] = set()
+        self.cut_on: bytes | None = None  # drop the connections when the server sends this
+
+    def drop(self) -> None:
+        """Drop the connections through the relay, and take new ones."""
+        for transport in self._transports:
+            transport.abort()
+        self._transports.clear()
 
     async def mend(self) -> None:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
@@ -156,16 +170,22 @@ class Relay:
         self._transports += [client_w.transport, server_w.transport]
         pumps = [
             asyncio.create_task(_pump(client_r, server_w)),
-            asyncio.create_task(_pump(server_r, client_w)),
+            asyncio.create_task(_pump(server_r, client_w, self)),
         ]
         self._pumps.update(pumps)
         for pump in pumps:
             pump.add_done_callback(self._pumps.discard)
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watcher: Relay | None = None
+) -> None:
     with contextlib.suppress(ConnectionError):
         while data := await reader.read(65536):
+            if watcher is not None and watcher.cut_on is not None and watcher.cut_on in data:
+                watcher.cut_on = None
+                watcher.drop()
+                return
             writer.write(data)
             await writer.drain()
     writer.close()

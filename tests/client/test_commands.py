@@ -103,8 +103,8 @@ def test_command_names_complete() -> None:
 def test_chat_arguments_complete_to_labels_and_users() -> None:
     """Where a chat is expected: chat labels, then @users without a chat yet."""
     model = model_with_chats()
-    assert complete("/open ", model)[1] == ["general", "@bob", "book_club", "@bella"]
-    assert complete("/open b", model) == ("b", ["book_club"])
+    assert complete("/open ", model)[1] == ["general", "@bob", "+book_club", "@bella"]
+    assert complete("/open +b", model) == ("+b", ["+book_club"])
 
 
 def test_user_arguments_and_mentions_complete_to_user_names() -> None:
@@ -118,7 +118,7 @@ def test_user_arguments_and_mentions_complete_to_user_names() -> None:
 def test_group_arguments_complete_to_groups_only() -> None:
     """Where a group is expected, only group labels are offered."""
     model = model_with_chats()
-    assert complete("/members ", model)[1] == ["book_club"]
+    assert complete("/members ", model)[1] == ["+book_club"]
     assert complete("/invite book_club @b", model) == ("@b", ["@bella", "@bob"])
 
 

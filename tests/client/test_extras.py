@@ -161,49 +161,49 @@ async def test_a_group_is_joined_by_link_approved_or_declined_and_left(
     carol = clients.start(port, "carol")
     await carol.started()
 
-    alice.type("/create Book Club", "/link Book_Club")
-    await alice.stdout.wait_for("You created Book_Club: /invite Book_Club @user adds someone")
-    await alice.stdout.wait_for("Join link for Book_Club")
-    link = found(alice, r"Join link for Book_Club \(it replaces the last one\): /join (\S+)")[1]
+    alice.type("/create Book Club", "/link +Book_Club")
+    await alice.stdout.wait_for("You created +Book_Club: /invite +Book_Club @user adds someone")
+    await alice.stdout.wait_for("Join link for +Book_Club")
+    link = found(alice, r"Join link for \+Book_Club \(it replaces the last one\): /join (\S+)")[1]
 
     bob.type(f"/join {link}")
     await bob.stdout.wait_for("Asked to join; you will be told when the owner decides.")
     await alice.stdout.wait_for(
-        "bob asks to join Book_Club: /approve Book_Club @bob or /decline Book_Club @bob"
+        "bob asks to join +Book_Club: /approve +Book_Club @bob or /decline +Book_Club @bob"
     )
-    alice.type("/requests Book_Club")
+    alice.type("/requests +Book_Club")
     await alice.stdout.wait_for("bob  asked ")
-    alice.type("/approve Book_Club @bob")
-    await alice.stdout.wait_for("bob is now a member of Book_Club.")
-    await bob.stdout.wait_for("You are now in Book_Club (alice's group): /open Book_Club")
+    alice.type("/approve +Book_Club @bob")
+    await alice.stdout.wait_for("bob is now a member of +Book_Club.")
+    await bob.stdout.wait_for("You are now in +Book_Club (alice's group): /open +Book_Club")
 
-    alice.type("/open Book_Club", "welcome")
-    await bob.stdout.wait_for("Book_Club#1 alice: welcome")
-    bob.type("/open Book_Club", "thanks")
-    await alice.stdout.wait_for("Book_Club#2 bob: thanks")
+    alice.type("/open +Book_Club", "welcome")
+    await bob.stdout.wait_for("+Book_Club#1 alice: welcome")
+    bob.type("/open +Book_Club", "thanks")
+    await alice.stdout.wait_for("+Book_Club#2 bob: thanks")
 
     carol.type(f"/join {link}")
-    await alice.stdout.wait_for("carol asks to join Book_Club")
-    alice.type("/decline Book_Club @carol")
-    await alice.stdout.wait_for("Declined carol's request to join Book_Club.")
+    await alice.stdout.wait_for("carol asks to join +Book_Club")
+    alice.type("/decline +Book_Club @carol")
+    await alice.stdout.wait_for("Declined carol's request to join +Book_Club.")
     await carol.stdout.wait_for("Your request to join ")
     assert "was declined." in carol.stdout.lines()[-1]
 
-    alice.type("/members Book_Club")
-    await alice.stdout.wait_for("Book_Club: 2 members: alice (owner), bob")
-    bob.type("/leave Book_Club")
-    await bob.stdout.wait_for("You are no longer in Book_Club.")
+    alice.type("/members +Book_Club")
+    await alice.stdout.wait_for("+Book_Club: 2 members: alice (owner), bob")
+    bob.type("/leave +Book_Club")
+    await bob.stdout.wait_for("You are no longer in +Book_Club.")
     typed = len(alice.stdout.getvalue())
-    alice.type("/members Book_Club")
-    await alice.stdout.wait_for("Book_Club: 1 member: alice (owner)", after=typed)
+    alice.type("/members +Book_Club")
+    await alice.stdout.wait_for("+Book_Club: 1 member: alice (owner)", after=typed)
 
-    alice.type("/invite Book_Club @carol")
-    await alice.stdout.wait_for("Added carol to Book_Club.")
-    await carol.stdout.wait_for("You are now in Book_Club (alice's group)")
+    alice.type("/invite +Book_Club @carol")
+    await alice.stdout.wait_for("Added carol to +Book_Club.")
+    await carol.stdout.wait_for("You are now in +Book_Club (alice's group)")
     for client in (alice, bob, carol):
         assert await client.end() == 0
-    assert alice.stdout.count("You created Book_Club") == 1  # reply and event: one line
-    assert bob.stdout.count("You are no longer in Book_Club.") == 1
+    assert alice.stdout.count("You created +Book_Club") == 1  # reply and event: one line
+    assert bob.stdout.count("You are no longer in +Book_Club.") == 1
 
 
 async def test_group_commands_refused_say_so_in_one_line(

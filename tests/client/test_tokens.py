@@ -49,3 +49,17 @@ def test_the_file_lives_in_the_xdg_config_home(
     monkeypatch.setenv("XDG_CONFIG_HOME", "relative/path")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_path() == tmp_path / "home" / ".config" / "messenger" / "tokens.json"
+
+
+def test_a_file_of_another_shape_or_a_directory_is_no_crash(tmp_path: Path) -> None:
+    """JSON of another shape counts as no tokens; a path that cannot be written is skipped."""
+    path = tmp_path / "tokens.json"
+    path.write_text('{"h:1": "x"}')
+    store = TokenStore(path)
+    assert store.load("h:1", "alice", "laptop") is None
+    store.save("h:1", "alice", "laptop", "t1")
+    assert store.load("h:1", "alice", "laptop") == "t1"
+    blocked = TokenStore(tmp_path / "directory")
+    blocked.path.mkdir()
+    blocked.save("h:1", "alice", "laptop", "t1")  # a warning, not an exception
+    assert blocked.load("h:1", "alice", "laptop") is None
