@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from server.app import Running, run_server
 from server.config import Config
+from tests.server.extras_support import http_get
 from tests.wsclient import Peer, RpcError, connected, user_device
 
 SESSION_METHODS = {"register", "login", "logout", "rpc.discover"}
@@ -55,24 +56,6 @@ async def closed_with(connection: ClientConnection) -> int | None:
     with pytest.raises(ConnectionClosed):
         await asyncio.wait_for(connection.recv(), 5)
     return connection.close_code
-
-
-async def http_get(running: Running, path: str) -> tuple[int, bytes]:
-    """Status and body of a raw HTTP/1.1 GET to the server's port."""
-    reader, writer = await asyncio.open_connection(running.host, running.port)
-    try:
-        writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: {running.host}:{running.port}\r\n"
-            "Connection: close\r\n\r\n".encode()
-        )
-        await writer.drain()
-        response = await asyncio.wait_for(reader.read(), 5)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = response.partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n")[0]
-    return int(status_line.split()[1]), body
 
 
 # -- the envelope ----------------------------------------------------------------
@@ -475,13 +458,15 @@ async def test_binary_frame_closes_1003(running_server: Running) -> None:
 
 async def test_healthz(running_server: Running) -> None:
     """GET /healthz is 200 with body "ok"."""
-    status, body = await http_get(running_server, "/healthz")
+    reply = await http_get(running_server, "/healthz")
+    status, body = reply.status, reply.body
     assert (status, body) == (200, b"ok")
 
 
 async def test_openrpc_document_over_http(running_server: Running) -> None:
     """GET /openrpc.json is the same document rpc.discover returns."""
-    status, body = await http_get(running_server, "/openrpc.json")
+    reply = await http_get(running_server, "/openrpc.json")
+    status, body = reply.status, reply.body
     assert status == 200
     document = orjson.loads(body)
     assert {method["name"] for method in document["methods"]} >= CORE_METHODS
@@ -492,5 +477,5 @@ async def test_openrpc_document_over_http(running_server: Running) -> None:
 @pytest.mark.parametrize("path", ["/nope", "/healthz/", "/openrpc"])
 async def test_unknown_path_is_404(running_server: Running, path: str) -> None:
     """Any other path is 404."""
-    status, _ = await http_get(running_server, path)
+    status = (await http_get(running_server, path)).status
     assert status == 404
