@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar, Union
 import orjson
 
 from server.errors import (
+    InternalError,
     InvalidParams,
     InvalidRequest,
     MessengerError,
@@ -432,7 +433,7 @@ class Dispatcher:
             return None if notification else _reply_error(request_id, error)
         except Exception:
             logger.exception("method %r failed", request.get("method"))
-            internal = MessengerError("Internal error")
+            internal = InternalError("Internal error")
             return None if notification else _reply_error(request_id, internal)
         if notification:
             return None

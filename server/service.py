@@ -392,8 +392,6 @@ class Service:
         rules.check_not_banned(account, now)
         file_id = None if file is None else rules.find_file(self.state, account, file).id
         rules.check_rate(self.state, account, chat_id, now, self.config.rate_limit)
-        if target is not None:
-            rules.check_member(target, account)
         if send_at is not None and send_at > now:
             scheduled = rules.schedule_message(
                 self.state,
@@ -425,11 +423,10 @@ class Service:
             client_id=client_id,
             file=file_id,
         )
-        await self.commit([*events, posted])
-        message = self.state.messages.get(posted.message)
-        if message is None:  # expired while it was being written: a zero-length lifetime
-            raise NotFound("The message expired at once")
-        return {"message": views.message_view(self.state, message)}
+        durable = self.record([*events, posted])
+        view = views.message_view(self.state, self.state.messages[posted.message])
+        await asyncio.shield(durable)
+        return {"message": view}
 
     def _first_result(self, device: DeviceId, client_id: str) -> dict[str, Any] | None:
         """What the first ``send`` with this client_id answered, if it was made."""
