@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from server.app import StateDirBusy, run_server
 from server.config import Config, FsyncPolicy
 from server.log import LogCorrupted
+from server.store import StoreFailed
 from wire import DEFAULT_HOST, DEFAULT_PORT
 
 logger = logging.getLogger("messenger.server")
@@ -50,6 +52,22 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    cluster = parser.add_argument_group(
+        "cluster", "several servers as one, on a shared NATS JetStream (protocol.md, Cluster)"
+    )
+    cluster.add_argument(
+        "--cluster",
+        metavar="nats://HOST:PORT[,...]",
+        default="",
+        help="join the cluster whose state lives in these NATS servers' JetStream",
+    )
+    cluster.add_argument(
+        "--cluster-name",
+        type=_cluster_name,
+        default=defaults.cluster_name,
+        help="the stream, buckets and subjects' prefix (default %(default)s)",
+    )
+    cluster.add_argument("--node-name", default="", help="this node's name (default host:pid)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -66,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
         ban_duration=args.ban_duration,
         max_file_size=args.max_file_size,
         fsync=args.fsync,
+        cluster=tuple(url.strip() for url in args.cluster.split(",") if url.strip()),
+        cluster_name=args.cluster_name,
+        node_name=args.node_name,
     )
 
 
@@ -74,6 +95,12 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, but got {text}")
     return value
+
+
+def _cluster_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+        raise argparse.ArgumentTypeError(f"expected 1-64 of A-Z a-z 0-9 _ -, but got {text!r}")
+    return text
 
 
 def _non_negative(text: str) -> int:
@@ -126,6 +153,6 @@ def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     try:
         asyncio.run(serve(config))
-    except (StateDirBusy, LogCorrupted, OSError) as error:
+    except (StateDirBusy, LogCorrupted, OSError, StoreFailed) as error:
         logger.error("cannot run: %s", error)
         sys.exit(1)

@@ -42,3 +42,9 @@ class Config:
     expired_compaction_delay: float = 600.0  # expired messages leave the disk within this
     upload_idle_timeout: float = 600.0  # an upload with no chunk for this long is dropped
     upload_chunk_size: int = 256 * 2**10  # bytes per upload.chunk / download (before base64)
+    # Cluster mode (protocol-contract.md v2, "Cluster"): the shared log in NATS JetStream.
+    cluster: tuple[str, ...] = ()  # NATS server URLs; empty = the local file log
+    cluster_name: str = "messenger"  # prefix of the stream, buckets and subjects
+    node_name: str = ""  # this node's name in logs and the writer lease; "" = host:pid
+    lease_ttl: float = 3.0  # seconds a writer's lease lasts unless renewed
+    forward_timeout: float = 5.0  # seconds a follower waits for the writer's answer

@@ -323,6 +323,12 @@ class Dispatcher:
         self.logged_in = logged_in
         self.settled = settled
         self.reply_limit = reply_limit  # bytes of a reply frame
+        # Cluster mode: a request that ``forwards`` names is answered by the writer
+        # node through ``forward`` (server/cluster.py), as it would answer it itself.
+        self.forward: Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any] | None]] | None = (
+            None
+        )
+        self.forwards: Callable[[str], bool] = lambda name: False
 
     def parse(self, frame: str | bytes) -> Any:
         try:
@@ -418,6 +424,9 @@ class Dispatcher:
                 raise MethodNotFound(f"No method {name!r}")
             if not method.anonymous and not self.logged_in(session):
                 raise Unauthenticated(f"Log in before calling {name!r}")
+            if self.forward is not None and self.forwards(name):
+                method.bind(params)  # a request the writer would refuse is refused here
+                return await self.forward(session, request)
             try:
                 result = await method.handler(session, **method.bind(params))
             finally:

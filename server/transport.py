@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http
 import logging
 from collections.abc import Callable
@@ -117,7 +118,7 @@ class Transport:
         config: Config,
         hub: Hub,
         dispatcher: Dispatcher,
-        http_routes: dict[str, Callable[[], tuple[str, bytes]]],
+        http_routes: dict[str, Callable[[], tuple[int, str, bytes]]],
         files: FileMethods,
     ) -> None:
         self.files = files
@@ -173,8 +174,13 @@ class Transport:
         route = self.http_routes.get(path)
         if route is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
-        content_type, body = route()
-        return _respond(connection, content_type, body)
+        status, content_type, body = route()
+        response = _respond(connection, content_type, body)
+        if status != http.HTTPStatus.OK:
+            response = dataclasses.replace(
+                response, status_code=status, reason_phrase=http.HTTPStatus(status).phrase
+            )
+        return response
 
     async def serve_connection(self, connection: ServerConnection) -> None:
         remote = "{}:{}".format(*connection.remote_address[:2])
