@@ -68,6 +68,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="the stream, buckets and subjects' prefix (default %(default)s)",
     )
     cluster.add_argument("--node-name", default="", help="this node's name (default host:pid)")
+    cluster.add_argument(
+        "--lease-ttl",
+        type=_positive_seconds,
+        default=defaults.lease_ttl,
+        help="seconds before another node takes over from a writer that stopped "
+        "renewing its lease (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -87,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         cluster=tuple(url.strip() for url in args.cluster.split(",") if url.strip()),
         cluster_name=args.cluster_name,
         node_name=args.node_name,
+        lease_ttl=args.lease_ttl,
     )
 
 
@@ -94,6 +102,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, but got {text}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, but got {text}")
     return value
 
 

@@ -166,3 +166,74 @@ async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
 
 def is_writer(running: Running) -> bool:
     return running.service.writing and running.service.forward is None
+
+
+@dataclass
+class NodeProcess:
+    """A messenger node as its own process (``python -m server``), to be killed."""
+
+    process: subprocess.Popen[str]
+    url: str
+    name: str
+
+    @property
+    def host(self) -> str:
+        return self.url.split("//")[1].rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].strip("/"))
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self._close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._close()
+
+    def _close(self) -> None:
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def start_node(tmp_path: Path, urls: list[str], name: str, *extra: str) -> NodeProcess:
+    log = tmp_path / f"{name}.log"
+    with log.open("a") as errors:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "--port",
+                "0",
+                "--state-dir",
+                str(tmp_path / name),
+                "--cluster",
+                ",".join(urls),
+                "--cluster-name",
+                "test",
+                "--node-name",
+                name,
+                "--lease-ttl",
+                "1",
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"(ws://\S+)", line)
+    if match is None:
+        process.kill()
+        raise RuntimeError(f"node {name} did not start: {log.read_text()[-2000:]}")
+    return NodeProcess(process, match[1], name)
