@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,10 +158,18 @@ async def wait_for_writer(running: Running, within: float = 10.0) -> None:
 
 
 async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll ``condition`` (a cluster's state is spread over processes: no event to wait on)."""
+    async def holds() -> bool:
+        return condition()
+
+    await eventually(holds, within)
+
+
+async def eventually(probe: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Poll ``probe`` until it holds: a cluster's state is spread over processes and
+    nodes, with no one event to wait on."""
     async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
+        while not await probe():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
 
 def is_writer(running: Running) -> bool:

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from server.app import LOG_FILE, Running
+from server.app import LOG_FILE
 from server.config import Config
 from tests.wsclient import Peer, RpcError
 
