@@ -86,7 +86,7 @@ async def test_writer_killed_another_takes_over_nothing_lost(tmp_path: Path, nat
                 history: list[dict[str, Any]] = []
                 before = None
                 while True:
-                    params = {"before": before} if before else {}
+                    params: dict[str, int] = {"before": before} if before else {}
                     page = await again.call("history", chat="general", limit=100, **params)
                     history = page["messages"] + history
                     if not page["has_more"]:
