@@ -266,7 +266,7 @@ class JetStreamStore:
     async def close(self) -> None:
         if self._writer is not None:
             # What is queued is written first, unless the stream is out of reach.
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, Unavailable):
                 await asyncio.wait_for(self.barrier(), self.publish_timeout)
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
