@@ -45,6 +45,7 @@ logger = logging.getLogger("messenger.server.cluster")
 WRONG_LAST_SEQUENCE: Final = 10071  # JetStream's error code for a failed expectation
 REPLICAS_UNSUPPORTED: Final = 10074  # a JetStream that runs alone keeps one replica
 SNAPSHOT: Final = "snapshot"
+READY_WITHIN: Final = 60.0  # seconds a starting node waits for JetStream to answer
 # Room left in a message for the headers and the JSON array around the records.
 HEADROOM: Final = 4096
 
@@ -148,6 +149,8 @@ async def _open(nc: NATS, cluster: str, lease_ttl: float, node: str, wait: float
     js = nc.jetstream(timeout=wait)
     names = Names.of(cluster)
     replicas = 3
+    # A JetStream cluster starting beside this node answers once it has a leader.
+    ready_by = time.monotonic() + READY_WITHIN
     while True:
         try:
             await js.add_stream(
@@ -163,6 +166,15 @@ async def _open(nc: NATS, cluster: str, lease_ttl: float, node: str, wait: float
             snapshots = await js.create_object_store(bucket=names.snapshots, replicas=replicas)
             files = await js.create_object_store(bucket=names.files, replicas=replicas)
             break
+        except (
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+            nats.js.errors.ServiceUnavailableError,
+        ) as exc:
+            if time.monotonic() > ready_by:
+                raise StoreFailed(f"JetStream did not answer within {READY_WITHIN} s") from exc
+            logger.info("node %s: waiting for JetStream to be ready (%r)", node, exc)
+            await asyncio.sleep(0.5)
         except nats.js.errors.APIError as exc:
             # 10074: "replicas > 1 not supported in non-clustered mode"
             if replicas == 1 or exc.err_code != REPLICAS_UNSUPPORTED:

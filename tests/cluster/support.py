@@ -242,6 +242,6 @@ def start_node(tmp_path: Path, urls: list[str], name: str, *extra: str) -> NodeP
     line = process.stdout.readline()
     match = re.search(r"(ws://\S+)", line)
     if match is None:
-        process.kill()
+        NodeProcess(process, "", name).kill()
         raise RuntimeError(f"node {name} did not start: {log.read_text()[-2000:]}")
     return NodeProcess(process, match[1], name)

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.support import Nats, NodeProcess, eventually, start_node
+from server import jetstream
+from tests.cluster.support import Nats, NodeProcess, eventually, free_port, start_node
 from tests.server.extras_support import http_get
 from tests.wsclient import Peer, RpcError, connected, user_device
 
@@ -54,6 +55,17 @@ async def send_until_acknowledged(peer: Peer, text: str) -> dict[str, Any]:
             await asyncio.sleep(0.1)
 
 
+async def whole_history(peer: Peer) -> list[dict[str, Any]]:
+    history: list[dict[str, Any]] = []
+    params: dict[str, int] = {}
+    while True:
+        page = await peer.call("history", chat="general", limit=100, **params)
+        history = page["messages"] + history
+        if not page["has_more"]:
+            return history
+        params = {"before": page["messages"][0]["seq"]}
+
+
 async def test_writer_killed_another_takes_over_nothing_lost(tmp_path: Path, nats: Nats) -> None:
     """SIGKILL of the writer while devices send through every node: another node takes
     over, no acknowledged message is lost, seqs stay contiguous, and a device of the
@@ -63,42 +75,37 @@ async def test_writer_killed_another_takes_over_nothing_lost(tmp_path: Path, nat
         with node_processes(tmp_path, [nats.url], "n2", "n3") as (n2, n3):
             acknowledged: list[str] = []
 
-            async def sender(node: NodeProcess, user: str, count: int) -> None:
-                async with user_device(node.url, user) as peer:
-                    for index in range(count):
-                        message = await send_until_acknowledged(peer, f"{user}-{index}")
-                        acknowledged.append(message["id"])
-                        await asyncio.sleep(0.01)
+            async def sender(peer: Peer, count: int) -> None:
+                for index in range(count):
+                    message = await send_until_acknowledged(peer, f"{peer.user}-{index}")
+                    acknowledged.append(message["id"])
+                    await asyncio.sleep(0.01)
 
-            async with connected(n1.url) as watcher:
-                await watcher.call("register", user="alice", password="password1")
-                login = await watcher.login("alice")
-                senders = asyncio.gather(sender(n2, "bob", 40), sender(n3, "carol", 40))
-                seen = [(await watcher.next_event("message"))["params"] for _ in range(10)]
-                n1.kill()
-                with contextlib.suppress(Exception):
-                    await watcher.reader
-            since = watcher.cursor
-            async with connected(n2.url) as again:
-                resumed = await again.call("login", user="alice", token=login["token"], since=since)
-                assert resumed["resumed"] is True
-                await senders
-                history: list[dict[str, Any]] = []
-                before = None
-                while True:
-                    params: dict[str, int] = {"before": before} if before else {}
-                    page = await again.call("history", chat="general", limit=100, **params)
-                    history = page["messages"] + history
-                    if not page["has_more"]:
-                        break
-                    before = page["messages"][0]["seq"]
-                assert [m["seq"] for m in history] == list(range(1, len(history) + 1))
-                assert set(acknowledged) <= {m["id"] for m in history}
-                assert len(history) == 80
-                while sum(1 for e in seen if "message" in e) < len(history):
-                    seen.append((await again.next_event("message"))["params"])
-                ids = [e["message"]["id"] for e in seen]
-                assert ids == [m["id"] for m in history]  # no gap, no duplicate, in order
+            async with (
+                user_device(n2.url, "bob") as bob,
+                user_device(n3.url, "carol") as carol,
+            ):
+                async with connected(n1.url) as watcher:
+                    await watcher.call("register", user="alice", password="password1")
+                    login = await watcher.login("alice")
+                    senders = asyncio.gather(sender(bob, 40), sender(carol, 40))
+                    seen = [(await watcher.next_event("message"))["params"] for _ in range(10)]
+                    n1.kill()
+                    with contextlib.suppress(Exception):
+                        await watcher.reader
+                async with connected(n2.url) as again:
+                    resumed = await again.call(
+                        "login", user="alice", token=login["token"], since=watcher.cursor
+                    )
+                    assert resumed["resumed"] is True
+                    await senders
+                    history = await whole_history(again)
+                    assert [m["seq"] for m in history] == list(range(1, 81))
+                    assert set(acknowledged) == {m["id"] for m in history}
+                    while len(seen) < len(history):
+                        seen.append((await again.next_event("message"))["params"])
+                    ids = [e["message"]["id"] for e in seen]
+                    assert ids == [m["id"] for m in history]  # no gap, no duplicate, in order
             status, said = await health(n2)
             assert status == 200
             assert said.startswith("ok")
@@ -138,3 +145,37 @@ async def test_nats_unreachable_writes_unavailable_then_recovers(
             history = await alice.call("history", chat="general")
             assert [m["text"] for m in history["messages"]] == ["before", "during", "after"]
         assert n1.process.poll() is None
+
+
+async def test_a_jetstream_cluster_loses_its_stream_leader(tmp_path: Path) -> None:
+    """Three JetStream servers, the stream replicated on all three: its leader killed,
+    writes pause, then go on; nothing acknowledged is lost."""
+    ports = [free_port() for _ in range(3)]
+    servers = [
+        Nats(tmp_path / f"js{index}", name=f"js{index}", cluster_port=port, routes=ports)
+        for index, port in enumerate(ports)
+    ]
+    for server in servers:
+        server.start()
+    try:
+        urls = [server.url for server in servers]
+        with node_processes(tmp_path, urls, "n1") as (n1,):
+            await wait_until_writer(n1, within=30)
+            async with user_device(n1.url, "alice") as alice:
+                acknowledged = [await send_until_acknowledged(alice, f"m{i}") for i in range(5)]
+                shared = await jetstream.connect(urls, "test", 1.0, "probe")
+                try:
+                    info = await shared.js.stream_info(shared.names.stream)
+                    assert info.config.num_replicas == 3
+                    assert info.cluster is not None
+                    leader = info.cluster.leader
+                finally:
+                    await shared.close()
+                next(server for server in servers if server.name == leader).kill()
+                for index in range(5, 10):
+                    acknowledged.append(await send_until_acknowledged(alice, f"m{index}"))
+                history = await alice.call("history", chat="general")
+                assert [m["id"] for m in history["messages"]] == [m["id"] for m in acknowledged]
+    finally:
+        for server in servers:
+            server.stop()
