@@ -150,3 +150,26 @@ async def test_three_reports_through_three_nodes_ban(tmp_path: Path, nats: Nats)
         with pytest.raises(RpcError) as caught:
             await mallory.call("send", chat="general", text="spam")
         assert caught.value.code == -32005
+
+
+async def test_a_device_logged_out_on_one_node_is_cut_off_on_another(
+    tmp_path: Path, nats: Nats
+) -> None:
+    """Logout revokes the device everywhere: its connection on another node is closed
+    and its token no longer logs in on any node."""
+    async with (
+        nodes(tmp_path, [nats.url], 2) as (writer, follower),
+        user_device(follower.url, "alice") as here,
+        connected(writer.url) as there,
+    ):
+        assert here.token is not None
+        await there.call("login", user="alice", token=here.token)
+        assert await here.call("logout") == {}
+        async with asyncio.timeout(5):
+            await there.connection.wait_closed()  # the server closed it
+        assert there.connection.close_code == 1008
+        for node in (writer, follower):
+            async with connected(node.url) as again:
+                with pytest.raises(RpcError) as caught:
+                    await again.call("login", user="alice", token=here.token)
+                assert caught.value.code == -32001
