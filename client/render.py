@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from client.errors import RpcError
-from client.model import Chat, Json, clean
+from client.model import Chat, ChatId, Json, clean
 
 __all__ = ["clean"]
 from wire import ErrorCode
@@ -35,27 +35,35 @@ def clock_time(ts: int, now: float, tz: datetime.tzinfo | None = None) -> str:
 
 
 def duration(seconds: float) -> str:
-    """A wait as a person reads it: ``45 s``, ``12 min``, ``3 h 59 min``."""
-    whole = max(1, round(seconds))
+    """A wait as a person reads it: ``45 s``, ``12 min 5 s``, ``3 h 59 min``; rounded
+    up to the unit shown, never promising too early a retry."""
+    whole = max(1, math.ceil(seconds - 0.001))  # a hair over (float error) is not a second
     if whole < 60:
         return f"{whole} s"
-    minutes = -(-whole // 60)  # rounded up: never promise a retry too early
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
+    if whole < 3600:
+        minutes, rest = divmod(whole, 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, minutes = divmod(-(-whole // 60), 60)
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
+def clock_time_at(seconds: float, now: float, tz: datetime.tzinfo | None = None) -> str:
+    """``04:45`` on the minute, ``04:45:30`` otherwise: when a wait ends, to the second."""
+    whole = math.ceil(seconds - 0.001)
+    shown = clock_time(whole * 1000, now, tz)
+    return shown if whole % 60 == 0 else shown + f":{whole % 60:02d}"
+
+
 def size_text(size: int) -> str:
-    """``812 bytes``, ``4.2 KiB``, ``5.0 MiB``."""
+    """``812 bytes``, ``4.2 KiB``, ``5 MiB`` (no ``.0``)."""
     if size < 1024:
         return "1 byte" if size == 1 else f"{size} bytes"
     value = float(size)
-    for unit in ("KiB", "MiB"):
+    for unit in ("KiB", "MiB", "GiB"):
         value /= 1024
-        if value < 1024:
-            return f"{value:.1f} {unit}"
-    return f"{value / 1024:.1f} GiB"
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f}".removesuffix(".0") + f" {unit}"
+    raise AssertionError("unreachable")
 
 
 def short_id(scheduled_id: str) -> str:
@@ -68,14 +76,21 @@ def message_ref(label: str, seq: int) -> str:
     return f"{label}#{seq}"
 
 
-def message_line(message: Json, label: str, now: float, tz: datetime.tzinfo | None = None) -> Line:
-    """``14:02 general#12 bob: hello``; later lines of the text are indented."""
+def message_line(
+    message: Json,
+    label: str,
+    now: float,
+    tz: datetime.tzinfo | None = None,
+    marked: bool = False,
+) -> Line:
+    """``14:02 general#12 bob: hello``; later lines of the text are indented; a mention
+    or a direct message (``marked``) stands out."""
     text = clean(message["text"]).replace("\n", "\n" + _INDENT)
     line: Line = [
         ("class:time", clock_time(message["ts"], now, tz) + " "),
         ("class:ref", message_ref(label, message["seq"]) + " "),
-        ("class:author", clean(message["author"])),
-        ("", ": " + text),
+        ("class:mention" if marked else "class:author", clean(message["author"])),
+        ("class:mention" if marked else "", ": " + text),
     ]
     file = message.get("file")
     if file:
@@ -197,8 +212,47 @@ def declined_line(label: str) -> Line:
     return info(f"Your request to join {clean(label)} was declined.")
 
 
-def left_line(label: str) -> Line:
-    return info(f"You are no longer in {clean(label)}.")
+def left_line(label: str, now_in: str | None = None) -> Line:
+    """A group left; ``now_in``: where plain text goes now, when it was the open chat."""
+    where = f"; you are now in {clean(now_in)}" if now_in else ""
+    return info(f"You are no longer in {clean(label)}{where}.")
+
+
+def member_line(label: str, user: str, joined: bool, me: str) -> Line:
+    """``carol joined +club.`` / ``carol left +club.``: news of another member."""
+    did = "joined" if joined else "left"
+    return info(f"{clean(user)} {did} {clean(label)}.")
+
+
+def group_label(title: str | None) -> str:
+    """A group one is not in, named by its title as a label (``+Book_Club``)."""
+    return Chat(ChatId("?"), "group", title).label if title else "a group"
+
+
+def new_messages_line() -> Line:
+    """Where the unread messages of a chat begin, when it is opened."""
+    return [("class:unread", "--- new messages ---")]
+
+
+def status_line(chats: Sequence[Chat], current: str | None, connected: bool, queued: int) -> Line:
+    """The console's bottom line: each chat with its number (Alt-1..9), the open one
+    marked, unread counts (mentions and direct messages stand out), the connection."""
+    line: Line = []
+    for number, chat in enumerate(chats, start=1):
+        if chat.id != current and not chat.unread:
+            continue
+        attention = chat.mentions or (chat.kind == "direct" and chat.unread)
+        style = "class:status.current" if chat.id == current else "class:status"
+        line.append((style, f" {number}:{chat.label}"))
+        if chat.unread and chat.id != current:
+            count = f" {chat.unread}" + (f" ({chat.mentions} @)" if chat.mentions else "")
+            line.append(("class:status.attention" if attention else "class:status.unread", count))
+    if not connected:
+        waiting = f", {queued} queued" if queued else ""
+        line.append(("class:status.offline", f"  reconnecting\N{HORIZONTAL ELLIPSIS}{waiting}"))
+    elif queued:
+        line.append(("class:status", f"  {queued} queued"))
+    return line
 
 
 def request_row(request: Json, label: str, now: float, tz: datetime.tzinfo | None) -> Line:
@@ -245,15 +299,15 @@ def error_text(error: RpcError, now: float, tz: datetime.tzinfo | None = None) -
     code = error.error_code
     if code is ErrorCode.RATE_LIMITED and "retry_after" in data:
         wait: float = data["retry_after"]
-        # Rounded up to the minute shown, like the duration: never too early.
-        at = clock_time(math.ceil((now + wait) / 60) * 60_000, now, tz)
+        # To the second, rounded up like the duration: never too early.
+        at = clock_time_at(now + wait, now, tz)
         return f"Rate limited: try again in {duration(wait)} (at {at})."
     if code is ErrorCode.BANNED and "until" in data:
         until: int = data["until"]
         left = duration(until / 1000 - now)
         return f"You are banned until {clock_time(until, now, tz)} ({left} from now)."
     if code is ErrorCode.TOO_LARGE and "max" in data:
-        return f"Too large: the server takes at most {data['max']} bytes."
+        return f"Too large: the server takes at most {size_text(data['max'])}."
     if code is ErrorCode.METHOD_NOT_FOUND:
         return f"This server does not support {error.method or 'that'}."
     if code is ErrorCode.INTERNAL_ERROR:

@@ -138,7 +138,7 @@ async def test_a_file_over_the_limit_is_refused_in_one_line(
         alice.type(f"/send-file {big} look", "/get #7", f"/send-file {tmp_path}", "/history")
         assert await alice.end() == 1
     assert alice.stderr.lines()[1:] == [
-        "Too large: the server takes at most 100 bytes.",
+        "Too large: big.bin is 1000 bytes; the server takes at most 100 bytes",
         "No message general#7 (expired, or not there yet)",
         f"Expected a file to send, but {tmp_path} is not a regular file",
     ]
@@ -152,7 +152,8 @@ async def test_a_group_is_joined_by_link_approved_or_declined_and_left(
     running_server: Running, clients: Clients
 ) -> None:
     """Create, link, join, the owner told and approving, the joiner told and then in
-    the conversation; a declined requester told; members listed; leaving."""
+    the conversation; a declined requester told (by the group's title); members listed;
+    leaving, which the others hear of."""
     port = running_server.port
     alice = clients.start(port, "alice")
     await alice.started()
@@ -174,7 +175,7 @@ async def test_a_group_is_joined_by_link_approved_or_declined_and_left(
     alice.type("/requests +Book_Club")
     await alice.stdout.wait_for("bob  asked ")
     alice.type("/approve +Book_Club @bob")
-    await alice.stdout.wait_for("bob is now a member of +Book_Club.")
+    await alice.stdout.wait_for("bob joined +Book_Club.")
     await bob.stdout.wait_for("You are now in +Book_Club (alice's group): /open +Book_Club")
 
     alice.type("/open +Book_Club", "welcome")
@@ -186,24 +187,25 @@ async def test_a_group_is_joined_by_link_approved_or_declined_and_left(
     await alice.stdout.wait_for("carol asks to join +Book_Club")
     alice.type("/decline +Book_Club @carol")
     await alice.stdout.wait_for("Declined carol's request to join +Book_Club.")
-    await carol.stdout.wait_for("Your request to join ")
-    assert "was declined." in carol.stdout.lines()[-1]
+    await carol.stdout.wait_for("Your request to join +Book_Club was declined.")
 
     alice.type("/members +Book_Club")
     await alice.stdout.wait_for("+Book_Club: 2 members: alice (owner), bob")
     bob.type("/leave +Book_Club")
-    await bob.stdout.wait_for("You are no longer in +Book_Club.")
+    await bob.stdout.wait_for("You are no longer in +Book_Club; you are now in general.")
+    await alice.stdout.wait_for("bob left +Book_Club.")
     typed = len(alice.stdout.getvalue())
     alice.type("/members +Book_Club")
     await alice.stdout.wait_for("+Book_Club: 1 member: alice (owner)", after=typed)
 
     alice.type("/invite +Book_Club @carol")
-    await alice.stdout.wait_for("Added carol to +Book_Club.")
+    await alice.stdout.wait_for("carol joined +Book_Club.")
     await carol.stdout.wait_for("You are now in +Book_Club (alice's group)")
     for client in (alice, bob, carol):
         assert await client.end() == 0
     assert alice.stdout.count("You created +Book_Club") == 1  # reply and event: one line
-    assert bob.stdout.count("You are no longer in +Book_Club.") == 1
+    assert bob.stdout.count("You are no longer in +Book_Club") == 1
+    assert alice.stdout.count("Declined carol's request") == 1  # reply and event: one line
 
 
 async def test_group_commands_refused_say_so_in_one_line(
@@ -222,7 +224,8 @@ async def test_group_commands_refused_say_so_in_one_line(
     assert await alice.end() == 1
     assert bob.stderr.lines()[1:] == [
         "Not found: No such link (links are replaced when the owner makes a new one)",
-        "Not allowed: Only group chats can be left, and 'general' is a general chat",
+        "general is everyone's chat: it has no owner, and nobody leaves it",
         "No chat 'nowhere' among yours; /chats lists them",
     ]
+    assert alice.stderr.lines()[1] == "Conflict: alice is already a member of +club"
     assert alice.stderr.lines()[-1] == "Not allowed: The owner cannot leave the group"

@@ -83,12 +83,13 @@ def test_a_file_name_cannot_reach_the_terminal_either() -> None:
         (1, "1 byte"),
         (1023, "1023 bytes"),
         (5000, "4.9 KiB"),
-        (5 * 2**20, "5.0 MiB"),
-        (3 * 2**30, "3.0 GiB"),
+        (5 * 2**20, "5 MiB"),
+        (int(2.5 * 2**20), "2.5 MiB"),
+        (3 * 2**30, "3 GiB"),
     ],
 )
 def test_sizes_read_in_the_unit_that_fits(size: int, text: str) -> None:
-    """Bytes below a KiB, then KiB, MiB, GiB with one decimal."""
+    """Bytes below a KiB, then KiB, MiB, GiB with one decimal, none when it is .0."""
     assert size_text(size) == text
 
 
@@ -122,10 +123,19 @@ def test_a_join_request_tells_the_owner_how_to_answer() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.2, "1 s"), (45, "45 s"), (61, "2 min"), (3600, "1 h"), (14_340, "3 h 59 min")],
+    [
+        (0.2, "1 s"),
+        (45, "45 s"),
+        (49.0000001, "49 s"),
+        (61, "1 min 1 s"),
+        (120, "2 min"),
+        (3600, "1 h"),
+        (14_340, "3 h 59 min"),
+    ],
 )
 def test_waits_read_like_a_person_says_them(seconds: float, text: str) -> None:
-    """Durations are rounded up to the unit shown, never promising too early a retry."""
+    """Durations to the second under an hour, rounded up, never promising too early a
+    retry."""
     assert duration(seconds) == text
 
 
@@ -136,6 +146,12 @@ def test_waits_read_like_a_person_says_them(seconds: float, text: str) -> None:
             ErrorCode.RATE_LIMITED,
             "slow down",
             {"retry_after": 90.5},
+            "Rate limited: try again in 1 min 31 s (at 12:01:31).",
+        ),
+        (
+            ErrorCode.RATE_LIMITED,
+            "slow down",
+            {"retry_after": 120},
             "Rate limited: try again in 2 min (at 12:02).",
         ),
         (
@@ -152,6 +168,12 @@ def test_waits_read_like_a_person_says_them(seconds: float, text: str) -> None:
         ),
         (ErrorCode.NOT_FOUND, "No user 'carol'", None, "Not found: No user 'carol'"),
         (ErrorCode.TOO_LARGE, "big", {"max": 5}, "Too large: the server takes at most 5 bytes."),
+        (
+            ErrorCode.TOO_LARGE,
+            "big",
+            {"max": 5 * 2**20},
+            "Too large: the server takes at most 5 MiB.",
+        ),
         (ErrorCode.METHOD_NOT_FOUND, "nope", None, "This server does not support send."),
         (
             ErrorCode.INTERNAL_ERROR,
@@ -167,3 +189,10 @@ def test_each_error_is_one_line_a_person_understands(
 ) -> None:
     """Every code of the contract reads as a sentence; retry and ban times are spelled out."""
     assert error_text(RpcError(code, message, data, "send"), NOW, UTC) == text
+
+
+def test_a_rate_limit_ending_on_the_minute_says_that_minute() -> None:
+    """49 s before 04:45:00 reads "in 49 s (at 04:45)", not 04:46."""
+    now = datetime.datetime(2025, 3, 4, 4, 44, 11, tzinfo=UTC).timestamp()
+    error = RpcError(ErrorCode.RATE_LIMITED, "slow down", {"retry_after": 49}, "send")
+    assert error_text(error, now, UTC) == "Rate limited: try again in 49 s (at 04:45)."
