@@ -88,9 +88,9 @@ async def _sign_in_once(
     """The ``login`` result, or None (said why through ``notice`` when ``again``:
     another password may be typed) to ask again."""
     login = {"user": device.user, "password": password, "device_name": device.name}
+    if not _fits(password, notice):  # no user has such a password, nor may have
+        return None
     if register:
-        if not _fits(password, notice):
-            return None
         await _register(session, device.user, password)
     try:
         return await session.login(login)
@@ -104,8 +104,6 @@ async def _sign_in_once(
     ):
         if again:
             notice("Then the password again (Ctrl-D gives up).")
-        return None
-    if not _fits(password, notice):
         return None
     if await prompter.ask_password("The same password again: ") != password:
         notice("The passwords differ; nothing was registered. Again:")

@@ -229,3 +229,60 @@ async def test_group_commands_refused_say_so_in_one_line(
     ]
     assert alice.stderr.lines()[1] == "Conflict: alice is already a member of +club"
     assert alice.stderr.lines()[-1] == "Not allowed: The owner cannot leave the group"
+
+
+async def test_one_device_acts_and_the_others_are_told(
+    running_server: Running, clients: Clients
+) -> None:
+    """Invite, approve, decline and report on the phone show on the laptop; members see
+    who joined and left; a second report says it did not count; /leave of the open chat
+    says where one is now."""
+    port = running_server.port
+    who = [("alice", "phone"), ("alice", "laptop"), ("bob", None), ("carol", None), ("dave", None)]
+    phone, laptop, bob, carol, dave = [clients.start(port, u, device=d) for u, d in who]
+    for client in (phone, laptop, bob, carol, dave):
+        await client.started()
+
+    phone.type("/create club", "/invite club @bob", "/link club")
+    await laptop.stdout.wait_for("bob joined +club.")
+    await phone.stdout.wait_for("Join link for +club")
+    link = found(phone, r"/join (\S+)")[1]
+    carol.type(f"/join {link}")
+    dave.type(f"/join {link}")
+    await laptop.stdout.wait_for("dave asks to join +club")
+    phone.type("/approve club @carol", "/decline club @dave", "/report @dave spam")
+    await laptop.stdout.wait_for("carol joined +club.")
+    await bob.stdout.wait_for("carol joined +club.")
+    await laptop.stdout.wait_for("Declined dave's request to join +club.")
+    await laptop.stdout.wait_for("Reported dave.")
+    await dave.stdout.wait_for("Your request to join +club was declined.")
+    phone.type("/report @dave again")
+    await phone.stdout.wait_for("You reported dave before; this report did not count.")
+
+    bob.type("/open +club", "/leave +club")
+    await bob.stdout.wait_for("You are no longer in +club; you are now in general.")
+    await laptop.stdout.wait_for("bob left +club.")
+    await carol.stdout.wait_for("bob left +club.")
+    for client in (phone, laptop, bob, carol, dave):
+        assert await client.end() == 0
+    assert phone.stdout.count("Reported dave.") == 1  # the event's line, not two
+
+
+async def test_small_answers_read_well(running_server: Running, clients: Clients) -> None:
+    """An empty chat's /history says so; two groups of one title: the name lists both;
+    general has no owner; /help CMD gives the usage and an example."""
+    alice = clients.start(running_server.port, "alice")
+    await alice.started()
+    alice.type("/create club", "/create club", "/open club")
+    await alice.stderr.wait_for("'club' could be any of +club~g")
+    alice.type("/history", "/invite general @alice", "/help schedule")
+    assert await alice.end() == 1
+    assert "No messages in general yet." in alice.stdout.lines()
+    assert alice.stderr.lines()[-1] == (
+        "general is everyone's chat: it has no owner, and nobody leaves it"
+    )
+    assert alice.stdout.lines()[-2:] == [
+        "/schedule <when> <text>  Send text to the current chat later: +10m, +2h, 14:30, "
+        "2026-11-24T14:30.",
+        "For example: /schedule +2h stand-up in 5 minutes",
+    ]

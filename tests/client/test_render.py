@@ -7,6 +7,7 @@ import datetime
 import pytest
 
 from client.errors import RpcError
+from client.model import Chat, ChatId
 from client.render import (
     banned_line,
     clock_time,
@@ -17,6 +18,7 @@ from client.render import (
     plain,
     scheduled_line,
     size_text,
+    status_line,
 )
 from wire import ErrorCode
 
@@ -196,3 +198,29 @@ def test_a_rate_limit_ending_on_the_minute_says_that_minute() -> None:
     now = datetime.datetime(2025, 3, 4, 4, 44, 11, tzinfo=UTC).timestamp()
     error = RpcError(ErrorCode.RATE_LIMITED, "slow down", {"retry_after": 49}, "send")
     assert error_text(error, now, UTC) == "Rate limited: try again in 49 s (at 04:45)."
+
+
+def test_the_status_line_shows_the_open_chat_and_those_with_unread() -> None:
+    """Numbered for Alt-1..9; quiet chats left out; mentions and DMs stand out; the
+    connection and what waits for it."""
+    chats = [
+        Chat(ChatId("general"), "general", "general", unread=2, mentions=1),
+        Chat(ChatId("d1"), "direct", "bob", unread=1),
+        Chat(ChatId("g1"), "group", "club"),
+        Chat(ChatId("g2"), "group", "quiet", unread=3),
+    ]
+    line = status_line(chats, "g1", connected=False, queued=2)
+    assert plain(line) == (
+        " 1:general 2 (1 @) 2:@bob 1 3:+club 4:+quiet 3"
+        "  reconnecting\N{HORIZONTAL ELLIPSIS}, 2 queued"
+    )
+    styles = {text.strip(): style for style, text in line}
+    assert styles["2 (1 @)"] == styles["1"] == "class:status.attention"
+    assert styles["3"] == "class:status.unread"
+    assert plain(status_line(chats[2:3], "g1", connected=True, queued=0)) == " 1:+club"
+
+
+def test_a_message_that_wants_attention_is_highlighted() -> None:
+    """A mention or a DM: the author and text in the mention style."""
+    line = message_line(text_message("@alice hi"), "general", NOW, UTC, marked=True)
+    assert [style for style, _ in line][2:4] == ["class:mention", "class:mention"]
