@@ -194,8 +194,13 @@ class App:
         result = await self.session.call("send", params)
         if "scheduled" in result:
             await self.show_scheduled(result["scheduled"])
-        else:  # sent at once: no send_at, or its time came while on the way
-            await self._message_arrived(result["message"])
+            return
+        # Sent at once: no send_at, or its time came while on the way.
+        message: Json = result["message"]
+        await self._message_arrived(message)
+        if not self.in_view(message["chat"]):  # a /dm from another chat: say it went
+            label = self.model.label(message["chat"])
+            self.show(render.message_line(message, label, self.now(), self._tz))
 
     def check_length(self, text: str) -> None:
         """``UsageError`` for a text longer than the server takes."""
@@ -392,7 +397,7 @@ class App:
             case EventReceived("chat.member_joined" | "chat.member_left" as method, params):
                 label = await self.chat_label(params["chat"])
                 joined = method == "chat.member_joined"
-                self.show(render.member_line(label, params["user"], joined, self.model.me))
+                self.show(render.member_line(label, params["user"], joined))
             case EventReceived("chat.request_declined", params):
                 label = await self.chat_label(params["chat"])
                 self.show(render.info(f"Declined {params['user']}'s request to join {label}."))

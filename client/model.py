@@ -176,6 +176,9 @@ class Model:
                 chat.unread += 1
                 chat.mentions += self.mentions_me(message)
             chat.last_seq = seq
+        if chat is not None and self.is_mine(message):
+            # The server moves the author's marker: writing in a chat reads it.
+            self.read_moved(chat_id, seq)
         if message_id in self._shown:
             return False
         self._shown.add(message_id)
@@ -330,21 +333,14 @@ class Model:
     def read_up_to(self, message: Json) -> int | None:
         """The seq to mark read now that ``message`` was shown, or None.
 
-        A message shown in the current chat has been read. So has one's own message,
-        but only when nothing before it is unread: the marker covers all before it.
+        A message shown in the current chat has been read. (One's own message moved
+        the marker on the server already: ``message_seen`` followed it.)
         """
         chat = self.chats.get(ChatId(message["chat"]))
         seq: int = message["seq"]
         if chat is None or seq <= chat.read_seq:
             return None
-        if chat.id == self.current.chat:
-            return seq
-        if _same_user(message["author"], self.me) and chat.read_seq == seq - 1:
-            return seq
-        return None
-
-    def unread_elsewhere(self) -> int:
-        return sum(chat.unread for chat in self.chats.values() if chat.id != self.current.chat)
+        return seq if chat.id == self.current.chat else None
 
 
 def _same_user(a: str, b: str) -> bool:

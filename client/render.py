@@ -218,7 +218,7 @@ def left_line(label: str, now_in: str | None = None) -> Line:
     return info(f"You are no longer in {clean(label)}{where}.")
 
 
-def member_line(label: str, user: str, joined: bool, me: str) -> Line:
+def member_line(label: str, user: str, joined: bool) -> Line:
     """``carol joined +club.`` / ``carol left +club.``: news of another member."""
     did = "joined" if joined else "left"
     return info(f"{clean(user)} {did} {clean(label)}.")

@@ -183,7 +183,7 @@ async def test_one_chat_in_view_the_others_counted_with_mentions_and_dms_standin
 ) -> None:
     """Only the open chat prints; a direct message counts in the status line (unread,
     not shown, so not read) and rings; Alt-2 opens it from the "new messages" line;
-    Ctrl-P goes back; a mention rings too."""
+    Ctrl-P goes back; a mention rings too; a /dm sent from another view shows once."""
     port = running_server.port
     async with console(port, config_home) as alice:
         await alice.text.wait_for("Signed in as alice")
@@ -214,9 +214,12 @@ async def test_one_chat_in_view_the_others_counted_with_mentions_and_dms_standin
         await alice.text.wait_for(" 2:@bob 1", after=mark)
         assert "in the other view" not in alice.text.getvalue()
         assert alice.text.getvalue()[mark:].count("\a") == 2  # the mention, the DM
+        alice.keyboard.send_text("/dm @bob from general\r")  # what one sends shows
+        await alice.text.wait_for("@bob#3 alice: from general", after=mark)
         alice.keyboard.send_text("/quit\r")
         assert await asyncio.wait_for(alice.task, 10) == 0
         assert await bob.end() == 0
+        assert alice.text.count("alice: from general") == 1
 
 
 async def test_an_outage_queues_what_is_typed_and_quit_does_not_wait(

@@ -94,13 +94,15 @@ def test_what_is_shown_in_the_current_chat_is_read() -> None:
     assert known.read_up_to(message("d1", 1)) is None
 
 
-def test_ones_own_message_is_read_only_when_nothing_before_it_is_unread() -> None:
-    """Marking one's own message read must not swallow someone else's unread one."""
+def test_ones_own_message_moves_the_marker_as_the_server_does() -> None:
+    """Posting reads the chat on the server: the count follows, and no `read` is asked."""
     known = model()
     known.current = Target(chat=ChatId("d1"))
-    assert known.read_up_to(message("general", 4, author="Alice")) is None  # #3 is unread
-    known.read_moved("general", 3)
-    assert known.read_up_to(message("general", 4, author="Alice")) == 4
+    own = message("general", 4, author="Alice")
+    known.message_seen(own)
+    general = known.chats[ChatId("general")]
+    assert (general.read_seq, general.unread) == (4, 0)
+    assert known.read_up_to(own) is None
 
 
 def test_joining_a_group_is_news_once_until_it_is_left() -> None:
