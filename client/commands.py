@@ -167,9 +167,8 @@ async def _scheduled(app: App, values: Values) -> None:
     app.model.scheduled_listed(pending)
     if not pending:
         app.show(render.info("No scheduled messages."))
-    for scheduled in pending:
-        label = await app.chat_label(scheduled["chat"])
-        app.show(render.scheduled_row(scheduled, label, app.now(), app.tz))
+    labelled = [(scheduled, await app.chat_label(scheduled["chat"])) for scheduled in pending]
+    app.show_lines(render.scheduled_rows(labelled, app.now(), app.tz))
 
 
 async def _cancel(app: App, values: Values) -> None:
@@ -263,8 +262,7 @@ async def _requests(app: App, values: Values) -> None:
     label = app.model.label(chat)
     if not result["requests"]:
         app.show(render.info(f"No one is asking to join {label}."))
-    for request in result["requests"]:
-        app.show(render.request_row(request, label, app.now(), app.tz))
+    app.show_lines(render.request_rows(result["requests"], label, app.now(), app.tz))
 
 
 async def _approve(app: App, values: Values) -> None:

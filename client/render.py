@@ -145,12 +145,15 @@ def chat_lines(chats: Iterable[Chat], current: str | None) -> list[Line]:
 
 
 def device_lines(devices: Sequence[Json], this_device: str) -> list[Line]:
+    """One row a device, its name, online or not, and which is this one, in columns."""
+    names = [clean(device.get("name") or device["device"]) for device in devices]
+    width = max(map(len, names), default=0)
     lines: list[Line] = []
-    for device in devices:
-        name = clean(device.get("name") or device["device"])
+    for name, device in zip(names, devices, strict=True):
         state = "online" if device.get("online") else "offline"
-        mine = "  (this device)" if device["device"] == this_device else ""
-        lines.append([("class:ref", name), ("class:dim", f"  {state}{mine}")])
+        if device["device"] == this_device:
+            state = f"{state:<7}  (this device)"
+        lines.append([("class:ref", name.ljust(width)), ("class:dim", f"  {state}")])
     return lines
 
 
@@ -171,18 +174,28 @@ def scheduled_line(
     return line
 
 
-def scheduled_row(scheduled: Json, label: str, now: float, tz: datetime.tzinfo | None) -> Line:
-    """One line of /scheduled: short id, when, where, what."""
-    line: Line = [
-        ("class:ref", short_id(scheduled["id"]) + "  "),
-        ("class:time", clock_time(scheduled["send_at"], now, tz) + "  "),
-        ("class:ref", clean(label) + ": "),
-        ("", clean(scheduled["text"]).replace("\n", "\n" + _INDENT)),
-    ]
-    file = scheduled.get("file")
-    if file:
-        line.append(("class:file", f" [file {clean(file['name'])}, {size_text(file['size'])}]"))
-    return line
+def scheduled_rows(
+    pending: Sequence[tuple[Json, str]], now: float, tz: datetime.tzinfo | None
+) -> list[Line]:
+    """/scheduled, each ``(scheduled, label)`` a row in columns: short id, when, where, what."""
+    times = [clock_time(scheduled["send_at"], now, tz) for scheduled, _ in pending]
+    labels = [clean(label) + ":" for _, label in pending]
+    time_width = max(map(len, times), default=0)
+    label_width = max(map(len, labels), default=0)
+    rows: list[Line] = []
+    for (scheduled, _), at, label in zip(pending, times, labels, strict=True):
+        line: Line = [
+            ("class:ref", short_id(scheduled["id"]) + "  "),
+            ("class:time", at.ljust(time_width) + "  "),
+            ("class:ref", label.ljust(label_width) + " "),
+            ("", clean(scheduled["text"]).replace("\n", "\n" + _INDENT)),
+        ]
+        file = scheduled.get("file")
+        if file:
+            name, size = clean(file["name"]), size_text(file["size"])
+            line.append(("class:file", f" [file {name}, {size}]"))
+        rows.append(line)
+    return rows
 
 
 def cancelled_line(scheduled_id: str) -> Line:
@@ -255,13 +268,22 @@ def status_line(chats: Sequence[Chat], current: str | None, connected: bool, que
     return line
 
 
-def request_row(request: Json, label: str, now: float, tz: datetime.tzinfo | None) -> Line:
-    """One line of /requests: who asks, since when, and how to answer."""
-    user = clean(request["user"])
+def request_rows(
+    requests: Sequence[Json], label: str, now: float, tz: datetime.tzinfo | None
+) -> list[Line]:
+    """/requests in columns: who asks, since when, and how to answer."""
+    users = [clean(request["user"]) for request in requests]
+    times = [clock_time(request["ts"], now, tz) for request in requests]
+    user_width = max(map(len, users), default=0)
+    time_width = max(map(len, times), default=0)
+    label = clean(label)
     return [
-        ("class:author", user),
-        ("class:time", f"  asked {clock_time(request['ts'], now, tz)}  "),
-        ("class:dim", f"/approve {clean(label)} @{user} or /decline {clean(label)} @{user}"),
+        [
+            ("class:author", user.ljust(user_width)),
+            ("class:time", f"  asked {at.ljust(time_width)}  "),
+            ("class:dim", f"/approve {label} @{user} or /decline {label} @{user}"),
+        ]
+        for user, at in zip(users, times, strict=True)
     ]
 
 

@@ -11,12 +11,15 @@ from client.model import Chat, ChatId
 from client.render import (
     banned_line,
     clock_time,
+    device_lines,
     duration,
     error_text,
     join_request_line,
     message_line,
     plain,
+    request_rows,
     scheduled_line,
+    scheduled_rows,
     size_text,
     status_line,
 )
@@ -224,3 +227,28 @@ def test_a_message_that_wants_attention_is_highlighted() -> None:
     """A mention or a DM: the author and text in the mention style."""
     line = message_line(text_message("@alice hi"), "general", NOW, UTC, marked=True)
     assert [style for style, _ in line][2:4] == ["class:mention", "class:mention"]
+
+
+def test_lists_line_up_in_columns() -> None:
+    """/devices, /scheduled and /requests pad each column to its widest entry."""
+    devices = [
+        {"device": "a1", "name": "phone", "online": True},
+        {"device": "b2", "name": "old laptop", "online": False},
+    ]
+    assert [plain(line) for line in device_lines(devices, "a1")] == [
+        "phone       online   (this device)",
+        "old laptop  offline",
+    ]
+    pending = [
+        ({"id": "aaaaaa1", "chat": "general", "text": "soon", "send_at": ms(14, 30)}, "general"),
+        ({"id": "bbbbbb2", "chat": "d1", "text": "later", "send_at": ms(9, 0, day=5)}, "@bob"),
+    ]
+    assert [plain(line) for line in scheduled_rows(pending, NOW, UTC)] == [
+        "aaaaaa  14:30             general: soon",
+        "bbbbbb  2025-03-05 09:00  @bob:    later",
+    ]
+    requests = [{"user": "al", "ts": ms(11, 0)}, {"user": "carol", "ts": ms(11, 5)}]
+    assert [plain(line).split("  /")[0] for line in request_rows(requests, "+c", NOW, UTC)] == [
+        "al     asked 11:00",
+        "carol  asked 11:05",
+    ]

@@ -99,7 +99,7 @@ async def test_the_token_is_reused_on_the_second_run(
     second.type("/devices")
     assert await second.end() == 0
     devices = [line for line in second.stdout.lines() if "online" in line]
-    assert devices == ["laptop  online  (this device)"]  # the same device, not a new one
+    assert devices == ["laptop  online   (this device)"]  # the same device, not a new one
 
 
 async def test_a_revoked_token_falls_back_to_the_password(
@@ -137,10 +137,10 @@ async def test_two_clients_of_one_user_see_each_others_messages_and_reading(
     phone.type("from the phone")
     await laptop.stdout.wait_for("general#1 alice: from the phone")
     laptop.type("/devices")
-    await laptop.stdout.wait_for("phone  online")
+    await laptop.stdout.wait_for("phone   online")
     for client in (laptop, phone, bob):
         assert await client.end() == 0
-    assert "laptop  online  (this device)" in laptop.stdout.lines()
+    assert "laptop  online   (this device)" in laptop.stdout.lines()
 
 
 async def test_errors_are_one_line_each_and_fail_the_script(
