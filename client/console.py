@@ -184,7 +184,8 @@ class Console:
                 self._commands.put_nowait(line)
                 self.changed()
         finally:
-            left = self.queued
+            # What waits, and what runs unless it is what quit (/logout).
+            left = self._commands.qsize() + (self._busy and not app.quitting)
             worker.cancel()
             await asyncio.wait([worker])
         if left:

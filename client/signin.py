@@ -88,7 +88,15 @@ async def _sign_in_once(
     """The ``login`` result, or None (said why through ``notice`` when ``again``:
     another password may be typed) to ask again."""
     login = {"user": device.user, "password": password, "device_name": device.name}
-    if not _fits(password, notice):  # no user has such a password, nor may have
+    # No user has such a password, nor may have one: not worth asking the server.
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        complaint = (
+            f"Expected a password of {PASSWORD_MIN} to {PASSWORD_MAX} characters, "
+            f"but it has {len(password)}."
+        )
+        if not again:
+            raise SignInFailed(complaint)
+        notice(complaint)
         return None
     if register:
         await _register(session, device.user, password)
@@ -116,17 +124,6 @@ async def _sign_in_once(
             raise
         notice(f"The name {device.user} is taken, and that is not its password.")
         return None
-
-
-def _fits(password: str, notice: Callable[[str], None]) -> bool:
-    """Whether the server will take ``password`` for a new user; says so when not."""
-    if PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
-        return True
-    notice(
-        f"Expected a password of {PASSWORD_MIN} to {PASSWORD_MAX} characters, "
-        f"but it has {len(password)}."
-    )
-    return False
 
 
 async def _register(session: Session, user: str, password: str) -> None:

@@ -322,3 +322,15 @@ async def test_a_ban_in_force_is_said_at_sign_in(
         async with console(running.port, config_home) as alice:
             await alice.text.wait_for("Signed in as alice")
             await alice.text.wait_for("You are banned until ")
+
+
+async def test_logout_quits_the_console_and_leaves_nothing_behind(
+    running_server: Running, config_home: Path
+) -> None:
+    """/logout runs, says so and ends the console; nothing is reported as not run."""
+    async with console(running_server.port, config_home) as alice:
+        await alice.text.wait_for("Signed in as alice")
+        alice.keyboard.send_text("/logout\r")
+        assert await asyncio.wait_for(alice.task, 5) == 0
+    assert "Signed out; this device's token is forgotten." in alice.text.getvalue()
+    assert "not run" not in alice.text.getvalue()

@@ -182,6 +182,15 @@ async def test_a_wrong_password_is_one_clear_line(
     ]
 
 
+async def test_a_password_too_short_to_be_anyones_is_one_clear_line(
+    running_server: Running, clients: Clients
+) -> None:
+    """MESSENGER_PASSWORD shorter than any password: said so, without asking the server."""
+    short = clients.start(running_server.port, "alice", password="short")
+    assert await short.end() == 1
+    assert short.stderr.lines() == ["Expected a password of 8 to 1024 characters, but it has 5."]
+
+
 async def test_an_unreachable_server_is_one_clear_line(clients: Clients) -> None:
     """Nothing listening on the port: one line on stderr, exit 1, no traceback."""
     with socket.socket() as probe:
