@@ -155,7 +155,8 @@ class Screen:
 async def console(
     port: int, config_home: Path, user: str = "alice", **changes: Any
 ) -> AsyncIterator[Screen]:
-    """The console of ``user`` signed in (registered first) on the server at ``port``."""
+    """The console of ``user`` signed in (registered first) on the server at ``port``;
+    with ``password=None``, at the password prompt."""
     options = Options(
         user=user,
         port=port,
@@ -169,8 +170,11 @@ async def console(
         create_pipe_input() as keyboard,
         create_app_session(input=keyboard, output=PlainTextOutput(text)),
     ):
-        task = asyncio.create_task(run(dataclasses.replace(options, **changes), Console()))
+        options = dataclasses.replace(options, **changes)
+        task = asyncio.create_task(run(options, Console()))
         try:
+            if options.password is not None:
+                await text.wait_for(f"Signed in as {user}")
             yield Screen(task, text, keyboard)
         finally:
             if not task.done():
@@ -186,7 +190,6 @@ async def test_one_chat_in_view_the_others_counted_with_mentions_and_dms_standin
     Ctrl-P goes back; a mention rings too; a /dm sent from another view shows once."""
     port = running_server.port
     async with console(port, config_home) as alice:
-        await alice.text.wait_for("Signed in as alice")
         bob = clients.start(port, "bob")
         await bob.started()
         bob.type("/dm @alice ping")
@@ -228,7 +231,6 @@ async def test_an_outage_queues_what_is_typed_and_quit_does_not_wait(
     """Cut off: the status line says reconnecting and counts what waits; it goes out on
     reconnection; /quit while cut off quits at once, saying what was not run."""
     async with relay_to(running_server.port) as relay, console(relay.port, config_home) as alice:
-        await alice.text.wait_for("Signed in as alice")
         await relay.cut()
         await alice.text.wait_for("reconnecting")
         alice.keyboard.send_text("sent in the dark\r")
@@ -249,7 +251,6 @@ async def test_ctrl_c_clears_the_line_and_on_an_empty_line_quits(
 ) -> None:
     """Ctrl-C drops what was half typed (it is not sent); the next one quits."""
     async with console(running_server.port, config_home) as alice:
-        await alice.text.wait_for("Signed in as alice")
         alice.keyboard.send_text("half typed\x03done\r")
         await alice.text.wait_for("general#1 alice: done")
         alice.keyboard.send_text("\x03")
@@ -264,7 +265,6 @@ async def test_tab_adds_a_space_after_a_command_and_quotes_a_path_with_spaces(
     completes quoted and is sent."""
     (tmp_path / "my notes.txt").write_text("minutes")
     async with console(running_server.port, config_home) as alice:
-        await alice.text.wait_for("Signed in as alice")
         mark = alice.mark()
         alice.keyboard.send_text("/hel\t")  # completion runs in the background: wait
         await alice.text.wait_for("/help", after=mark)
@@ -320,7 +320,6 @@ async def test_a_ban_in_force_is_said_at_sign_in(
         bob.type("/report @alice")
         assert await bob.end() == 0
         async with console(running.port, config_home) as alice:
-            await alice.text.wait_for("Signed in as alice")
             await alice.text.wait_for("You are banned until ")
 
 
@@ -329,7 +328,6 @@ async def test_logout_quits_the_console_and_leaves_nothing_behind(
 ) -> None:
     """/logout runs, says so and ends the console; nothing is reported as not run."""
     async with console(running_server.port, config_home) as alice:
-        await alice.text.wait_for("Signed in as alice")
         alice.keyboard.send_text("/logout\r")
         assert await asyncio.wait_for(alice.task, 5) == 0
     assert "Signed out; this device's token is forgotten." in alice.text.getvalue()
