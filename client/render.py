@@ -48,8 +48,10 @@ def duration(seconds: float) -> str:
 
 
 def clock_time_at(seconds: float, now: float, tz: datetime.tzinfo | None = None) -> str:
-    """``04:45`` on the minute, ``04:45:30`` otherwise: when a wait ends, to the second."""
-    whole = math.ceil(seconds - 0.001)
+    """``04:45`` on the minute, ``04:45:30`` otherwise: when a wait ends, to the nearest
+    second (the reply took a moment to come: a window that ends at 04:45:00 is seen
+    from a few ms later, and must not read 04:45:01)."""
+    whole = math.floor(seconds + 0.5)
     shown = clock_time(whole * 1000, now, tz)
     return shown if whole % 60 == 0 else shown + f":{whole % 60:02d}"
 

@@ -201,6 +201,9 @@ def test_a_rate_limit_ending_on_the_minute_says_that_minute() -> None:
     now = datetime.datetime(2025, 3, 4, 4, 44, 11, tzinfo=UTC).timestamp()
     error = RpcError(ErrorCode.RATE_LIMITED, "slow down", {"retry_after": 49}, "send")
     assert error_text(error, now, UTC) == "Rate limited: try again in 49 s (at 04:45)."
+    # Seen 4 ms after the server said it: still 04:45, and the wait still 49 s.
+    error = RpcError(ErrorCode.RATE_LIMITED, "slow down", {"retry_after": 48.996}, "send")
+    assert error_text(error, now + 0.008, UTC) == "Rate limited: try again in 49 s (at 04:45)."
 
 
 def test_the_status_line_shows_the_open_chat_and_those_with_unread() -> None:
