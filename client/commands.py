@@ -221,9 +221,7 @@ async def _create(app: App, values: Values) -> None:
 async def _group(app: App, name: str) -> str:
     target = await app.find_chat(name)
     if target.chat is None or app.model.chats[target.chat].kind == "direct":
-        raise UsageError(
-            f"{app.model.label(target.chat or '@' + str(target.user))} is a person, not a group"
-        )
+        raise UsageError(f"{name} is a person, not a group")
     if target.chat == GENERAL:
         raise UsageError("general is everyone's chat: it has no owner, and nobody leaves it")
     return target.chat
@@ -250,10 +248,11 @@ async def _link(app: App, values: Values) -> None:
 
 async def _join(app: App, values: Values) -> None:
     result = await app.session.call("chat.join", {"link": values["link"]}, retry=False)
+    group = render.group_label(result.get("chat", {}).get("title"))
     if result["status"] == "member":
-        app.show(render.info("You are a member of that group already."))
+        app.show(render.info(f"You are a member of {group} already."))
     else:
-        app.show(render.info("Asked to join; you will be told when the owner decides."))
+        app.show(render.info(f"Asked to join {group}; you will be told when the owner decides."))
 
 
 async def _requests(app: App, values: Values) -> None:

@@ -168,7 +168,7 @@ async def test_a_group_is_joined_by_link_approved_or_declined_and_left(
     link = found(alice, r"Join link for \+Book_Club \(it replaces the last one\): /join (\S+)")[1]
 
     bob.type(f"/join {link}")
-    await bob.stdout.wait_for("Asked to join; you will be told when the owner decides.")
+    await bob.stdout.wait_for("Asked to join +Book_Club; you will be told when the owner decides.")
     await alice.stdout.wait_for(
         "bob asks to join +Book_Club: /approve +Book_Club @bob or /decline +Book_Club @bob"
     )
