@@ -109,9 +109,7 @@ async def replay(
     recent = Recent(window, state.cursor - len(tail))
     first = state.cursor - len(tail) + 1
     for cursor, event in enumerate(tail, start=first):
-        told = views.notification(state, event)
-        if told is not None:
-            audience, method, params = told
+        for audience, method, params in views.notifications(state, event):
             frame = encode_event(method, params, cursor)
             recent.add(cursor, audience, frame, views.told_until(state, event))
     return recent, count

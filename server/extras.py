@@ -120,4 +120,4 @@ class ExtraMethods:
         if len(events) > 1:
             banned = self.state.users[user_key(user)]
             logger.info("user %s banned until %d", banned.name, banned.banned_until)
-        return {}
+        return {"counted": bool(events)}

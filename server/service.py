@@ -130,9 +130,7 @@ class Service:
             record = to_record(event)
             record["c"] = cursor
             records.append(record)
-            notification = views.notification(self.state, event)
-            if notification is not None:
-                audience, method, params = notification
+            for audience, method, params in views.notifications(self.state, event):
                 frame = encode_event(method, params, cursor)
                 told.append((cursor, audience, frame, views.told_until(self.state, event)))
         durable = self.log.append(records)
@@ -375,7 +373,8 @@ class Service:
         account = self.account(session)
         key = user_key(account.name)
         online = self.hub.online_devices(key)
-        self.state.expire(self.clock())
+        now = self.clock()
+        self.state.expire(now)
         chats = [
             views.chat_view(self.state, self.state.chats[chat_id], key) for chat_id in account.chats
         ]
@@ -387,6 +386,7 @@ class Service:
                 for d in account.devices.values()
             ],
             "chats": chats,
+            "banned_until": account.banned_until if account.banned_until > now else None,
             "server": {"version": __version__},
         }
 
