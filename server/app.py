@@ -78,7 +78,7 @@ async def replay(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        fold = state.fold
+        fold, apply = state.fold, state.apply
         async for chunk in chunks:
             for record in chunk:
                 cursor = record.pop("c", None)
@@ -95,8 +95,7 @@ async def replay(
                     raise LogCorrupted(
                         f"{source}: expected cursor {state.cursor + 1}, but got {cursor}"
                     )
-                fold(event)
-                state.cursor = cursor
+                apply(event)
                 tail.append(event)
                 count += 1
     finally:

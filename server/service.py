@@ -153,9 +153,7 @@ class Service:
         and tell everyone concerned at once."""
         cursor = self.state.apply(event)
         self._react(event)
-        notification = views.notification(self.state, event)
-        if notification is not None:
-            audience, method, params = notification
+        for audience, method, params in views.notifications(self.state, event):
             frame = encode_event(method, params, cursor)
             self.hub.publish(cursor, audience, frame, views.told_until(self.state, event))
         self.hub.advance(cursor)
@@ -254,7 +252,7 @@ class Service:
         """Rewrite the log as a snapshot of the live state (expired messages dropped)."""
         self.state.expire(self.clock())
         head = [to_record(event) for event in snapshot(self.state)]
-        self.state.expired_since_snapshot = 0
+        self.state.compacted()
         self._compacted_at = self.clock()
         await self.log.compact(head)
         logger.info("compacted the log to a snapshot of %d records", len(head))

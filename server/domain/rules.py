@@ -7,7 +7,6 @@ that need randomness or a KDF are made by the caller and passed in.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
 from typing import Final
 
@@ -255,9 +254,7 @@ def post_due(state: State, now: int, new_id: Callable[[], MessageId], ttl_ms: in
     """
     events: list[Event] = []
     next_seq: dict[ChatId, int] = {}
-    while (due := state.next_due()) is not None and due <= now:
-        _, scheduled_id = heapq.heappop(state.schedule)
-        pending = state.scheduled[scheduled_id]
+    for pending in state.due(now):
         chat = state.chats.get(pending.chat)
         author = state.users[user_key(pending.author)]
         if (

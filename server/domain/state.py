@@ -138,10 +138,30 @@ class State:
         return at // self.rate_period_ms
 
     def next_due(self) -> int | None:
-        """When the earliest pending scheduled message is due, if any."""
-        while self.schedule and self.schedule[0][1] not in self.scheduled:
-            heapq.heappop(self.schedule)
+        """When the earliest pending scheduled message is due, if any (the heap's top
+        is always a pending one: the fold drops posted and cancelled ones from it)."""
         return self.schedule[0][0] if self.schedule else None
+
+    def due(self, now: int) -> list[Scheduled]:
+        """The pending messages due by ``now``, soonest first; changes nothing.
+
+        Walks only the part of the heap at or before ``now`` (a heap's children are
+        never earlier than their parent): O(due), however many are pending."""
+        heap = self.schedule
+        found: list[tuple[int, ScheduledId]] = []
+        below = [0]
+        while below:
+            index = below.pop()
+            if index < len(heap) and heap[index][0] <= now:
+                if heap[index][1] in self.scheduled:
+                    found.append(heap[index])
+                below += (2 * index + 1, 2 * index + 2)
+        found.sort()
+        return [self.scheduled[scheduled_id] for _, scheduled_id in found]
+
+    def compacted(self) -> None:
+        """A snapshot of this state was written: what expired is off the disk too."""
+        self.expired_since_snapshot = 0
 
     def expire(self, now: int) -> None:
         """Drop every message (and its comments) whose lifetime is over by ``now``.
@@ -257,6 +277,7 @@ class State:
         if event.scheduled is not None:
             pending = self.scheduled.pop(event.scheduled, None)
             author.scheduled.pop(event.scheduled, None)
+            self._tidy_schedule()
             if pending is not None and pending.client_id is not None:
                 assert pending.device is not None
                 self._remember(author, pending.device, pending.client_id, message.id)
@@ -325,9 +346,16 @@ class State:
     def _scheduled_cancelled(self, event: ScheduledCancelled) -> None:
         pending = self.scheduled.pop(event.scheduled)
         self.users[user_key(pending.author)].scheduled.pop(pending.id, None)
-        if len(self.schedule) > 2 * len(self.scheduled) + 64:  # cancelled entries pile up
-            self.schedule = [entry for entry in self.schedule if entry[1] in self.scheduled]
-            heapq.heapify(self.schedule)
+        self._tidy_schedule()
+
+    def _tidy_schedule(self) -> None:
+        """Keep the heap's top pending, and the entries no longer pending few."""
+        heap = self.schedule
+        if len(heap) > 2 * len(self.scheduled) + 64:
+            self.schedule = heap = [entry for entry in heap if entry[1] in self.scheduled]
+            heapq.heapify(heap)
+        while heap and heap[0][1] not in self.scheduled:
+            heapq.heappop(heap)
 
     def _user_reported(self, event: UserReported) -> None:
         self.users[user_key(event.user)].reporters.add(user_key(event.reporter))

@@ -26,6 +26,7 @@ from server.domain.model import (
     DeviceId,
     Message,
     MessageId,
+    ScheduledId,
     User,
     UserName,
     user_key,
@@ -538,3 +539,45 @@ def test_login_throttle_counts_attempts_still_being_checked() -> None:
         assert throttle.retry_after("alice", now=0.0) == 1.0
         assert throttle.retry_after("bob", now=0.0) == 0
     assert throttle.retry_after("alice", now=0.0) == 0
+
+
+# -- scheduled messages ------------------------------------------------------------
+
+
+def schedule(state: State, author: User, text: str, send_at: int) -> str:
+    event = rules.schedule_message(
+        state,
+        author,
+        GENERAL,
+        text=text,
+        file=None,
+        send_at=send_at,
+        now=0,
+        scheduled_id=ScheduledId(f"s-{text}"),
+        device=None,
+        client_id=None,
+    )
+    state.apply(event)
+    return event.scheduled
+
+
+def test_due_is_a_query_and_the_fold_alone_takes_what_was_posted_or_cancelled() -> None:
+    """``due`` lists what is due, soonest first, changing nothing; posting and
+    cancelling (the fold) take entries off, so the next due time is a pending one's."""
+    state = State()
+    (alice,) = register(state, "alice")
+    for text, at in (("c", 3 * MINUTE), ("a", MINUTE), ("b", 2 * MINUTE), ("later", 9 * MINUTE)):
+        schedule(state, alice, text, at)
+    heap_before = list(state.schedule)
+    assert [p.text for p in state.due(2 * MINUTE)] == ["a", "b"]
+    assert [p.text for p in state.due(2 * MINUTE)] == ["a", "b"]  # asked twice: same
+    assert state.schedule == heap_before
+    state.apply(rules.cancel_scheduled(state, alice, "s-a", MINUTE))
+    assert state.next_due() == 2 * MINUTE
+    events = rules.post_due(state, 3 * MINUTE, lambda: MessageId(f"m{state.cursor}"), 0)
+    assert [e.text for e in events if isinstance(e, MessagePosted)] == ["b", "c"]
+    assert state.next_due() == 2 * MINUTE  # deciding changed nothing...
+    for event in events:
+        state.apply(event)
+    assert state.next_due() == 9 * MINUTE  # ...folding did
+    assert [p.text for p in state.due(10 * MINUTE)] == ["later"]
