@@ -581,3 +581,22 @@ def test_due_is_a_query_and_the_fold_alone_takes_what_was_posted_or_cancelled() 
         state.apply(event)
     assert state.next_due() == 9 * MINUTE  # ...folding did
     assert [p.text for p in state.due(10 * MINUTE)] == ["later"]
+
+
+def test_many_due_at_once_are_posted_in_slices_in_order() -> None:
+    """Past ``limit`` due at once, each decision posts the soonest ``limit``; the next
+    one goes on from there, so the loop is free between slices and nothing is lost."""
+    state = State()
+    (alice,) = register(state, "alice")
+    for index in range(7):
+        schedule(state, alice, f"m{index}", MINUTE + index)
+    posted: list[str] = []
+    while state.due(2 * MINUTE):
+        events = rules.post_due(state, 2 * MINUTE, lambda: MessageId(f"m{state.cursor}"), 0, 3)
+        assert len(events) <= 3
+        for event in events:
+            state.apply(event)
+            assert isinstance(event, MessagePosted)
+            posted.append(event.text)
+    assert posted == [f"m{index}" for index in range(7)]
+    assert [m.seq for m in live(state.general)] == list(range(1, 8))
