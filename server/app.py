@@ -173,6 +173,7 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
             store.barrier,
             config.frame_limit,
         )
+        dispatcher.admit = service.pause.request
         health: Callable[[], tuple[bool, str]] = _healthy
         if config.cluster:
             files.blobs = jetstream.ObjectBlobs(shared, files.stored)

@@ -321,12 +321,13 @@ class ClusterNode:
                 answer: dict[str, Any] = {"reply": reply}
             else:
                 try:
-                    now = service.clock()
-                    events = [
-                        rules.admit(service.state, from_record(record), now)
-                        for record in asked["events"]
-                    ]
-                    await service.commit(events)
+                    async with service.pause.request():  # as the dispatcher's calls do
+                        now = service.clock()
+                        events = [
+                            rules.admit(service.state, from_record(record), now)
+                            for record in asked["events"]
+                        ]
+                        await service.commit(events)
                     answer = {}
                 except MessengerError as error:
                     answer = {"error": error.to_wire()}

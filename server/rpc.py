@@ -9,13 +9,14 @@ params of every call and produces the OpenRPC document (``rpc.discover``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import logging
 import re
 import types
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, TypeVar, Union
 
 import orjson
@@ -329,6 +330,9 @@ class Dispatcher:
             None
         )
         self.forwards: Callable[[str], bool] = lambda name: False
+        # Every handler runs inside this (``Service.pause.request``): a compaction
+        # holds new requests while it reads a state that must not change.
+        self.admit: Callable[[], contextlib.AbstractAsyncContextManager[None]] = _nothing
 
     def parse(self, frame: str | bytes) -> Any:
         try:
@@ -428,7 +432,9 @@ class Dispatcher:
                 method.bind(params)  # a request the writer would refuse is refused here
                 return await self.forward(session, request)
             try:
-                result = await method.handler(session, **method.bind(params))
+                bound = method.bind(params)
+                async with self.admit():
+                    result = await method.handler(session, **bound)
             finally:
                 if self.settled is not None:
                     # A reply, an error too, may show only what is durable: wait for
@@ -450,3 +456,8 @@ class Dispatcher:
 
 
 _PARSE_ERROR: Final = object()
+
+
+@contextlib.asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield

@@ -364,3 +364,42 @@ async def test_sigkill_during_compaction_keeps_every_acknowledged_send(tmp_path:
     # One connection's sends are decided in order: what is kept is a prefix of them.
     assert [t.split()[0] for t in texts(kept)] == [f"m{n}" for n in range(len(kept))]
     assert [m["seq"] for m in kept] == list(range(1, len(kept) + 1))
+
+
+async def test_a_compaction_reads_in_slices_and_holds_requests_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the snapshot is read, the event loop turns between slices (other tasks
+    run) and requests wait instead of changing the state under it; they are all
+    answered after, and the compacted log replays to the same history."""
+    config = config_in(tmp_path, rate_limit=100_000, message_ttl=0)
+    async with run_server(config) as running, user_device(running.url, "alice") as alice:
+        await asyncio.gather(*(post(alice, "general", f"m{i}") for i in range(2500)))
+        ticks = 0
+        ticks_when_written: list[int] = []
+        store = running.service.log
+        write = store.compact
+
+        def counted(head: list[dict[str, Any]]) -> asyncio.Future[None]:
+            ticks_when_written.append(ticks)
+            return write(head)
+
+        monkeypatch.setattr(store, "compact", counted)
+        compacting = asyncio.create_task(running.service.compact())
+
+        async def tick() -> None:
+            nonlocal ticks
+            while not compacting.done():
+                ticks += 1
+                await asyncio.sleep(0)
+
+        ticking = asyncio.create_task(tick())
+        sends = [asyncio.create_task(post(alice, "general", f"late{i}")) for i in range(20)]
+        await compacting
+        await ticking
+        assert ticks_when_written[0] > 0  # the loop ran other work while the snapshot was read
+        posted = await asyncio.gather(*sends)
+        assert [m["seq"] for m in posted] == list(range(2501, 2521))
+        before = await whole_history(alice, "general")
+    async with run_server(config) as running, user_device(running.url, "alice", False) as again:
+        assert await whole_history(again, "general") == before
