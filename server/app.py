@@ -176,7 +176,9 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         dispatcher.admit = service.pause.request
         health: Callable[[], tuple[bool, str]] = _healthy
         if config.cluster:
-            files.blobs = jetstream.ObjectBlobs(shared, files.stored)
+            files.blobs = jetstream.ObjectBlobs(
+                shared, files.stored, files.in_use, config.blob_grace
+            )
             node = cluster.ClusterNode(
                 shared,
                 cluster_store,

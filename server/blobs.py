@@ -20,6 +20,10 @@ class Blobs(Protocol):
         """No node needs the file any more (the local copy is deleted apart)."""
         ...
 
+    def prune_cache(self, keep: set[str]) -> None:
+        """Delete local copies of files not in ``keep`` (blocking; off the loop)."""
+        ...
+
 
 class LocalBlobs:
     """One server: the local directory is all there is."""
@@ -32,3 +36,6 @@ class LocalBlobs:
 
     async def remove(self, sha256: str) -> None:
         return None
+
+    def prune_cache(self, keep: set[str]) -> None:
+        return None  # the directory is the store itself: the writer deletes from it

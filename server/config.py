@@ -48,3 +48,4 @@ class Config:
     node_name: str = ""  # this node's name in logs and the writer lease; "" = host:pid
     lease_ttl: float = 3.0  # seconds a writer's lease lasts unless renewed
     forward_timeout: float = 5.0  # seconds a follower waits for the writer's answer
+    blob_grace: float = 60.0  # seconds between a file dropped and its bytes leaving the cluster

@@ -224,6 +224,8 @@ class FileMethods:
         """Forget the files no live or pending message carries, once a message lifetime
         (at least an hour) has passed since their upload; then delete their bytes."""
         if not self.service.writing:  # the writer drops them, for the whole cluster
+            loop = asyncio.get_running_loop()
+            loop.run_in_executor(self.blob_io, self.blobs.prune_cache, self.in_use())
             return
         now = self.service.clock()
         unused = self.state.unused_files(now, max(self.config.message_ttl, 3600) * 1000)
@@ -246,6 +248,10 @@ class FileMethods:
                 removing.add_done_callback(self.removing.discard)
 
         durable.add_done_callback(delete)
+
+    def in_use(self) -> set[str]:
+        """The contents (SHA-256) of the stored files and of those being stored here."""
+        return {stored.sha256 for stored in self.state.files.values()} | set(self.storing)
 
     def close(self) -> None:
         self.blob_io.shutdown(wait=True)

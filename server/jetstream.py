@@ -463,11 +463,20 @@ class Gap(StoreFailed):
 
 
 class ObjectBlobs:
-    """Files in the cluster's Object Store, with this node's copies in ``cache``."""
+    """Files in the cluster's Object Store, with this node's copies in ``cache``.
 
-    def __init__(self, shared: Shared, cache: Path) -> None:
+    ``in_use()`` is the contents (SHA-256) of the state's files and of uploads being
+    stored here. A removal waits ``grace`` seconds and asks again: another node may
+    have just stored the same content, and tells the writer so only after putting it
+    in the Object Store."""
+
+    def __init__(
+        self, shared: Shared, cache: Path, in_use: Callable[[], set[str]], grace: float = 60.0
+    ) -> None:
         self.shared = shared
         self.cache = cache
+        self.in_use = in_use
+        self.grace = grace
 
     async def publish(self, sha256: str) -> None:
         data = await asyncio.get_running_loop().run_in_executor(
@@ -490,5 +499,15 @@ class ObjectBlobs:
         await loop.run_in_executor(None, partial.replace, path)
 
     async def remove(self, sha256: str) -> None:
+        await asyncio.sleep(self.grace)
+        if sha256 in self.in_use():
+            return
         with contextlib.suppress(nats.js.errors.ObjectNotFoundError, nats.errors.Error):
             await self.shared.files.delete(sha256)
+
+    def prune_cache(self, keep: set[str]) -> None:
+        """Delete this node's copies of files not in ``keep`` (blocking: run it off
+        the event loop)."""
+        for path in self.cache.iterdir():
+            if not path.name.endswith(".part") and path.name not in keep:
+                path.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ from typing import Any
 
 from server.app import Running, run_server
 from server.config import Config
+from server.service import Clock, system_clock
 
 MIN_VERSION = (2, 10)
 
@@ -140,14 +141,19 @@ def node_config(tmp_path: Path, urls: list[str], name: str, **changes: Any) -> C
 
 @contextlib.asynccontextmanager
 async def nodes(
-    tmp_path: Path, urls: list[str], count: int, **changes: Any
+    tmp_path: Path,
+    urls: list[str],
+    count: int,
+    *,
+    clock: Clock = system_clock,
+    **changes: Any,
 ) -> AsyncIterator[list[Running]]:
     """``count`` messenger nodes in this process, the first of them the writer."""
     async with contextlib.AsyncExitStack() as stack:
         running = []
         for index in range(count):
             config = node_config(tmp_path, urls, f"node{index + 1}", **changes)
-            running.append(await stack.enter_async_context(run_server(config)))
+            running.append(await stack.enter_async_context(run_server(config, clock)))
             if index == 0:
                 await wait_for_writer(running[0])
         yield running

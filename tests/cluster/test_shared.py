@@ -7,11 +7,14 @@ import base64
 import contextlib
 import time
 from pathlib import Path
+from typing import Any
+
+from nats.js.errors import ObjectNotFoundError
 
 from server.app import Running, run_server
 from server.jetstream import JetStreamStore
-from tests.cluster.support import Nats, node_config, nodes, until, wait_for_writer
-from tests.server.extras_support import http_get
+from tests.cluster.support import Nats, eventually, node_config, nodes, until, wait_for_writer
+from tests.server.extras_support import Clock, http_get
 from tests.server.test_files import CHUNK, bearer, upload
 from tests.wsclient import connected, user_device
 
@@ -25,7 +28,11 @@ def stream_store(running: Running) -> JetStreamStore:
 async def test_a_new_node_starts_from_the_snapshot(tmp_path: Path, nats: Nats) -> None:
     """The writer stores a snapshot and purges the stream below it; a node that joins
     later loads the snapshot and the tail, not every event since the first."""
-    settings = {"compact_bytes": 3000, "housekeeping_interval": 0.05, "rate_limit": 1000}
+    settings: dict[str, Any] = {
+        "compact_bytes": 3000,
+        "housekeeping_interval": 0.05,
+        "rate_limit": 1000,
+    }
     async with (
         nodes(tmp_path, [nats.url], 1, **settings) as (writer,),
         user_device(writer.url, "alice") as alice,
@@ -101,3 +108,38 @@ async def test_a_file_uploaded_through_one_node_downloads_from_another(
         reply = await http_get(writer, f"/files/{file['id']}", bearer(elsewhere))
         assert reply.status == 200
         assert reply.body == content
+
+
+async def test_a_dropped_file_leaves_the_object_store_and_every_cache(
+    tmp_path: Path, nats: Nats
+) -> None:
+    """A file no message carries is dropped by the writer: after the grace period its
+    bytes leave the Object Store, and the follower's cached copy goes too."""
+    clock = Clock()
+    content = b"forget me" * 100
+    settings: dict[str, Any] = {
+        "upload_chunk_size": CHUNK,
+        "housekeeping_interval": 0.05,
+        "blob_grace": 0.1,
+    }
+    async with (
+        nodes(tmp_path, [nats.url], 2, clock=clock, **settings) as (writer, follower),
+        user_device(follower.url, "alice") as alice,
+    ):
+        file = await upload(alice, content, "old.bin", "application/octet-stream")
+        cached = follower.service.config.state_dir / "files" / file["sha256"]
+        assert cached.exists()
+        store = stream_store(writer)
+        assert (await store.shared.files.get(file["sha256"])).data == content
+        clock.advance(3601)
+        await until(lambda: not follower.service.state.files)
+
+        async def gone() -> bool:
+            try:
+                await store.shared.files.get(file["sha256"])
+            except ObjectNotFoundError:
+                return True
+            return False
+
+        await eventually(gone)
+        await until(lambda: not cached.exists())
