@@ -13,6 +13,7 @@ from pathlib import Path
 from server.app import StateDirBusy, run_server
 from server.config import Config, FsyncPolicy
 from server.log import LogCorrupted
+from server.webclient import normalize_origin
 from wire import DEFAULT_HOST, DEFAULT_PORT
 
 logger = logging.getLogger("messenger.server")
@@ -48,6 +49,16 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "--fsync", type=FsyncPolicy, choices=list(FsyncPolicy), default=defaults.fsync
     )
     parser.add_argument(
+        "--allowed-origin",
+        dest="allowed_origins",
+        type=_origin,
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="also accept WebSockets from pages of this origin, e.g. https://chat.example.org "
+        "(repeatable); the server's own origin is always accepted",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     args = parser.parse_args(argv)
@@ -66,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         ban_duration=args.ban_duration,
         max_file_size=args.max_file_size,
         fsync=args.fsync,
+        allowed_origins=tuple(args.allowed_origins),
     )
 
 
@@ -74,6 +86,13 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, but got {text}")
     return value
+
+
+def _origin(text: str) -> str:
+    try:
+        return normalize_origin(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _non_negative(text: str) -> int:

@@ -1,0 +1,947 @@
+// The web client's screens: sign-in, the chat list, a chat, and side panels
+// (thread, scheduled, group, forms). The wire is protocol.js, the data model.js;
+// this module only draws them and turns clicks and keys into calls.
+
+import { h, fill } from "./dom.js";
+import { Model, sameUser } from "./model.js";
+import { Connection, ConnectionLost, ErrorCode, RpcError, serverUrl, upload } from "./protocol.js";
+import { chatLabel, describeError, formatDuration, formatSize, formatTime } from "./text.js";
+
+const SESSION_KEY = "messenger.session";
+const USER_NAME = /^[A-Za-z0-9_.-]{1,32}$/;
+const SOON_MS = 10 * 60 * 1000; // a message this close to expiry shows its time left
+const LOW_ALLOWANCE = 5; // general-chat sends left at which the count is shown
+
+const root = document.getElementById("app");
+const connection = new Connection(serverUrl(location), { storage: localStorage });
+let model = new Model();
+let ui = null; // the main screen's elements, once signed in
+
+const view = {
+  chat: null, // the open chat's id
+  draftUser: null, // a direct chat not started yet: the other user's name
+  newFrom: null, // seq where the "new messages" line goes in the open chat
+  olderMore: false, // whether older messages can be loaded
+  panel: null, // {kind, arg, refresh}
+  uploading: null, // {name, sent, total}
+};
+
+// -- session ------------------------------------------------------------------------------
+
+function savedSession() {
+  try {
+    return JSON.parse(localStorage.getItem(SESSION_KEY));
+  } catch {
+    return null;
+  }
+}
+
+function saveSession(session) {
+  if (session) localStorage.setItem(SESSION_KEY, JSON.stringify({ user: session.user, token: session.token }));
+  else localStorage.removeItem(SESSION_KEY);
+}
+
+async function boot() {
+  connection.on("event", onEvent);
+  connection.on("state", onState);
+  connection.on("login", (result) => onLogin(result).catch(reportError));
+  connection.on("outbox", () => ui && renderMessages());
+  connection.on("unsent", (item, error) => toast(`Not sent: ${describeError(error, "send")}`, "error"));
+  window.addEventListener("online", () => connection.reconnectNow());
+  document.addEventListener("keydown", onGlobalKey);
+  document.addEventListener("visibilitychange", () => ui && markOpenChatRead());
+  setInterval(tick, 15_000);
+  const saved = savedSession();
+  if (!saved) return showSignIn();
+  showMain(saved.user);
+  try {
+    await connection.signIn({ user: saved.user, token: saved.token });
+  } catch (error) {
+    if (error instanceof RpcError) {
+      saveSession(null);
+      return showSignIn("This device was signed out. Sign in again.");
+    }
+    connection.session = { user: saved.user, token: saved.token, device: null };
+    connection.lost(); // the server is away: keep trying
+  }
+}
+
+function onState(state) {
+  if (state === "signed-out") {
+    saveSession(null);
+    showSignIn("This device was signed out.");
+    return;
+  }
+  if (!ui) return;
+  ui.banner.hidden = state === "online" || !connection.session;
+  fill(ui.banner, state === "connecting" ? "Reconnecting…" : "Connection lost. Reconnecting…");
+  root.dataset.connection = state;
+}
+
+async function onLogin(result) {
+  saveSession(connection.session);
+  if (!ui || !sameUser(ui.user, result.user)) showMain(result.user);
+  if (result.resumed === true) return; // everything missed was pushed
+  await refetch();
+}
+
+/** Everything shown, from the server: after a login that did not resume. */
+async function refetch() {
+  const status = await connection.call("status");
+  model.me = status.user;
+  model.setChats(status.chats);
+  const [unread, scheduled] = await Promise.all([connection.call("unread"), connection.call("scheduled")]);
+  for (const chat of unread.chats) model.addMessages(chat.chat, chat.messages);
+  model.setScheduled(scheduled.scheduled);
+  const quiet = [...model.chats.values()].filter((chat) => !model.messages.has(chat.id) && chat.last_seq > 0);
+  const owned = [...model.chats.values()].filter((chat) => chat.kind === "group" && sameUser(chat.owner, model.me));
+  await Promise.all([
+    ...quiet.map(async (chat) => model.addMessages(chat.id, (await connection.call("history", { chat: chat.id, limit: 1 })).messages)),
+    ...owned.map(async (chat) => model.setRequests(chat.id, (await connection.call("chat.requests", { chat: chat.id })).requests)),
+  ]);
+  if (view.chat && !model.chats.has(view.chat)) view.chat = null;
+  if (!view.chat && !view.draftUser) view.chat = "general";
+  await loadChat(view.chat);
+  renderAll();
+  markOpenChatRead();
+}
+
+function onEvent(method, params) {
+  if (!ui) return;
+  const change = model.apply(method, params);
+  if (change.unknownChat) refreshChats().catch(reportError);
+  if (method === "chat.left" && view.chat === params.chat) openChat("general");
+  if (method === "chat.joined" && view.draftUser && params.chat.kind === "direct") view.draftUser = null;
+  if (change.notice === "banned") toast(`You are banned from sending until ${formatTime(params.until)}.`, "error");
+  else if (change.notice) toast(change.notice);
+  if (change.chats) renderChats();
+  if (change.chat && change.chat === view.chat) {
+    renderMessages();
+    markOpenChatRead();
+  }
+  if (view.panel?.refresh) view.panel.refresh(change);
+}
+
+async function refreshChats() {
+  const status = await connection.call("status");
+  model.setChats(status.chats);
+  for (const chat of status.chats) {
+    if (!model.messages.has(chat.id) && chat.last_seq > 0) {
+      model.addMessages(chat.id, (await connection.call("history", { chat: chat.id })).messages);
+    }
+  }
+  if (view.draftUser) {
+    const chat = model.directChatWith(view.draftUser);
+    if (chat) {
+      view.draftUser = null;
+      view.chat = chat.id;
+    }
+  }
+  renderAll();
+}
+
+// -- sign-in screen ---------------------------------------------------------------------
+
+function showSignIn(message = "") {
+  ui = null;
+  model = new Model();
+  view.chat = view.draftUser = view.panel = null;
+  root.removeAttribute("aria-busy");
+  const error = h("p", { class: "form-error", role: "alert", id: "signin-error" }, message);
+  const user = h("input", { id: "signin-user", name: "user", autocomplete: "username", required: true, maxlength: 32, autocapitalize: "none", spellcheck: "false" });
+  const password = h("input", { id: "signin-password", name: "password", type: "password", autocomplete: "current-password", required: true, minlength: 8, maxlength: 1024 });
+  const signIn = h("button", { type: "submit", class: "primary", value: "login" }, "Sign in");
+  const register = h("button", { type: "submit", value: "register" }, "Create account");
+  const form = h(
+    "form",
+    { class: "signin", "aria-labelledby": "signin-title" },
+    h("h1", { id: "signin-title" }, "messenger"),
+    h("label", { for: "signin-user" }, "User name"),
+    user,
+    h("label", { for: "signin-password" }, "Password"),
+    password,
+    error,
+    h("div", { class: "row" }, signIn, register),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const action = event.submitter?.value === "register" ? "register" : "login";
+    const name = user.value.trim();
+    if (!USER_NAME.test(name)) return fill(error, "A user name is 1 to 32 letters, digits, _ . or -.");
+    if (password.value.length < 8) return fill(error, "A password has at least 8 characters.");
+    fill(error, action === "register" ? "Creating the account…" : "Signing in…");
+    form.setAttribute("aria-busy", "true");
+    try {
+      const result = await connection.signIn({
+        user: name,
+        password: password.value,
+        register: action === "register",
+        deviceName: browserName(),
+      });
+      saveSession({ user: result.user, token: result.token });
+    } catch (failure) {
+      fill(error, describeError(failure, action));
+      password.select();
+    } finally {
+      form.removeAttribute("aria-busy");
+    }
+  });
+  fill(root, h("main", { class: "signin-screen" }, form));
+  root.dataset.screen = "signin";
+  user.focus();
+}
+
+function browserName() {
+  const agent = navigator.userAgent;
+  const browser = /Firefox\//.test(agent) ? "Firefox" : /Edg\//.test(agent) ? "Edge" : /Chrom/.test(agent) ? "Chromium" : /Safari\//.test(agent) ? "Safari" : "Browser";
+  return `${browser} (web)`;
+}
+
+// -- main screen --------------------------------------------------------------------------
+
+function showMain(user) {
+  model = new Model(user);
+  root.removeAttribute("aria-busy");
+  root.dataset.screen = "main";
+  root.dataset.view = "list";
+  const banner = h("div", { class: "banner", role: "status", hidden: true }, "Connection lost. Reconnecting…");
+  const chats = h("ul", { class: "chat-list", "aria-label": "Chats" });
+  const messages = h("ol", { class: "messages", "aria-label": "Messages", "aria-live": "polite" });
+  const title = h("h2", { class: "chat-title", id: "chat-title" });
+  const subtitle = h("span", { class: "chat-subtitle" });
+  const chatActions = h("div", { class: "chat-actions" });
+  const notices = h("div", { class: "chat-notices" });
+  const input = h("textarea", {
+    id: "composer",
+    rows: 1,
+    placeholder: "Write a message",
+    "aria-label": "Message",
+    "aria-describedby": "composer-hint",
+    onkeydown: onComposerKey,
+    oninput: () => autoGrow(input),
+  });
+  const fileInput = h("input", { type: "file", class: "visually-hidden", tabindex: "-1", "aria-hidden": "true", onchange: onFileChosen });
+  const progress = h("div", { class: "upload", hidden: true });
+  const composerError = h("p", { class: "form-error", role: "alert" });
+  const composer = h(
+    "form",
+    { class: "composer", onsubmit: (event) => (event.preventDefault(), sendFromComposer()) },
+    progress,
+    composerError,
+    h(
+      "div",
+      { class: "composer-row" },
+      h("button", { type: "button", class: "icon", title: "Send a file", "aria-label": "Send a file", onclick: () => fileInput.click() }, "📎"),
+      input,
+      h("button", { type: "button", class: "icon", title: "Schedule", "aria-label": "Schedule this message", onclick: () => openPanel("schedule") }, "⏰"),
+      h("button", { type: "submit", class: "primary" }, "Send"),
+      fileInput,
+    ),
+    h("p", { class: "hint", id: "composer-hint" }, "Enter sends, Shift+Enter starts a new line."),
+  );
+  const panelTitle = h("h2", { id: "panel-title" });
+  const panelBody = h("div", { class: "panel-body" });
+  const panel = h(
+    "aside",
+    { class: "panel", hidden: true, "aria-labelledby": "panel-title" },
+    h("header", {}, panelTitle, h("button", { class: "icon close", "aria-label": "Close (Esc)", title: "Close (Esc)", onclick: closePanel }, "✕")),
+    panelBody,
+  );
+  const toasts = h("div", { class: "toasts", role: "status", "aria-live": "polite" });
+  const older = h("button", { class: "link older", hidden: true, onclick: loadOlder }, "Load earlier messages");
+  const layout = h(
+    "div",
+    { class: "layout" },
+    h(
+      "nav",
+      { class: "sidebar", "aria-label": "Chats" },
+      h(
+        "div",
+        { class: "sidebar-actions" },
+        h("button", { onclick: () => openPanel("direct") }, "New direct chat"),
+        h("button", { onclick: () => openPanel("group") }, "New group"),
+        h("button", { onclick: () => openPanel("join") }, "Join by link"),
+        h("button", { onclick: () => openPanel("scheduled") }, "Scheduled"),
+      ),
+      chats,
+    ),
+    h(
+      "main",
+      { class: "chat", "aria-labelledby": "chat-title" },
+      h(
+        "header",
+        { class: "chat-header" },
+        h("button", { class: "icon back", "aria-label": "Back to chats", onclick: showList }, "‹"),
+        h("div", { class: "chat-heading" }, title, subtitle),
+        chatActions,
+      ),
+      h("div", { class: "scroller" }, older, messages),
+      notices,
+      composer,
+    ),
+    panel,
+  );
+  fill(
+    root,
+    h(
+      "header",
+      { class: "topbar" },
+      h("strong", { class: "brand" }, "messenger"),
+      h("span", { class: "me" }, "Signed in as ", h("b", {}, user)),
+      h("button", { class: "signout", onclick: signOut }, "Sign out"),
+    ),
+    banner,
+    layout,
+    toasts,
+  );
+  ui = { user, banner, chats, messages, title, subtitle, chatActions, notices, input, fileInput, progress, composerError, panel, panelTitle, panelBody, toasts, older, elements: new Map() };
+  renderAll();
+}
+
+function renderAll() {
+  if (!ui) return;
+  renderChats();
+  renderHeader();
+  renderMessages();
+  view.panel?.refresh?.({});
+}
+
+function renderChats() {
+  const items = model.sortedChats().map((chat) => {
+    const requests = model.requests.get(chat.id)?.size ?? 0;
+    return h(
+      "li",
+      {},
+      h(
+        "button",
+        {
+          class: "chat-item",
+          dataset: { chat: chat.id, kind: chat.kind },
+          "aria-current": chat.id === view.chat ? "true" : null,
+          onclick: () => openChat(chat.id),
+        },
+        h("span", { class: "chat-kind", "aria-hidden": "true" }, chat.kind === "general" ? "#" : chat.kind === "direct" ? "@" : "+"),
+        h("span", { class: "chat-name" }, chat.kind === "direct" ? chat.title : chatLabel(chat)),
+        requests ? h("span", { class: "requests", title: "Join requests" }, `${requests} ask`) : null,
+        chat.unread ? h("span", { class: "badge", "aria-label": `${chat.unread} unread` }, String(chat.unread)) : null,
+      ),
+    );
+  });
+  fill(ui.chats, items);
+  const unread = model.totalUnread();
+  document.title = unread ? `(${unread}) messenger` : "messenger";
+}
+
+function renderHeader() {
+  const chat = model.chats.get(view.chat);
+  if (view.draftUser) {
+    fill(ui.title, `@${view.draftUser}`);
+    fill(ui.subtitle, "New direct chat");
+    fill(ui.chatActions, reportButton(view.draftUser));
+    return;
+  }
+  fill(ui.title, chat ? chatLabel(chat) : "");
+  const subtitle = !chat ? "" : chat.kind === "general" ? "Everyone" : chat.kind === "direct" ? "Direct chat" : `Group of ${chat.owner}`;
+  fill(ui.subtitle, subtitle);
+  const actions = [];
+  if (chat?.kind === "group") actions.push(h("button", { onclick: () => openPanel("members", chat.id) }, sameUser(chat.owner, model.me) ? "Manage group" : "Members"));
+  if (chat?.kind === "direct") actions.push(reportButton(chat.title));
+  fill(ui.chatActions, actions);
+}
+
+function reportButton(user) {
+  return h("button", { onclick: () => openPanel("report", user) }, "Report");
+}
+
+function showList() {
+  root.dataset.view = "list";
+  ui.chats.querySelector("[aria-current]")?.focus();
+}
+
+// -- a chat ---------------------------------------------------------------------------------
+
+async function openChat(chatId) {
+  const chat = model.chats.get(chatId);
+  if (!chat) return;
+  view.chat = chatId;
+  view.draftUser = null;
+  view.newFrom = chat.unread > 0 ? chat.read_seq + 1 : null;
+  root.dataset.view = "chat";
+  ui.elements.clear();
+  renderChats();
+  renderHeader();
+  renderMessages();
+  ui.input.focus();
+  try {
+    await loadChat(chatId);
+  } catch (error) {
+    reportError(error);
+  }
+  if (view.chat !== chatId) return;
+  renderMessages(true);
+  markOpenChatRead();
+}
+
+async function openDirect(user) {
+  const chat = model.directChatWith(user);
+  if (chat) return openChat(chat.id);
+  await connection.call("history", { user }); // a user that does not exist: -32003
+  view.chat = null;
+  view.draftUser = user;
+  view.newFrom = null;
+  root.dataset.view = "chat";
+  renderAll();
+  ui.input.focus();
+}
+
+async function loadChat(chatId) {
+  if (!chatId) return;
+  const chat = model.chats.get(chatId);
+  if (!chat) return;
+  if (chat.unread > 0) {
+    const [after, before] = await Promise.all([
+      connection.call("history", { chat: chatId, after: chat.read_seq, limit: 100 }),
+      connection.call("history", { chat: chatId, before: chat.read_seq + 1, limit: 10 }),
+    ]);
+    model.addMessages(chatId, [...before.messages, ...after.messages]);
+    view.olderMore = before.has_more;
+  } else {
+    const page = await connection.call("history", { chat: chatId });
+    model.addMessages(chatId, page.messages);
+    view.olderMore = page.has_more;
+  }
+}
+
+async function loadOlder() {
+  const chatId = view.chat;
+  const first = model.messagesOf(chatId)[0];
+  if (!first) return;
+  const page = await connection.call("history", { chat: chatId, before: first.seq });
+  model.addMessages(chatId, page.messages);
+  view.olderMore = page.has_more;
+  renderMessages();
+}
+
+function markOpenChatRead() {
+  const chat = model.chats.get(view.chat);
+  if (!chat || document.visibilityState !== "visible" || connection.state !== "online") return;
+  const last = model.messagesOf(chat.id).at(-1);
+  if (!last || last.seq <= chat.read_seq) return;
+  model.markRead(chat.id, last.seq);
+  renderChats();
+  connection.call("read", { chat: chat.id, seq: last.seq }).catch(() => {}); // the event settles it
+}
+
+function pendingHere() {
+  return connection.outbox.filter((item) =>
+    view.draftUser ? sameUser(item.params.user, view.draftUser) : item.params.chat === view.chat && !item.params.send_at,
+  );
+}
+
+/** Redraw the open chat's messages, reusing the elements of unchanged ones. */
+function renderMessages(scrollToEnd = false) {
+  if (!ui) return;
+  const scroller = ui.messages.parentElement;
+  const atEnd = scrollToEnd || scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
+  const now = Date.now();
+  const items = [];
+  const messages = view.draftUser ? [] : model.messagesOf(view.chat);
+  for (const message of messages) {
+    if (view.newFrom !== null && message.seq >= view.newFrom && !items.some((item) => item.classList.contains("new-line"))) {
+      if (message.seq !== messages[0].seq || messages[0].seq > 1) items.push(h("li", { class: "new-line", role: "separator" }, h("span", {}, "New messages")));
+    }
+    items.push(messageElement(message, now));
+  }
+  for (const item of pendingHere()) items.push(pendingElement(item));
+  if (!items.length) items.push(h("li", { class: "empty" }, view.draftUser ? `Say hello to ${view.draftUser}.` : "No messages yet."));
+  fill(ui.messages, items);
+  ui.older.hidden = !view.olderMore || view.draftUser !== null;
+  renderNotices(now);
+  if (atEnd) scroller.scrollTop = scroller.scrollHeight;
+}
+
+function messageElement(message, now) {
+  const soon = message.expires_at !== null && message.expires_at - now < SOON_MS;
+  const key = `${message.id}/${message.comments}/${soon ? Math.ceil((message.expires_at - now) / 60000) : ""}`;
+  const cached = ui.elements.get(message.id);
+  if (cached?.key === key) return cached.element;
+  const mine = sameUser(message.author, model.me);
+  const element = h(
+    "li",
+    { class: mine ? "message mine" : "message", dataset: { seq: message.seq, id: message.id } },
+    h(
+      "div",
+      { class: "meta" },
+      h("span", { class: "author" }, message.author),
+      h("time", { datetime: new Date(message.ts).toISOString() }, formatTime(message.ts, now)),
+      soon ? h("span", { class: "expiry" }, `expires in ${formatDuration((message.expires_at - now) / 1000)}`) : null,
+    ),
+    message.text ? h("div", { class: "text" }, message.text) : null,
+    message.file ? fileElement(message.file) : null,
+    h(
+      "div",
+      { class: "message-actions" },
+      h("button", { class: "link comments", onclick: () => openPanel("thread", message.id) }, message.comments ? `${message.comments} comment${message.comments === 1 ? "" : "s"}` : "Comment"),
+      mine ? null : h("button", { class: "link", onclick: () => openPanel("report", message.author) }, "Report"),
+    ),
+  );
+  ui.elements.set(message.id, { key, element });
+  return element;
+}
+
+function pendingElement(item) {
+  return h(
+    "li",
+    { class: "message mine pending", dataset: { clientId: item.client_id } },
+    h("div", { class: "meta" }, h("span", { class: "author" }, model.me), h("span", { class: "sending" }, connection.state === "online" ? "sending…" : "waiting for the connection…")),
+    h("div", { class: "text" }, item.params.text),
+  );
+}
+
+// -- files ----------------------------------------------------------------------------------
+
+const fileUrls = new Map(); // file id -> {url, expires_at}
+
+async function fileUrl(fileId) {
+  const known = fileUrls.get(fileId);
+  if (known && known.expires_at - Date.now() > 60_000) return known.url;
+  const fresh = await connection.call("file.url", { file: fileId });
+  fileUrls.set(fileId, fresh);
+  return fresh.url;
+}
+
+function fileElement(file) {
+  const download = h("button", { class: "link download", onclick: () => downloadFile(file).catch(reportError) }, "Download");
+  const label = h("span", { class: "file-name" }, file.name);
+  const box = h("div", { class: "file" }, h("span", { class: "file-icon", "aria-hidden": "true" }, "📄"), label, h("span", { class: "file-size" }, formatSize(file.size)), download);
+  if (file.content_type.startsWith("image/")) {
+    const image = h("img", { class: "inline-image", alt: file.name, loading: "lazy" });
+    fileUrl(file.id).then((url) => (image.src = url), () => image.remove());
+    box.prepend(image);
+    box.classList.add("image");
+  }
+  return box;
+}
+
+async function downloadFile(file) {
+  const link = h("a", { href: await fileUrl(file.id), download: file.name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
+async function onFileChosen() {
+  const file = ui.fileInput.files[0];
+  ui.fileInput.value = "";
+  if (!file) return;
+  const limit = connection.limits?.max_file_size;
+  if (limit && file.size > limit) return showComposerError(`That file is too large: the limit is ${formatSize(limit)}.`);
+  const progress = h("progress", { max: file.size, value: 0, "aria-label": `Uploading ${file.name}` });
+  const label = h("span", {}, `Uploading ${file.name}…`);
+  fill(ui.progress, label, progress);
+  ui.progress.hidden = false;
+  try {
+    const stored = await upload(connection, file, file.name, (sent) => (progress.value = sent));
+    fill(label, `Sending ${file.name}…`);
+    await queueSend(ui.input.value.trim(), { file: stored.id }, true);
+  } catch (error) {
+    showComposerError(`The file was not sent. ${describeError(error)}`);
+  } finally {
+    ui.progress.hidden = true;
+  }
+}
+
+// -- sending ----------------------------------------------------------------------------------
+
+function onComposerKey(event) {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    sendFromComposer();
+  }
+}
+
+function autoGrow(input) {
+  input.style.height = "auto";
+  input.style.height = `${Math.min(input.scrollHeight, 200)}px`;
+}
+
+function showComposerError(text) {
+  fill(ui.composerError, text);
+}
+
+function sendFromComposer() {
+  const text = ui.input.value.trim();
+  if (!text) return;
+  queueSend(text, {}, true).catch(() => {});
+}
+
+/** Queue a send to the open chat (or the draft's user); the composer is cleared when
+ * it is queued, and the message shows as pending until it is posted. */
+async function queueSend(text, extra = {}, clearComposer = false) {
+  const max = connection.limits?.text_max ?? 4096;
+  if ([...text].length > max) {
+    showComposerError(`That message is too long: at most ${max} characters.`);
+    throw new Error("too long");
+  }
+  const target = view.draftUser ? { user: view.draftUser } : { chat: view.chat };
+  if (!target.user && !target.chat) return null;
+  showComposerError("");
+  if (clearComposer) {
+    ui.input.value = "";
+    autoGrow(ui.input);
+  }
+  const sending = connection.send({ ...target, text, ...extra });
+  renderMessages(true);
+  try {
+    const result = await sending;
+    if (result.message && target.user) await refreshChats();
+    return result;
+  } catch (error) {
+    showComposerError(`Not sent: ${describeError(error, "send")}`);
+    if (clearComposer && !ui.input.value) ui.input.value = text;
+    renderMessages();
+    throw error;
+  }
+}
+
+function renderNotices(now) {
+  const notes = [];
+  if (model.bannedUntil > now) notes.push(h("p", { class: "warning" }, `You are banned from sending until ${formatTime(model.bannedUntil, now)}.`));
+  const limits = connection.limits;
+  if (limits && view.chat === "general") {
+    const left = Math.max(0, limits.rate_limit - model.generalSendsThisWindow(limits, now));
+    if (left <= Math.min(LOW_ALLOWANCE, limits.rate_limit - 1)) {
+      const period = limits.rate_period * 1000;
+      const resets = (Math.floor(now / period) + 1) * period;
+      notes.push(h("p", { class: "allowance" }, `${left} message${left === 1 ? "" : "s"} left in the general chat until ${formatTime(resets, now)}.`));
+    }
+  }
+  fill(ui.notices, notes);
+}
+
+function tick() {
+  if (!ui) return;
+  if (model.expire()) renderChats();
+  renderMessages();
+}
+
+// -- panels -------------------------------------------------------------------------------------
+
+function onGlobalKey(event) {
+  if (event.key === "Escape" && view.panel) {
+    event.preventDefault();
+    closePanel();
+  }
+}
+
+function closePanel() {
+  if (!ui || !view.panel) return;
+  view.panel = null;
+  ui.panel.hidden = true;
+  root.dataset.panel = "";
+  ui.input.focus();
+}
+
+function openPanel(kind, arg = null) {
+  const build = PANELS[kind];
+  const panel = { kind, arg, refresh: null };
+  view.panel = panel;
+  const { title, body, refresh } = build(arg, panel);
+  panel.refresh = refresh ?? null;
+  fill(ui.panelTitle, title);
+  fill(ui.panelBody, body);
+  ui.panel.hidden = false;
+  root.dataset.panel = kind;
+  (ui.panelBody.querySelector("textarea, input, button") ?? ui.panel.querySelector(".close")).focus();
+}
+
+/** A form in a panel: one or more fields, a submit button, an error line. `submit`
+ * gets the field values; what it returns is shown as the outcome. */
+function panelForm({ fields, submitLabel, submit, action = "" }) {
+  const inputs = fields.map((field) =>
+    field.multiline
+      ? h("textarea", { id: `f-${field.name}`, name: field.name, rows: 3, maxlength: field.max ?? null, required: field.required ?? false })
+      : h("input", { id: `f-${field.name}`, name: field.name, type: field.type ?? "text", value: field.value ?? "", required: field.required ?? false, maxlength: field.max ?? null, autocapitalize: "none", spellcheck: "false" }),
+  );
+  const outcome = h("p", { class: "form-outcome", role: "alert" });
+  const form = h(
+    "form",
+    { class: "panel-form" },
+    fields.map((field, index) => [h("label", { for: `f-${field.name}` }, field.label), inputs[index]]),
+    h("button", { type: "submit", class: "primary" }, submitLabel),
+    outcome,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const values = Object.fromEntries(inputs.map((input) => [input.name, input.value.trim()]));
+    fill(outcome, "");
+    outcome.className = "form-outcome";
+    try {
+      const said = await submit(values);
+      if (said) fill(outcome, said);
+    } catch (error) {
+      outcome.className = "form-outcome error";
+      fill(outcome, describeError(error, action));
+    }
+  });
+  for (const input of inputs) {
+    if (input.tagName === "TEXTAREA") {
+      input.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+          event.preventDefault();
+          form.requestSubmit();
+        }
+      });
+    }
+  }
+  return { form, outcome, inputs };
+}
+
+const PANELS = {
+  thread(messageId) {
+    const head = h("div", { class: "thread-message" });
+    const list = h("ol", { class: "comments", "aria-label": "Comments" });
+    const { form, inputs } = panelForm({
+      fields: [{ name: "comment", label: "Comment", multiline: true, required: true, max: 4096 }],
+      submitLabel: "Comment",
+      submit: async ({ comment }) => {
+        if (!comment) return "";
+        await connection.call("comment", { message: messageId, text: comment });
+        inputs[0].value = "";
+        return "";
+      },
+    });
+    const draw = () => {
+      const message = model.findMessage(messageId);
+      fill(head, message ? [h("div", { class: "meta" }, h("span", { class: "author" }, message.author), h("time", {}, formatTime(message.ts))), h("div", { class: "text" }, message.text || message.file?.name || "")] : "This message has expired.");
+      const comments = model.commentsOf(messageId);
+      fill(list, comments.length ? comments.map((c) => h("li", { class: "comment" }, h("div", { class: "meta" }, h("span", { class: "author" }, c.author), h("time", {}, formatTime(c.ts))), h("div", { class: "text" }, c.text))) : h("li", { class: "empty" }, "No comments yet."));
+    };
+    connection.call("comments", { message: messageId, limit: 100 }).then(
+      (page) => {
+        model.setComments(messageId, page.comments);
+        draw();
+      },
+      reportError,
+    );
+    draw();
+    return { title: "Thread", body: [head, list, form], refresh: (change) => (change.thread === messageId || change.thread === undefined) && draw() };
+  },
+
+  scheduled() {
+    const list = h("ul", { class: "scheduled-list" });
+    const draw = () => {
+      const items = [...model.scheduled.values()].sort((a, b) => a.send_at - b.send_at);
+      fill(
+        list,
+        items.length
+          ? items.map((item) =>
+              h(
+                "li",
+                { dataset: { id: item.id } },
+                h("div", { class: "meta" }, h("span", { class: "author" }, chatLabel(model.chats.get(item.chat)) || item.chat), h("time", {}, formatTime(item.send_at))),
+                h("div", { class: "text" }, item.text || item.file?.name || ""),
+                h("button", { onclick: () => connection.call("cancel", { id: item.id }).catch(reportError) }, "Cancel"),
+              ),
+            )
+          : h("li", { class: "empty" }, "Nothing scheduled."),
+      );
+    };
+    draw();
+    return { title: "Scheduled messages", body: list, refresh: (change) => change.scheduled !== false && draw() };
+  },
+
+  schedule() {
+    const inAnHour = new Date(Date.now() + 3600_000);
+    inAnHour.setSeconds(0, 0);
+    const local = new Date(inAnHour.getTime() - inAnHour.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+    const { form, inputs } = panelForm({
+      fields: [
+        { name: "text", label: "Message", multiline: true, required: true, max: 4096 },
+        { name: "when", label: "Send at", type: "datetime-local", value: local, required: true },
+      ],
+      submitLabel: "Schedule",
+      submit: async ({ text, when }) => {
+        const sendAt = new Date(when).getTime();
+        if (!text) return "Write the message first.";
+        if (!(sendAt > Date.now())) return "Choose a time in the future.";
+        const target = view.draftUser ? { user: view.draftUser } : { chat: view.chat };
+        const result = await connection.send({ ...target, text, send_at: sendAt });
+        inputs[0].value = "";
+        return result.scheduled ? `Scheduled for ${formatTime(result.scheduled.send_at)}.` : "Sent.";
+      },
+    });
+    inputs[0].value = ui.input.value.trim();
+    ui.input.value = "";
+    return { title: `Schedule in ${view.draftUser ? `@${view.draftUser}` : chatLabel(model.chats.get(view.chat))}`, body: [form, h("button", { class: "link", onclick: () => openPanel("scheduled") }, "See scheduled messages")] };
+  },
+
+  direct() {
+    const { form } = panelForm({
+      fields: [{ name: "user", label: "User name", required: true, max: 33 }],
+      submitLabel: "Open chat",
+      submit: async ({ user }) => {
+        const name = user.replace(/^@/, "");
+        if (!USER_NAME.test(name)) return "A user name is 1 to 32 letters, digits, _ . or -.";
+        if (sameUser(name, model.me)) return "That is you.";
+        await openDirect(name);
+        closePanel();
+        return "";
+      },
+    });
+    return { title: "New direct chat", body: form };
+  },
+
+  group() {
+    const { form } = panelForm({
+      fields: [{ name: "title", label: "Group title", required: true, max: 100 }],
+      submitLabel: "Create group",
+      submit: async ({ title }) => {
+        const { chat } = await connection.call("chat.create", { title });
+        model.apply("chat.joined", { chat });
+        await openChat(chat.id);
+        openPanel("members", chat.id);
+        return "";
+      },
+    });
+    return { title: "New group", body: form };
+  },
+
+  join(link = "") {
+    const { form } = panelForm({
+      fields: [{ name: "link", label: "Join link", required: true, value: link ?? "" }],
+      submitLabel: "Ask to join",
+      action: "join",
+      submit: async ({ link: given }) => {
+        const code = given.includes("#join=") ? given.split("#join=")[1] : given;
+        const result = await connection.call("chat.join", { link: code });
+        const title = result.chat?.title ?? "the group";
+        return result.status === "member" ? `You are already a member of ${title}.` : `Asked to join ${title}. The owner will decide.`;
+      },
+    });
+    return { title: "Join a group", body: form };
+  },
+
+  report(user) {
+    const { form } = panelForm({
+      fields: [{ name: "reason", label: `Why report ${user}? (optional)`, multiline: true, max: 1000 }],
+      submitLabel: `Report ${user}`,
+      submit: async ({ reason }) => {
+        await connection.call("report", reason ? { user, reason } : { user });
+        return `${user} was reported. Thank you.`;
+      },
+    });
+    return { title: `Report ${user}`, body: form };
+  },
+
+  members(chatId) {
+    const chat = model.chats.get(chatId);
+    const owner = sameUser(chat?.owner, model.me);
+    const members = h("ul", { class: "members", "aria-label": "Members" });
+    const requests = h("ul", { class: "requests-list", "aria-label": "Join requests" });
+    const linkOut = h("div", { class: "link-out" });
+    const drawMembers = async () => {
+      const result = await connection.call("chat.members", { chat: chatId });
+      fill(members, result.members.map((name) => h("li", {}, name, sameUser(name, result.owner) ? h("span", { class: "tag" }, "owner") : null)));
+    };
+    const drawRequests = () => {
+      const pending = [...(model.requests.get(chatId)?.values() ?? [])];
+      fill(
+        requests,
+        pending.length
+          ? pending.map((request) =>
+              h(
+                "li",
+                {},
+                h("span", { class: "author" }, request.user),
+                h("button", { class: "primary", onclick: () => decide("chat.approve", request.user) }, "Approve"),
+                h("button", { onclick: () => decide("chat.decline", request.user) }, "Decline"),
+              ),
+            )
+          : h("li", { class: "empty" }, "No one is asking to join."),
+      );
+    };
+    const decide = async (method, user) => {
+      try {
+        await connection.call(method, { chat: chatId, user });
+      } catch (error) {
+        if (!(error instanceof RpcError && error.code === ErrorCode.CONFLICT)) reportError(error);
+      }
+      model.requests.get(chatId)?.delete(user.toLowerCase());
+      drawRequests();
+      renderChats();
+      drawMembers().catch(reportError);
+    };
+    const body = [h("h3", {}, "Members"), members];
+    if (owner) {
+      const invite = panelForm({
+        fields: [{ name: "invitee", label: "Invite a user", required: true, max: 33 }],
+        submitLabel: "Invite",
+        submit: async ({ invitee }) => {
+          const name = invitee.replace(/^@/, "");
+          await connection.call("chat.invite", { chat: chatId, user: name });
+          invite.inputs[0].value = "";
+          await drawMembers();
+          return `${name} is now a member.`;
+        },
+      });
+      const makeLink = async () => {
+        const { link } = await connection.call("chat.link", { chat: chatId });
+        const url = `${location.origin}/#join=${link}`;
+        fill(linkOut, h("p", {}, "Anyone with this link can ask to join (a new link replaces it):"), h("input", { class: "link-text", readonly: true, value: url, "aria-label": "Join link", onfocus: (event) => event.target.select() }));
+        linkOut.querySelector("input").focus();
+      };
+      body.push(invite.form, h("h3", {}, "Join link"), h("button", { onclick: () => makeLink().catch(reportError) }, "Make a join link"), linkOut, h("h3", {}, "Requests to join"), requests);
+      connection.call("chat.requests", { chat: chatId }).then((result) => {
+        model.setRequests(chatId, result.requests);
+        drawRequests();
+        renderChats();
+      }, reportError);
+      drawRequests();
+    } else {
+      body.push(h("button", { class: "danger", onclick: () => connection.call("chat.leave", { chat: chatId }).then(closePanel, reportError) }, "Leave group"));
+    }
+    drawMembers().catch(reportError);
+    return {
+      title: chat ? chatLabel(chat) : "Group",
+      body,
+      refresh: (change) => {
+        if (change.requests === chatId) drawRequests();
+      },
+    };
+  },
+};
+
+// -- the rest -------------------------------------------------------------------------------------
+
+async function signOut() {
+  try {
+    await connection.signOut();
+  } catch (error) {
+    if (!(error instanceof ConnectionLost)) reportError(error);
+  }
+  saveSession(null);
+  showSignIn("You are signed out.");
+}
+
+function toast(text, kind = "info") {
+  if (!ui) return;
+  const item = h("div", { class: `toast ${kind}` }, text);
+  ui.toasts.append(item);
+  setTimeout(() => item.remove(), kind === "error" ? 8000 : 5000);
+}
+
+function reportError(error) {
+  console.error(error);
+  toast(describeError(error), "error");
+}
+
+function joinFromFragment() {
+  const match = location.hash.match(/^#join=([\w-]+)$/);
+  if (!match || !ui) return;
+  history.replaceState(null, "", location.pathname);
+  openPanel("join", match[1]);
+}
+
+connection.on("login", () => setTimeout(joinFromFragment, 0));
+boot();

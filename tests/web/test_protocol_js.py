@@ -1,0 +1,188 @@
+"""protocol.js, the web client's wire module (no DOM), run in a real Chromium
+against a real server: calls and errors, events each cursor once, reconnect with
+`since`, and queued sends posted once through `client_id`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.web.support import PASSWORD, WebServer, launch, web_config
+from tests.wsclient import user_device
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+# A Connection on the page as `window.c`, its events in `window.seen`.
+SIGN_IN = """async ([user, password, register]) => {
+  const protocol = await import("/assets/protocol.js");
+  window.protocol = protocol;
+  const c = new protocol.Connection(
+    `ws://${location.host}/`, {backoff: [100], storage: localStorage});
+  window.c = c;
+  window.seen = [];
+  window.logins = [];
+  c.on("event", (method, params) => window.seen.push([method, params.cursor, params]));
+  c.on("login", (result) => window.logins.push(result));
+  await c.signIn({user, password, register});
+  return c.session;
+}"""
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebServer]:
+    web = WebServer(web_config(tmp_path_factory.mktemp("protocol") / "state"))
+    await web.start()
+    yield web
+    await web.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        yield browser
+        await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser: Browser, server: WebServer) -> AsyncIterator[Page]:
+    context = await browser.new_context(base_url=server.origin)
+    context.set_default_timeout(10_000)
+    page = await context.new_page()
+    await page.goto("/healthz")  # a blank page of the server's origin
+    yield page
+    await context.close()
+
+
+async def sign_in(page: Page, user: str, register: bool = True) -> dict[str, Any]:
+    session: dict[str, Any] = await page.evaluate(SIGN_IN, [user, PASSWORD, register])
+    return session
+
+
+async def general_texts(url: str, user: str) -> list[str]:
+    async with user_device(url, user, register=False) as peer:
+        history = await peer.call("history", chat="general", limit=100)
+    return [message["text"] for message in history["messages"]]
+
+
+async def test_call_results_and_errors(page: Page, server: WebServer) -> None:
+    """call() resolves with the result and rejects with an RpcError carrying code and data."""
+    await sign_in(page, "pj_calls")
+    status = await page.evaluate("() => c.call('status')")
+    assert status["user"] == "pj_calls"
+    error = await page.evaluate(
+        """() => c.call('upload.begin', {name: 'big', size: 10 ** 12}).then(
+             () => null, (e) => ({name: e.name, code: e.code, data: e.data}))"""
+    )
+    assert error == {"name": "RpcError", "code": -32006, "data": {"max": 5 * 2**20}}
+
+
+async def test_sign_in_refused_with_the_servers_error(page: Page) -> None:
+    """A wrong password rejects signIn with -32001 and leaves the connection signed out."""
+    await sign_in(page, "pj_wrong")
+    outcome = await page.evaluate(
+        """async () => {
+          const d = new protocol.Connection(`ws://${location.host}/`);
+          const error = await d.signIn({user: "pj_wrong", password: "not the password"})
+            .catch((e) => e);
+          return {code: error.code, session: d.session, state: d.state};
+        }"""
+    )
+    assert outcome == {"code": -32001, "session": None, "state": "offline"}
+
+
+async def test_events_arrive_once_in_cursor_order(page: Page, server: WebServer) -> None:
+    """Pushed events reach the listener in cursor order; a repeated cursor is dropped."""
+    await sign_in(page, "pj_events")
+    async with user_device(server.url, "pj_other") as other:
+        for text in ("one", "two"):
+            await other.call("send", user="pj_events", text=text)
+    await page.wait_for_function("() => seen.filter(([m]) => m === 'message').length === 2")
+    repeat = await page.evaluate(
+        """() => {
+          const [method, cursor, params] = seen.at(-1);
+          c.receive(JSON.stringify({jsonrpc: "2.0", method, params}));  // the same push again
+          return seen.length;
+        }"""
+    )
+    cursors = [cursor for _, cursor, _ in await page.evaluate("() => seen")]
+    assert repeat == len(cursors)
+    assert cursors == sorted(set(cursors))
+
+
+async def test_reconnect_resumes_with_since(page: Page, server: WebServer) -> None:
+    """After a dropped socket the module logs in with `since` and gets what it missed."""
+    await sign_in(page, "pj_resume")
+    async with user_device(server.url, "pj_resume", register=False) as twin:
+        await page.evaluate("() => { window.before = c.cursor; c.socket.close(); }")
+        await twin.call("send", chat="general", text="while away")
+        await page.wait_for_function("() => logins.length === 2")
+    login = await page.evaluate("() => logins[1]")
+    assert login["resumed"] is True
+    texts = await page.evaluate(
+        "() => seen.filter(([m]) => m === 'message').map(([, , p]) => p.message.text)"
+    )
+    assert texts == ["while away"]
+
+
+async def test_send_lost_in_flight_is_posted_once(page: Page, server: WebServer) -> None:
+    """A send whose reply is lost with the socket is sent again after the reconnect,
+    with the same client_id: one message is posted, and the promise gets it."""
+    await sign_in(page, "pj_once")
+    result = await page.evaluate(
+        """async () => {
+          const sending = c.send({chat: "general", text: "exactly once"});
+          c.socket.close();  // the request is out; its reply will not come on this socket
+          const first = c.outbox.length;
+          const result = await sending;
+          return {first, after: c.outbox.length, text: result.message.text};
+        }"""
+    )
+    assert result == {"first": 1, "after": 0, "text": "exactly once"}
+    assert (await general_texts(server.url, "pj_once")).count("exactly once") == 1
+
+
+async def test_sends_queued_offline_survive_a_reload(page: Page, server: WebServer) -> None:
+    """Sends queued while offline are kept in storage; a reloaded page signed in as the
+    same device posts them, once each, in order."""
+    session = await sign_in(page, "pj_reload")
+    await page.evaluate(
+        """() => {
+          c.stop();  // offline, with no reconnect
+          c.send({chat: "general", text: "queued 1"});
+          c.send({chat: "general", text: "queued 2"});
+        }"""
+    )
+    stored = await page.evaluate(
+        "() => Object.keys(localStorage).filter(k => k.includes('outbox'))"
+    )
+    assert len(stored) == 1
+    await page.reload()
+    await page.evaluate(
+        """async (session) => {
+          const protocol = await import("/assets/protocol.js");
+          const c = new protocol.Connection(`ws://${location.host}/`, {storage: localStorage});
+          await c.signIn({user: session.user, token: session.token});
+          while (c.outbox.length) await new Promise((wake) => setTimeout(wake, 20));
+        }""",
+        session,
+    )
+    texts = await general_texts(server.url, "pj_reload")
+    assert [text for text in texts if text.startswith("queued")] == ["queued 1", "queued 2"]
+
+
+async def test_revoked_token_ends_the_session(page: Page, server: WebServer) -> None:
+    """When the device is logged out elsewhere, the reconnect's login fails and the
+    module says signed-out instead of retrying for ever."""
+    await sign_in(page, "pj_revoked")
+    await page.evaluate("() => { window.states = []; c.on('state', (s) => states.push(s)); }")
+    token = await page.evaluate("() => c.session.token")
+    async with user_device(server.url, "pj_revoked", register=False) as twin:
+        await twin.call("login", user="pj_revoked", token=token)
+        await twin.call("logout")
+    await page.wait_for_function("() => states.includes('signed-out')")
+    assert await page.evaluate("() => c.session") is None
