@@ -112,7 +112,10 @@ function onEvent(method, params) {
   if (change.unknownChat) refreshChats().catch(reportError);
   if (method === "chat.left" && view.chat === params.chat) openChat("general");
   if (method === "chat.joined" && view.draftUser && params.chat.kind === "direct") view.draftUser = null;
-  if (change.notice === "banned") toast(`You are banned from sending until ${formatTime(params.until)}.`, "error");
+  if (change.notice === "banned") {
+    toast(`You are banned from sending until ${formatTime(params.until)}.`, "error");
+    renderNotices(Date.now());
+  }
   else if (change.notice) toast(change.notice);
   if (change.chats) renderChats();
   if (change.chat && change.chat === view.chat) {
@@ -231,9 +234,9 @@ function showMain(user) {
     h(
       "div",
       { class: "composer-row" },
-      h("button", { type: "button", class: "icon", title: "Send a file", "aria-label": "Send a file", onclick: () => fileInput.click() }, "📎"),
+      h("button", { type: "button", class: "icon", title: "Send a file", "aria-label": "Send a file", onclick: () => fileInput.click() }, "Attach"),
       input,
-      h("button", { type: "button", class: "icon", title: "Schedule", "aria-label": "Schedule this message", onclick: () => openPanel("schedule") }, "⏰"),
+      h("button", { type: "button", class: "icon", title: "Schedule", "aria-label": "Schedule this message", onclick: () => openPanel("schedule") }, "Later"),
       h("button", { type: "submit", class: "primary" }, "Send"),
       fileInput,
     ),
@@ -446,9 +449,11 @@ function renderMessages(scrollToEnd = false) {
   const now = Date.now();
   const items = [];
   const messages = view.draftUser ? [] : model.messagesOf(view.chat);
+  let lineDrawn = false;
   for (const message of messages) {
-    if (view.newFrom !== null && message.seq >= view.newFrom && !items.some((item) => item.classList.contains("new-line"))) {
-      if (message.seq !== messages[0].seq || messages[0].seq > 1) items.push(h("li", { class: "new-line", role: "separator" }, h("span", {}, "New messages")));
+    if (!lineDrawn && view.newFrom !== null && message.seq >= view.newFrom && !sameUser(message.author, model.me)) {
+      items.push(h("li", { class: "new-line", role: "separator" }, h("span", {}, "New messages")));
+      lineDrawn = true;
     }
     items.push(messageElement(message, now));
   }
@@ -513,7 +518,7 @@ async function fileUrl(fileId) {
 function fileElement(file) {
   const download = h("button", { class: "link download", onclick: () => downloadFile(file).catch(reportError) }, "Download");
   const label = h("span", { class: "file-name" }, file.name);
-  const box = h("div", { class: "file" }, h("span", { class: "file-icon", "aria-hidden": "true" }, "📄"), label, h("span", { class: "file-size" }, formatSize(file.size)), download);
+  const box = h("div", { class: "file" }, h("span", { class: "file-icon", "aria-hidden": "true" }, "▤"), label, h("span", { class: "file-size" }, formatSize(file.size)), download);
   if (file.content_type.startsWith("image/")) {
     const image = h("img", { class: "inline-image", alt: file.name, loading: "lazy" });
     fileUrl(file.id).then((url) => (image.src = url), () => image.remove());
@@ -944,4 +949,5 @@ function joinFromFragment() {
 }
 
 connection.on("login", () => setTimeout(joinFromFragment, 0));
+window.addEventListener("hashchange", joinFromFragment);
 boot();

@@ -1,0 +1,356 @@
+"""The web client end to end in a real Chromium against a real server: people in
+separate browser profiles (devices), and the console side through tests/wsclient."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+
+from tests.web.support import PASSWORD, WebServer, launch, new_page, web_config
+from tests.wsclient import user_device
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebServer]:
+    config = web_config(
+        tmp_path_factory.mktemp("app") / "state",
+        rate_limit=6,
+        report_threshold=1,
+        login_attempts=2,
+        max_file_size=200_000,
+        upload_chunk_size=16_384,
+    )
+    web = WebServer(config)
+    await web.start()
+    yield web
+    await web.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        yield browser
+        await browser.close()
+
+
+class People:
+    """Browser profiles opened by a test, closed at its end."""
+
+    def __init__(self, browser: Browser, server: WebServer) -> None:
+        self.browser = browser
+        self.server = server
+        self.contexts: list[BrowserContext] = []
+
+    async def page(
+        self, user: str | None = None, register: bool = False, **options: object
+    ) -> Page:
+        context, page = await new_page(self.browser, self.server.origin, **options)
+        self.contexts.append(context)
+        if user is not None:
+            await sign_in(page, user, register)
+        return page
+
+    async def close(self) -> None:
+        for context in self.contexts:
+            await context.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def people(browser: Browser, server: WebServer) -> AsyncIterator[People]:
+    opened = People(browser, server)
+    yield opened
+    await opened.close()
+
+
+async def sign_in(page: Page, user: str, register: bool = False, password: str = PASSWORD) -> None:
+    await page.fill("#signin-user", user)
+    await page.fill("#signin-password", password)
+    await page.click("text=Create account" if register else "button:has-text('Sign in')")
+    await expect(page.locator(".topbar .me")).to_contain_text(user)
+
+
+def chat_item(page: Page, name: str):  # type: ignore[no-untyped-def]
+    return page.locator(".chat-item", has=page.locator(".chat-name", has_text=name))
+
+
+async def open_chat(page: Page, name: str) -> None:
+    await chat_item(page, name).click()
+    await expect(page.locator("#chat-title")).to_contain_text(name)
+
+
+async def send(page: Page, text: str) -> None:
+    await page.fill("#composer", text)
+    await page.press("#composer", "Enter")
+
+
+def shown(page: Page, text: str):  # type: ignore[no-untyped-def]
+    """The posted (not pending) messages of the open chat with exactly this text."""
+    return page.locator(".messages .message:not(.pending) .text", has_text=text)
+
+
+async def test_general_direct_chat_and_a_second_device(people: People, server: WebServer) -> None:
+    """Messages arrive live in the general chat and a direct chat; unread counts show
+    and clear on opening, on the user's other device too; a reload stays signed in."""
+    alice = await people.page("alice", register=True)
+    bob = await people.page("bob", register=True)
+    alice2 = await people.page("alice")
+    await expect(alice.locator("#chat-title")).to_have_text("general")
+    await send(alice, "hello everyone")
+    for page in (alice, bob, alice2):
+        await expect(shown(page, "hello everyone")).to_have_count(1)
+    await expect(bob.locator(".message .author", has_text="alice")).to_have_count(1)
+
+    await bob.click("text=New direct chat")
+    await bob.fill("#f-user", "alice")
+    await bob.press("#f-user", "Enter")
+    await expect(bob.locator("#chat-title")).to_have_text("@alice")
+    await send(bob, "psst, alice")
+    await expect(shown(bob, "psst, alice")).to_have_count(1)
+    for page in (alice, alice2):
+        await expect(chat_item(page, "bob").locator(".badge")).to_have_text("1")
+    await open_chat(alice, "bob")
+    await expect(shown(alice, "psst, alice")).to_have_count(1)
+    await expect(alice.locator(".new-line")).to_have_count(1)
+    await expect(chat_item(alice2, "bob").locator(".badge")).to_have_count(0)
+
+    await send(alice, "hi bob\nsecond line")
+    await expect(shown(bob, "second line")).to_have_count(1)
+    await expect(chat_item(alice2, "bob").locator(".badge")).to_have_count(0)
+
+    await bob.reload()
+    await expect(bob.locator(".topbar .me")).to_contain_text("bob")
+    await open_chat(bob, "alice")
+    await expect(shown(bob, "hi bob")).to_have_count(1)
+    async with user_device(server.url, "alice", register=False) as console:
+        await console.call("send", user="bob", text="from the console")
+    await expect(shown(bob, "from the console")).to_have_count(1)
+    await expect(shown(alice, "from the console")).to_have_count(1)
+
+
+async def test_group_by_link_with_approval_and_a_thread(people: People) -> None:
+    """The owner makes a group and a link; a request by link waits for the owner's
+    approval; comments on a message show in a thread on both sides."""
+    owner = await people.page("gina", register=True)
+    joiner = await people.page("hank", register=True)
+    await owner.click("text=New group")
+    await owner.fill("#f-title", "Book club")
+    await owner.press("#f-title", "Enter")
+    await expect(owner.locator("#chat-title")).to_have_text("Book club")
+    await owner.click("text=Make a join link")
+    link = await owner.locator(".link-text").input_value()
+    assert "/#join=" in link
+
+    await joiner.goto(link)
+    await expect(joiner.locator("#f-link")).to_have_value(link.split("#join=")[1])
+    await joiner.press("#f-link", "Enter")
+    await expect(joiner.locator(".form-outcome")).to_contain_text("Asked to join Book club")
+    await expect(chat_item(owner, "Book club").locator(".requests")).to_have_text("1 ask")
+    request = owner.locator(".requests-list li", has_text="hank")
+    await request.locator("text=Approve").click()
+    await expect(owner.locator(".members li", has_text="hank")).to_have_count(1)
+    await expect(chat_item(joiner, "Book club")).to_have_count(1)
+    await owner.keyboard.press("Escape")
+    await expect(owner.locator(".panel")).to_be_hidden()
+
+    await send(owner, "first book?")
+    await open_chat(joiner, "Book club")
+    message = joiner.locator(".message", has_text="first book?")
+    await message.locator("button.comments").click()
+    await joiner.fill("#f-comment", "Dune")
+    await joiner.press("#f-comment", "Enter")
+    await expect(joiner.locator(".comment", has_text="Dune")).to_have_count(1)
+    comments = owner.locator(".message", has_text="first book?").locator(".comments")
+    await expect(comments).to_have_text("1 comment")
+    await comments.click()
+    await expect(owner.locator(".comment", has_text="Dune")).to_have_count(1)
+
+
+async def test_schedule_and_cancel_then_a_file_up_and_down(people: People, tmp_path: Path) -> None:
+    """A scheduled message is listed (on the other device too) and can be cancelled;
+    an image goes up with a progress bar, shows inline, and downloads intact."""
+    ivy = await people.page("ivy", register=True)
+    ivy2 = await people.page("ivy")
+    await ivy.fill("#composer", "see you tomorrow")
+    await ivy.click("button[aria-label='Schedule this message']")
+    await expect(ivy.locator("#f-text")).to_have_value("see you tomorrow")
+    await ivy.click(".panel-form button:has-text('Schedule')")
+    await expect(ivy.locator(".form-outcome")).to_contain_text("Scheduled for")
+    await ivy2.click("text=Scheduled")
+    pending = ivy2.locator(".scheduled-list li", has_text="see you tomorrow")
+    await expect(pending).to_have_count(1)
+    await pending.locator("text=Cancel").click()
+    await expect(pending).to_have_count(0)
+    await ivy.click("text=Scheduled")
+    await expect(ivy.locator(".scheduled-list .empty")).to_have_text("Nothing scheduled.")
+    await ivy.keyboard.press("Escape")
+
+    picture = tmp_path / "dot.png"
+    picture.write_bytes(PNG)
+    await ivy.set_input_files("input[type=file]", str(picture))
+    image = shown_file(ivy, "dot.png").locator("img")
+    await expect(image).to_have_count(1)
+    await expect(image).to_have_js_property("naturalWidth", 2)  # decoded: the bytes came back
+    async with ivy2.expect_download() as download_info:
+        await shown_file(ivy2, "dot.png").locator("text=Download").click()
+    download = await download_info.value
+    saved = tmp_path / "saved.png"
+    await download.save_as(saved)
+    assert saved.read_bytes() == PNG
+
+
+def shown_file(page: Page, name: str):  # type: ignore[no-untyped-def]
+    return page.locator(".messages .message .file", has_text=name)
+
+
+def png(width: int, height: int) -> bytes:
+    """An RGB PNG of one colour (RFC 2083): signature, IHDR, IDAT, IEND."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\x2f\x6f\xde" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+PNG = png(2, 2)
+
+
+async def test_server_restart_loses_and_doubles_nothing(people: People, server: WebServer) -> None:
+    """While the server restarts the page shows a banner and keeps what is typed;
+    afterwards it resumes: the queued message is posted once, nothing is doubled,
+    and new messages arrive live."""
+    jack = await people.page("jack", register=True)
+    kate = await people.page("kate", register=True)
+    await jack.click("text=New direct chat")
+    await jack.fill("#f-user", "kate")
+    await jack.press("#f-user", "Enter")
+    await send(jack, "before the restart")
+    await open_chat(kate, "jack")
+    await expect(shown(kate, "before the restart")).to_have_count(1)
+
+    await server.stop()
+    await expect(jack.locator(".banner")).to_be_visible()
+    await send(jack, "typed while it was down")
+    await expect(jack.locator(".message.pending", has_text="typed while")).to_have_count(1)
+    await server.start()
+    await expect(jack.locator(".banner")).to_be_hidden(timeout=15_000)
+    await expect(kate.locator(".banner")).to_be_hidden(timeout=15_000)
+    for page in (jack, kate):
+        await expect(shown(page, "typed while it was down")).to_have_count(1)
+        await expect(shown(page, "before the restart")).to_have_count(1)
+    await expect(jack.locator(".message.pending")).to_have_count(0)
+    async with user_device(server.url, "kate", register=False) as console:
+        await console.call("send", user="jack", text="after the restart")
+        history = await console.call("history", user="jack")
+    await expect(shown(jack, "after the restart")).to_have_count(1)
+    texts = [message["text"] for message in history["messages"]]
+    assert texts == ["before the restart", "typed while it was down", "after the restart"]
+    assert await jack.locator(".messages .message").count() == 3
+
+
+PAYLOAD = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+
+
+async def test_markup_from_people_renders_as_text(people: People) -> None:
+    """HTML and script in a message and in a group title show as the characters typed
+    and never run. (User names cannot hold markup: the server allows A-Z a-z 0-9 _ . -)"""
+    lena = await people.page("lena", register=True)
+    mike = await people.page("mike", register=True)
+    await lena.click("text=New group")
+    await lena.fill("#f-title", PAYLOAD)
+    await lena.press("#f-title", "Enter")
+    await lena.fill("#f-invitee", "mike")
+    await lena.press("#f-invitee", "Enter")
+    await send(lena, f"<b>bold?</b> {PAYLOAD}")
+    await expect(chat_item(mike, "<img src=x")).to_have_count(1)
+    await open_chat(mike, "<img src=x")
+    await expect(shown(mike, "<b>bold?</b>")).to_have_count(1)
+    for page in (lena, mike):
+        await expect(page.locator("#chat-title")).to_have_text(PAYLOAD)
+        assert await page.locator(".messages img, .chat-list img, #chat-title img").count() == 0
+        assert await page.locator(".messages b").count() == 0
+        assert await page.evaluate("() => window.__xss") is None
+
+
+async def test_a_page_of_another_origin_cannot_connect(people: People, server: WebServer) -> None:
+    """The browser's own Origin decides: the app's page connects, a page of another
+    origin (here localhost vs 127.0.0.1) is refused the upgrade."""
+    page = await people.page()
+    port = server.config.port
+    opened = """(url) => new Promise((done) => {
+        const socket = new WebSocket(url);
+        socket.onopen = () => { socket.close(); done("open"); };
+        socket.onerror = () => done("refused");
+    })"""
+    assert await page.evaluate(opened, f"ws://127.0.0.1:{port}/") == "open"
+    assert await page.evaluate(opened, f"ws://localhost:{port}/") == "refused"
+
+
+async def test_every_error_is_said_plainly(people: People, tmp_path: Path) -> None:
+    """Wrong password, throttled sign-in, a taken name, the general chat's allowance
+    and its limit, a ban after a report, and a file over the limit: each a sentence."""
+    nora = await people.page("nora", register=True)
+    other = await people.page()
+    await sign_in_fails(other, "nora", "wrong password", "Wrong user name or password.")
+    await sign_in_fails(other, "nora", "wrong password", "Wrong user name or password.")
+    await sign_in_fails(other, "nora", PASSWORD, "Too many failed sign-ins. Try again in 1 s.")
+    await other.fill("#signin-user", "NORA")
+    await other.click("text=Create account")
+    await expect(other.locator("#signin-error")).to_have_text(
+        "That user name is taken. Choose another one."
+    )
+
+    for number in range(1, 7):
+        await send(nora, f"note {number}")
+        await expect(shown(nora, f"note {number}")).to_have_count(1)
+        left = 6 - number
+        if left <= 5:
+            await expect(nora.locator(".allowance")).to_contain_text(f"{left} message")
+    await send(nora, "one too many")
+    await expect(nora.locator(".composer .form-error")).to_contain_text(
+        "You have sent too many messages here for now. Try again in"
+    )
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * 300_000)
+    await nora.set_input_files("input[type=file]", str(big))
+    await expect(nora.locator(".composer .form-error")).to_have_text(
+        "That file is too large: the limit is 195 KiB."
+    )
+
+    await sign_in(other, "omar", register=True)
+    reported = other.locator(".message", has_text="note 1")
+    await reported.locator("text=Report").click()
+    await other.fill("#f-reason", "spam")
+    await other.click(".panel-form button.primary")
+    await expect(other.locator(".form-outcome")).to_have_text("nora was reported. Thank you.")
+    await expect(nora.locator(".chat-notices .warning")).to_contain_text(
+        "You are banned from sending until"
+    )
+    await send(nora, "am I banned?")
+    await expect(nora.locator(".composer .form-error")).to_contain_text(
+        "You are banned from sending until"
+    )
+
+
+async def sign_in_fails(page: Page, user: str, password: str, error: str) -> None:
+    await page.fill("#signin-user", user)
+    await page.fill("#signin-password", password)
+    await page.click("button:has-text('Sign in')")
+    await expect(page.locator("#signin-error")).to_have_text(error)
