@@ -312,6 +312,7 @@ function renderAll() {
 function renderChats() {
   const items = model.sortedChats().map((chat) => {
     const requests = model.requests.get(chat.id)?.size ?? 0;
+    const last = model.messagesOf(chat.id).at(-1);
     return h(
       "li",
       {},
@@ -324,9 +325,19 @@ function renderChats() {
           onclick: () => openChat(chat.id),
         },
         h("span", { class: "chat-kind", "aria-hidden": "true" }, chat.kind === "general" ? "#" : chat.kind === "direct" ? "@" : "+"),
-        h("span", { class: "chat-name" }, chat.kind === "direct" ? chat.title : chatLabel(chat)),
-        requests ? h("span", { class: "requests", title: "Join requests" }, `${requests} ask`) : null,
-        chat.unread ? h("span", { class: "badge", "aria-label": `${chat.unread} unread` }, String(chat.unread)) : null,
+        h(
+          "span",
+          { class: "chat-summary" },
+          h("span", { class: "chat-name" }, chat.kind === "direct" ? chat.title : chatLabel(chat)),
+          last ? h("span", { class: "chat-preview" }, `${sameUser(last.author, model.me) ? "You" : last.author}: ${last.text || last.file?.name || ""}`) : null,
+        ),
+        h(
+          "span",
+          { class: "chat-side" },
+          last ? h("time", { class: "chat-time" }, formatTime(last.ts)) : null,
+          requests ? h("span", { class: "requests", title: "Join requests" }, `${requests} ask`) : null,
+          chat.unread ? h("span", { class: "badge", "aria-label": `${chat.unread} unread` }, String(chat.unread)) : null,
+        ),
       ),
     );
   });
@@ -518,12 +529,12 @@ async function fileUrl(fileId) {
 function fileElement(file) {
   const download = h("button", { class: "link download", onclick: () => downloadFile(file).catch(reportError) }, "Download");
   const label = h("span", { class: "file-name" }, file.name);
-  const box = h("div", { class: "file" }, h("span", { class: "file-icon", "aria-hidden": "true" }, "▤"), label, h("span", { class: "file-size" }, formatSize(file.size)), download);
+  const row = h("div", { class: "file-row" }, h("span", { class: "file-icon", "aria-hidden": "true" }, "▤"), label, h("span", { class: "file-size" }, formatSize(file.size)), download);
+  const box = h("div", { class: "file" }, row);
   if (file.content_type.startsWith("image/")) {
-    const image = h("img", { class: "inline-image", alt: file.name, loading: "lazy" });
+    const image = h("img", { class: "inline-image", alt: file.name });
     fileUrl(file.id).then((url) => (image.src = url), () => image.remove());
     box.prepend(image);
-    box.classList.add("image");
   }
   return box;
 }
@@ -931,7 +942,7 @@ async function signOut() {
 
 function toast(text, kind = "info") {
   if (!ui) return;
-  const item = h("div", { class: `toast ${kind}` }, text);
+  const item = h("div", { class: `toast ${kind}`, onclick: () => item.remove() }, text);
   ui.toasts.append(item);
   setTimeout(() => item.remove(), kind === "error" ? 8000 : 5000);
 }

@@ -201,7 +201,8 @@ const HANDLERS = {
   "chat.joined"(model, { chat }) {
     const known = model.chats.get(chat.id);
     model.chats.set(chat.id, { ...chat, activity: known?.activity || Date.now() });
-    return changed({ chats: true, chat: chat.id, notice: known ? null : `You joined ${chat.title}` });
+    const news = known || sameUser(chat.owner, model.me) ? null : `You joined ${chat.title}`;
+    return changed({ chats: true, chat: chat.id, notice: news });
   },
 
   "chat.join_request"(model, { chat, user }) {

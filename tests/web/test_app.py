@@ -3,6 +3,7 @@ separate browser profiles (devices), and the console side through tests/wsclient
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -12,8 +13,9 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
+from tests.server.extras_support import error_of
 from tests.web.support import PASSWORD, WebServer, launch, new_page, web_config
-from tests.wsclient import user_device
+from tests.wsclient import connected, user_device
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebServer]:
     config = web_config(
         tmp_path_factory.mktemp("app") / "state",
+        message_ttl=540,  # under ten minutes: every message shows its time left
         rate_limit=6,
         report_threshold=1,
         login_attempts=2,
@@ -108,6 +111,10 @@ async def test_general_direct_chat_and_a_second_device(people: People, server: W
     for page in (alice, bob, alice2):
         await expect(shown(page, "hello everyone")).to_have_count(1)
     await expect(bob.locator(".message .author", has_text="alice")).to_have_count(1)
+    await expect(bob.locator(".message .expiry")).to_have_text("expires in 9 min")
+    tab = await alice.context.new_page()  # a second tab: the same device, signed in
+    await tab.goto("/")
+    await expect(shown(tab, "hello everyone")).to_have_count(1)
 
     await bob.click("text=New direct chat")
     await bob.fill("#f-user", "alice")
@@ -134,6 +141,15 @@ async def test_general_direct_chat_and_a_second_device(people: People, server: W
         await console.call("send", user="bob", text="from the console")
     await expect(shown(bob, "from the console")).to_have_count(1)
     await expect(shown(alice, "from the console")).to_have_count(1)
+    await expect(chat_item(tab, "bob")).to_have_count(1)
+
+    token = await alice2.evaluate("() => JSON.parse(localStorage['messenger.session']).token")
+    await alice2.click("text=Sign out")
+    await expect(alice2.locator("#signin-error")).to_have_text("You are signed out.")
+    async with connected(server.url) as console:
+        refused = await error_of(console, "login", user="alice", token=token)
+    assert refused.code == -32001
+    assert await alice2.evaluate("() => localStorage['messenger.session']") is None
 
 
 async def test_group_by_link_with_approval_and_a_thread(people: People) -> None:
@@ -354,3 +370,82 @@ async def sign_in_fails(page: Page, user: str, password: str, error: str) -> Non
     await page.fill("#signin-password", password)
     await page.click("button:has-text('Sign in')")
     await expect(page.locator("#signin-error")).to_have_text(error)
+
+
+# Where test_screens saves its pictures: docs/screenshots when asked
+# (MESSENGER_SCREENSHOTS=docs/screenshots pytest tests/web -k screens), else tmp_path.
+SCREENSHOTS = os.environ.get("MESSENGER_SCREENSHOTS")
+DESKTOP = {"width": 1200, "height": 720}
+PHONE = {"width": 390, "height": 760}
+
+
+async def test_screens_by_keyboard_on_a_phone_and_a_desktop(
+    people: People, server: WebServer, tmp_path: Path
+) -> None:
+    """On a phone the chat list, a chat and a panel each take the screen and work by
+    keyboard alone (Tab, Enter, Shift+Enter, Esc); the main screens are saved at
+    desktop and phone width, light and dark."""
+    folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    rosa = await people.page("rosa", register=True, viewport=DESKTOP)
+    sam = await people.page(viewport=PHONE)
+    await shoot(sam, folder / "signin-phone-light.png")
+    await sign_in(sam, "sam", register=True)
+    await send(rosa, "Morning all! The build is green again.")
+    await rosa.click("text=New group")
+    await rosa.fill("#f-title", "Weekend trip")
+    await rosa.press("#f-title", "Enter")
+    await rosa.fill("#f-invitee", "sam")
+    await rosa.press("#f-invitee", "Enter")
+    await expect(rosa.locator(".members li", has_text="sam")).to_have_count(1)
+    await rosa.keyboard.press("Escape")
+    await send(rosa, "Train at 9:40 on Saturday, platform 4.")
+    await rosa.set_input_files(
+        "input[type=file]",
+        files=[{"name": "route.png", "mimeType": "image/png", "buffer": png(240, 120)}],
+    )
+    await expect(shown_file(rosa, "route.png").locator("img")).to_have_js_property(
+        "naturalWidth", 240
+    )
+
+    # Sam, on a phone, by keyboard: the list first, then the group, then a thread.
+    await expect(sam.locator(".chat")).to_be_hidden()
+    await expect(chat_item(sam, "Weekend trip").locator(".badge")).to_have_text("2")
+    await shoot(sam, folder / "chats-phone-light.png")
+    await chat_item(sam, "Weekend trip").focus()
+    await sam.keyboard.press("Enter")
+    await expect(sam.locator(".sidebar")).to_be_hidden()
+    await expect(sam.locator("#composer")).to_be_focused()
+    await sam.keyboard.type("Count me in!")
+    await sam.keyboard.press("Shift+Enter")
+    await sam.keyboard.type("I'll bring snacks.")
+    await sam.keyboard.press("Enter")
+    await expect(shown(sam, "I'll bring snacks.")).to_have_count(1)
+    await expect(shown(rosa, "Count me in!\nI'll bring snacks.")).to_have_count(1)
+    await sam.emulate_media(color_scheme="dark")
+    await shoot(sam, folder / "chat-phone-dark.png")
+    thread = sam.locator(".message", has_text="Train at 9:40").locator("button.comments")
+    await thread.focus()
+    await sam.keyboard.press("Enter")
+    await expect(sam.locator("#f-comment")).to_be_focused()
+    await sam.keyboard.type("Booked two seats.")
+    await sam.keyboard.press("Enter")
+    await expect(sam.locator(".comment", has_text="Booked two seats.")).to_have_count(1)
+    await sam.keyboard.press("Escape")
+    await expect(sam.locator(".panel")).to_be_hidden()
+    await expect(sam.locator("#composer")).to_be_focused()
+
+    await open_chat(rosa, "Weekend trip")
+    await rosa.locator(".message", has_text="Train at 9:40").locator("button.comments").click()
+    await expect(rosa.locator(".comment", has_text="Booked two seats.")).to_have_count(1)
+    await shoot(rosa, folder / "chat-desktop-light.png")
+    await rosa.emulate_media(color_scheme="dark")
+    await shoot(rosa, folder / "chat-desktop-dark.png")
+
+
+async def shoot(page: Page, path: Path) -> None:
+    for toast in await page.locator(".toast").all():
+        await toast.click()  # a notice read is dismissed
+    await page.wait_for_timeout(100)  # let the last redraw paint
+    picture = await page.screenshot(path=path, animations="disabled")
+    assert picture.startswith(b"\x89PNG")
