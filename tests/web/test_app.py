@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    FilePayload,
+    Page,
+    async_playwright,
+    expect,
+)
 
 from tests.server.extras_support import error_of
 from tests.web.support import PASSWORD, WebServer, launch, new_page, web_config
@@ -402,7 +409,7 @@ async def test_screens_by_keyboard_on_a_phone_and_a_desktop(
     await send(rosa, "Train at 9:40 on Saturday, platform 4.")
     await rosa.set_input_files(
         "input[type=file]",
-        files=[{"name": "route.png", "mimeType": "image/png", "buffer": png(240, 120)}],
+        files=FilePayload(name="route.png", mimeType="image/png", buffer=png(240, 120)),
     )
     await expect(shown_file(rosa, "route.png").locator("img")).to_have_js_property(
         "naturalWidth", 240
