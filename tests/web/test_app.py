@@ -16,40 +16,24 @@ from playwright.async_api import (
     BrowserContext,
     FilePayload,
     Page,
-    async_playwright,
     expect,
 )
 
 from tests.server.extras_support import error_of
-from tests.web.support import PASSWORD, WebServer, launch, new_page, web_config
+from tests.web.support import PASSWORD, WebServer, new_page
 from tests.wsclient import connected, user_device
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebServer]:
-    config = web_config(
-        tmp_path_factory.mktemp("app") / "state",
-        message_ttl=540,  # under ten minutes: every message shows its time left
-        rate_limit=6,
-        report_threshold=1,
-        login_attempts=2,
-        max_file_size=200_000,
-        upload_chunk_size=16_384,
-    )
-    web = WebServer(config)
-    await web.start()
-    yield web
-    await web.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await launch(playwright)
-        yield browser
-        await browser.close()
+SERVER_SETTINGS = {
+    "message_ttl": 540,  # under ten minutes: every message shows its time left
+    "rate_limit": 6,
+    "report_threshold": 1,
+    "login_attempts": 2,
+    "max_file_size": 200_000,
+    "upload_chunk_size": 16_384,
+}
 
 
 class People:

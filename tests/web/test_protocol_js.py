@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
-from tests.web.support import PASSWORD, WebServer, launch, web_config
+from tests.web.support import PASSWORD, WebServer
 from tests.wsclient import user_device
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -30,22 +30,6 @@ SIGN_IN = """async ([user, password, register]) => {
   await c.signIn({user, password, register});
   return c.session;
 }"""
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebServer]:
-    web = WebServer(web_config(tmp_path_factory.mktemp("protocol") / "state"))
-    await web.start()
-    yield web
-    await web.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await launch(playwright)
-        yield browser
-        await browser.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
