@@ -23,7 +23,7 @@ const view = {
   newFrom: null, // seq where the "new messages" line goes in the open chat
   olderMore: false, // whether older messages can be loaded
   panel: null, // {kind, arg, refresh}
-  uploading: null, // {name, sent, total}
+  everOnline: false, // whether this page has been connected (a banner only after that)
 };
 
 // -- session ------------------------------------------------------------------------------
@@ -72,16 +72,22 @@ function onState(state) {
     showSignIn("This device was signed out.");
     return;
   }
+  if (state === "online") view.everOnline = true;
   if (!ui) return;
-  ui.banner.hidden = state === "online" || !connection.session;
+  // Not while the page first connects: only once a connection it had is lost.
+  ui.banner.hidden = state === "online" || !connection.session || !view.everOnline;
   fill(ui.banner, state === "connecting" ? "Reconnecting…" : "Connection lost. Reconnecting…");
   root.dataset.connection = state;
+  renderMessages(); // pending messages say whether they are on their way
 }
 
 async function onLogin(result) {
   saveSession(connection.session);
   if (!ui || !sameUser(ui.user, result.user)) showMain(result.user);
-  if (result.resumed === true) return; // everything missed was pushed
+  if (result.resumed === true) {
+    markOpenChatRead(); // what was pushed while signing in, and is shown
+    return;
+  }
   await refetch();
 }
 
@@ -149,6 +155,7 @@ function showSignIn(message = "") {
   ui = null;
   model = new Model();
   view.chat = view.draftUser = view.panel = null;
+  view.everOnline = false;
   root.removeAttribute("aria-busy");
   const error = h("p", { class: "form-error", role: "alert", id: "signin-error" }, message);
   const user = h("input", { id: "signin-user", name: "user", autocomplete: "username", required: true, maxlength: 32, autocapitalize: "none", spellcheck: "false" });
@@ -457,6 +464,7 @@ function renderMessages(scrollToEnd = false) {
   if (!ui) return;
   const scroller = ui.messages.parentElement;
   const atEnd = scrollToEnd || scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
+  const scrolled = scroller.scrollTop;
   const now = Date.now();
   const items = [];
   const messages = view.draftUser ? [] : model.messagesOf(view.chat);
@@ -473,7 +481,7 @@ function renderMessages(scrollToEnd = false) {
   fill(ui.messages, items);
   ui.older.hidden = !view.olderMore || view.draftUser !== null;
   renderNotices(now);
-  if (atEnd) scroller.scrollTop = scroller.scrollHeight;
+  scroller.scrollTop = atEnd ? scroller.scrollHeight : scrolled; // reading back: stay there
 }
 
 function messageElement(message, now) {
@@ -552,6 +560,7 @@ async function onFileChosen() {
   if (!file) return;
   const limit = connection.limits?.max_file_size;
   if (limit && file.size > limit) return showComposerError(`That file is too large: the limit is ${formatSize(limit)}.`);
+  const target = sendTarget(); // where it goes, even if another chat is opened meanwhile
   const progress = h("progress", { max: file.size, value: 0, "aria-label": `Uploading ${file.name}` });
   const label = h("span", {}, `Uploading ${file.name}…`);
   fill(ui.progress, label, progress);
@@ -559,7 +568,7 @@ async function onFileChosen() {
   try {
     const stored = await upload(connection, file, file.name, (sent) => (progress.value = sent));
     fill(label, `Sending ${file.name}…`);
-    await queueSend(ui.input.value.trim(), { file: stored.id }, true);
+    await queueSend(ui.input.value.trim(), { file: stored.id }, true, target);
   } catch (error) {
     showComposerError(`The file was not sent. ${describeError(error)}`);
   } finally {
@@ -593,13 +602,12 @@ function sendFromComposer() {
 
 /** Queue a send to the open chat (or the draft's user); the composer is cleared when
  * it is queued, and the message shows as pending until it is posted. */
-async function queueSend(text, extra = {}, clearComposer = false) {
+async function queueSend(text, extra = {}, clearComposer = false, target = sendTarget()) {
   const max = connection.limits?.text_max ?? 4096;
   if ([...text].length > max) {
     showComposerError(`That message is too long: at most ${max} characters.`);
     throw new Error("too long");
   }
-  const target = view.draftUser ? { user: view.draftUser } : { chat: view.chat };
   if (!target.user && !target.chat) return null;
   showComposerError("");
   if (clearComposer) {
@@ -613,11 +621,16 @@ async function queueSend(text, extra = {}, clearComposer = false) {
     if (result.message && target.user) await refreshChats();
     return result;
   } catch (error) {
+    if (error instanceof RpcError && error.code === ErrorCode.BANNED) model.bannedUntil = error.data?.until ?? 0;
     showComposerError(`Not sent: ${describeError(error, "send")}`);
     if (clearComposer && !ui.input.value) ui.input.value = text;
     renderMessages();
     throw error;
   }
+}
+
+function sendTarget() {
+  return view.draftUser ? { user: view.draftUser } : { chat: view.chat };
 }
 
 function renderNotices(now) {
@@ -781,8 +794,7 @@ const PANELS = {
         const sendAt = new Date(when).getTime();
         if (!text) return "Write the message first.";
         if (!(sendAt > Date.now())) return "Choose a time in the future.";
-        const target = view.draftUser ? { user: view.draftUser } : { chat: view.chat };
-        const result = await connection.send({ ...target, text, send_at: sendAt });
+        const result = await connection.send({ ...sendTarget(), text, send_at: sendAt });
         inputs[0].value = "";
         return result.scheduled ? `Scheduled for ${formatTime(result.scheduled.send_at)}.` : "Sent.";
       },

@@ -170,3 +170,46 @@ async def test_revoked_token_ends_the_session(page: Page, server: WebServer) -> 
         await twin.call("logout")
     await page.wait_for_function("() => states.includes('signed-out')")
     assert await page.evaluate("() => c.session") is None
+
+
+MODEL = """async () => {
+  const { Model } = await import("/assets/model.js");
+  const model = new Model("me");
+  const chat = {id: "c", kind: "group", title: "g", owner: "me",
+                unread: 0, read_seq: 0, last_seq: 0};
+  model.setChats([chat, {...chat, id: "general", kind: "general", title: "general", owner: null}]);
+  const message = (seq, author, expires_at = null) =>
+    ({id: `m${seq}`, chat: "c", seq, author, text: `t${seq}`, ts: 1000 + seq, expires_at,
+      file: null, comments: 0});
+  const counts = [];
+  const unread = () => counts.push(model.chats.get("c").unread);
+  model.apply("message", {message: message(1, "bob"), cursor: 1}); unread();
+  model.apply("message", {message: message(1, "bob"), cursor: 1}); unread();  // a repeat
+  model.apply("message", {message: message(2, "bob", 5000), cursor: 2}); unread();
+  model.apply("read", {chat: "c", read_seq: 1, cursor: 3}); unread();
+  model.apply("read", {chat: "c", read_seq: 0, cursor: 4}); unread();  // never backwards
+  model.expire(5000); unread();
+  model.apply("message", {message: message(3, "bob"), cursor: 5}); unread();
+  model.apply("message", {message: message(4, "ME"), cursor: 6}); unread();  // posting reads
+  model.apply("comment", {comment: {id: "k", message: "m3", chat: "c", author: "bob", text: "x",
+                                    ts: 1}, cursor: 7});
+  model.apply("comment", {comment: {id: "k", message: "m3", chat: "c", author: "bob", text: "x",
+                                    ts: 1}, cursor: 7});
+  return {counts, seqs: model.messagesOf("c").map((m) => m.seq),
+          comments: model.findMessage("m3").comments, first: model.sortedChats()[0].id,
+          unknown: model.apply(
+            "message", {message: {...message(1, "x"), chat: "new"}}).unknownChat};
+}"""
+
+
+async def test_model_keeps_unread_counts_from_events(page: Page) -> None:
+    """model.js: repeats change nothing, read markers only move forward, expired and
+    own messages are not unread, comments count once, the busiest chat comes first."""
+    result = await page.evaluate(MODEL)
+    assert result == {
+        "counts": [1, 1, 2, 1, 1, 0, 1, 0],
+        "seqs": [1, 3, 4],
+        "comments": 1,
+        "first": "c",
+        "unknown": "new",
+    }
