@@ -197,7 +197,7 @@ class Transport:
         return _respond(connection, content_type, body)
 
     def _asset(self, connection: ServerConnection, request: Request, asset: Asset) -> Response:
-        if request.headers.get("If-None-Match") == asset.etag:
+        if asset.etag in request.headers.get_all("If-None-Match"):
             response = connection.respond(http.HTTPStatus.NOT_MODIFIED, "")
             del response.headers["Content-Type"]
             del response.headers["Content-Length"]

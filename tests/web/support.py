@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +75,14 @@ class WebServer:
         self.stack = self.running = None
 
 
-async def new_page(browser: Browser, origin: str, **options: Any) -> tuple[BrowserContext, Page]:
-    """A fresh browser profile (its own storage: a device of its own) at the app."""
+async def new_page(
+    browser: Browser, origin: str, watch: Callable[[Page], None], **options: Any
+) -> tuple[BrowserContext, Page]:
+    """A fresh browser profile (its own storage: a device of its own) at the app;
+    ``watch`` sees each of its pages before it loads anything."""
     context = await browser.new_context(base_url=origin, **options)
     context.set_default_timeout(TIMEOUT_MS)
+    context.on("page", watch)
     page = await context.new_page()
     await page.goto("/")
     return context, page

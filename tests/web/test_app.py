@@ -3,6 +3,7 @@ separate browser profiles (devices), and the console side through tests/wsclient
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import zlib
@@ -14,6 +15,7 @@ import pytest_asyncio
 from playwright.async_api import (
     Browser,
     BrowserContext,
+    ConsoleMessage,
     FilePayload,
     Page,
     expect,
@@ -37,17 +39,27 @@ SERVER_SETTINGS = {
 
 
 class People:
-    """Browser profiles opened by a test, closed at its end."""
+    """Browser profiles opened by a test, closed at its end; what went wrong in their
+    pages (an uncaught error, a blocked script or style) fails the test."""
 
     def __init__(self, browser: Browser, server: WebServer) -> None:
         self.browser = browser
         self.server = server
         self.contexts: list[BrowserContext] = []
+        self.failures: list[str] = []
+
+    def watch(self, page: Page) -> None:
+        page.on("pageerror", lambda error: self.failures.append(f"uncaught: {error}"))
+        page.on("console", self.console)
+
+    def console(self, message: ConsoleMessage) -> None:
+        if message.type == "error" and ("Content Security Policy" in message.text):
+            self.failures.append(message.text)
 
     async def page(
         self, user: str | None = None, register: bool = False, **options: object
     ) -> Page:
-        context, page = await new_page(self.browser, self.server.origin, **options)
+        context, page = await new_page(self.browser, self.server.origin, self.watch, **options)
         self.contexts.append(context)
         if user is not None:
             await sign_in(page, user, register)
@@ -63,6 +75,7 @@ async def people(browser: Browser, server: WebServer) -> AsyncIterator[People]:
     opened = People(browser, server)
     yield opened
     await opened.close()
+    assert opened.failures == []
 
 
 async def sign_in(page: Page, user: str, register: bool = False, password: str = PASSWORD) -> None:
@@ -295,10 +308,14 @@ async def test_markup_from_people_renders_as_text(people: People) -> None:
         assert await page.evaluate("() => window.__xss") is None
 
 
-async def test_a_page_of_another_origin_cannot_connect(people: People, server: WebServer) -> None:
-    """The browser's own Origin decides: the app's page connects, a page of another
-    origin (here localhost vs 127.0.0.1) is refused the upgrade."""
+async def test_a_page_of_another_origin_cannot_connect(
+    people: People, server: WebServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The browser's own Origin decides: a page of the server's origin connects, one
+    of another origin (here 127.0.0.1 against localhost) is refused the upgrade by the
+    server. (The app's page could not even try: its CSP allows its own origin only.)"""
     page = await people.page()
+    await page.goto("/healthz")  # a page of this origin without the app's CSP
     port = server.config.port
     opened = """(url) => new Promise((done) => {
         const socket = new WebSocket(url);
@@ -306,7 +323,9 @@ async def test_a_page_of_another_origin_cannot_connect(people: People, server: W
         socket.onerror = () => done("refused");
     })"""
     assert await page.evaluate(opened, f"ws://127.0.0.1:{port}/") == "open"
+    caplog.set_level(logging.INFO, "messenger.server.transport")
     assert await page.evaluate(opened, f"ws://localhost:{port}/") == "refused"
+    assert f"refused a WebSocket from origin 'http://127.0.0.1:{port}'" in caplog.text
 
 
 async def test_every_error_is_said_plainly(people: People, tmp_path: Path) -> None:
