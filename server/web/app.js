@@ -568,7 +568,7 @@ async function onFileChosen() {
   try {
     const stored = await upload(connection, file, file.name, (sent) => (progress.value = sent));
     fill(label, `Sending ${file.name}…`);
-    await queueSend(ui.input.value.trim(), { file: stored.id }, true, target);
+    await queueSend(ui.input.value.trimEnd(), { file: stored.id }, true, target);
   } catch (error) {
     showComposerError(`The file was not sent. ${describeError(error)}`);
   } finally {
@@ -595,9 +595,9 @@ function showComposerError(text) {
 }
 
 function sendFromComposer() {
-  const text = ui.input.value.trim();
-  if (!text) return;
-  queueSend(text, {}, true).catch(() => {});
+  const text = ui.input.value.trimEnd(); // leading spaces may be meant (code, a list)
+  if (!text.trim()) return;
+  queueSend(text, {}, true).catch(() => {}); // the error is shown by the composer
 }
 
 /** Queue a send to the open chat (or the draft's user); the composer is cleared when
@@ -606,7 +606,7 @@ async function queueSend(text, extra = {}, clearComposer = false, target = sendT
   const max = connection.limits?.text_max ?? 4096;
   if ([...text].length > max) {
     showComposerError(`That message is too long: at most ${max} characters.`);
-    throw new Error("too long");
+    return null;
   }
   if (!target.user && !target.chat) return null;
   showComposerError("");

@@ -33,7 +33,7 @@ export function chatLabel(chat) {
 
 /** One sentence for a failed call, saying what to do where there is something. */
 export function describeError(error, action = "") {
-  if (error instanceof ConnectionLost) return "Not connected to the server. It will be retried when the connection is back.";
+  if (error instanceof ConnectionLost) return "The connection to the server was lost. Try again once it is back.";
   if (!(error instanceof RpcError)) return `Something went wrong: ${error?.message ?? error}`;
   const data = error.data ?? {};
   switch (error.code) {
