@@ -178,6 +178,15 @@ async def test_group_by_link_with_approval_and_a_thread(people: People) -> None:
     await request.locator("text=Approve").click()
     await expect(owner.locator(".members li", has_text="hank")).to_have_count(1)
     await expect(chat_item(joiner, "Book club")).to_have_count(1)
+    stranger = await people.page("ian", register=True)
+    await stranger.goto(link)
+    await stranger.press("#f-link", "Enter")
+    await owner.locator(".requests-list li", has_text="ian").locator("text=Decline").click()
+    await expect(stranger.locator(".toast")).to_have_text(
+        "Your request to join Book club was declined"
+    )
+    await expect(owner.locator(".requests-list .empty")).to_have_count(1)
+    await expect(chat_item(stranger, "Book club")).to_have_count(0)
     await owner.keyboard.press("Escape")
     await expect(owner.locator(".panel")).to_be_hidden()
 
