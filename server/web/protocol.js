@@ -206,6 +206,7 @@ export class Connection {
   async signIn({ user, password, token, register = false, deviceName }) {
     this.stop();
     this.cursor = 0; // a login without `since` resumes nothing
+    this.forgetOutbox(); // another device's, maybe: this one's is reloaded from storage
     try {
       await this.open();
       if (register) await this.call("register", { user, password });
@@ -331,10 +332,16 @@ export class Connection {
     this.emit("outbox", this.outbox);
   }
 
+  /** Drop the unsent messages, from storage too. */
   clearOutbox() {
+    this.forgetOutbox();
+    this.saveOutbox();
+  }
+
+  /** Drop the unsent messages from memory (storage keeps them for their device). */
+  forgetOutbox() {
     const dropped = this.outbox;
     this.outbox = [];
-    this.saveOutbox();
     for (const item of dropped) for (const { reject } of item.waiters) reject(new ConnectionLost("Signed out"));
   }
 
