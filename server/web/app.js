@@ -2,7 +2,7 @@
 // (thread, scheduled, group, forms). The wire is protocol.js, the data model.js;
 // this module only draws them and turns clicks and keys into calls.
 
-import { h, fill } from "./dom.js";
+import { h, fill, reconcile } from "./dom.js";
 import { Model, sameUser } from "./model.js";
 import { Connection, ConnectionLost, ErrorCode, RpcError, serverUrl, upload } from "./protocol.js";
 import { chatLabel, describeError, formatDuration, formatSize, formatTime } from "./text.js";
@@ -304,7 +304,9 @@ function showMain(user) {
     layout,
     toasts,
   );
-  ui = { user, banner, chats, messages, title, subtitle, chatActions, notices, input, fileInput, progress, composerError, panel, panelTitle, panelBody, toasts, older, elements: new Map() };
+  const newLine = h("li", { class: "new-line", role: "separator" }, h("span", {}, "New messages"));
+  const empty = h("li", { class: "empty" });
+  ui = { user, banner, chats, messages, newLine, empty, title, subtitle, chatActions, notices, input, fileInput, progress, composerError, panel, panelTitle, panelBody, toasts, older, elements: new Map() };
   renderAll();
 }
 
@@ -348,7 +350,10 @@ function renderChats() {
       ),
     );
   });
+  // Rebuilt whole (it is short), so the focus goes back to the chat that had it.
+  const focused = document.activeElement?.closest?.(".chat-item")?.dataset.chat;
   fill(ui.chats, items);
+  if (focused) ui.chats.querySelector(`[data-chat="${CSS.escape(focused)}"]`)?.focus();
   const unread = model.totalUnread();
   document.title = unread ? `(${unread}) messenger` : "messenger";
 }
@@ -471,14 +476,16 @@ function renderMessages(scrollToEnd = false) {
   let lineDrawn = false;
   for (const message of messages) {
     if (!lineDrawn && view.newFrom !== null && message.seq >= view.newFrom && !sameUser(message.author, model.me)) {
-      items.push(h("li", { class: "new-line", role: "separator" }, h("span", {}, "New messages")));
+      items.push(ui.newLine);
       lineDrawn = true;
     }
     items.push(messageElement(message, now));
   }
   for (const item of pendingHere()) items.push(pendingElement(item));
-  if (!items.length) items.push(h("li", { class: "empty" }, view.draftUser ? `Say hello to ${view.draftUser}.` : "No messages yet."));
-  fill(ui.messages, items);
+  if (!items.length) items.push(fill(ui.empty, view.draftUser ? `Say hello to ${view.draftUser}.` : "No messages yet."));
+  reconcile(ui.messages, items);
+  const used = new Set(items);
+  for (const [key, { element }] of ui.elements) if (!used.has(element)) ui.elements.delete(key);
   ui.older.hidden = !view.olderMore || view.draftUser !== null;
   renderNotices(now);
   scroller.scrollTop = atEnd ? scroller.scrollHeight : scrolled; // reading back: stay there
@@ -514,12 +521,17 @@ function messageElement(message, now) {
 }
 
 function pendingElement(item) {
-  return h(
+  const key = `pending/${item.client_id}/${connection.state}`;
+  const cached = ui.elements.get(item.client_id);
+  if (cached?.key === key) return cached.element;
+  const element = h(
     "li",
     { class: "message mine pending", dataset: { clientId: item.client_id } },
     h("div", { class: "meta" }, h("span", { class: "author" }, model.me), h("span", { class: "sending" }, connection.state === "online" ? "sending…" : "waiting for the connection…")),
     h("div", { class: "text" }, item.params.text),
   );
+  ui.elements.set(item.client_id, { key, element });
+  return element;
 }
 
 // -- files ----------------------------------------------------------------------------------

@@ -32,3 +32,16 @@ export function fill(element, ...children) {
   append(element, children);
   return element;
 }
+
+/**
+ * Make `items` the children of `parent`, in order, touching only what changed: a
+ * node already in place stays (so focus, selection and a screen reader's live
+ * region are left alone), new ones go in, the rest go out.
+ */
+export function reconcile(parent, items) {
+  items.forEach((item, index) => {
+    const current = parent.children[index] ?? null;
+    if (current !== item) parent.insertBefore(item, current);
+  });
+  while (parent.children.length > items.length) parent.lastElementChild.remove();
+}

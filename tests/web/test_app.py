@@ -432,6 +432,9 @@ async def test_screens_by_keyboard_on_a_phone_and_a_desktop(
     await expect(chat_item(sam, "Weekend trip").locator(".badge")).to_have_text("2")
     await shoot(sam, folder / "chats-phone-light.png")
     await chat_item(sam, "Weekend trip").focus()
+    await send(rosa, "Anyone up for a walk?")  # the list is redrawn: the focus stays
+    await expect(chat_item(sam, "Weekend trip").locator(".badge")).to_have_text("3")
+    await expect(chat_item(sam, "Weekend trip")).to_be_focused()
     await sam.keyboard.press("Enter")
     await expect(sam.locator(".sidebar")).to_be_hidden()
     await expect(sam.locator("#composer")).to_be_focused()
