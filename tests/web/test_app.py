@@ -453,6 +453,7 @@ async def test_screens_by_keyboard_on_a_phone_and_a_desktop(
     await sam.keyboard.type("Booked two seats.")
     await sam.keyboard.press("Enter")
     await expect(sam.locator(".comment", has_text="Booked two seats.")).to_have_count(1)
+    await shoot(sam, folder / "thread-phone-dark.png")
     await sam.keyboard.press("Escape")
     await expect(sam.locator(".panel")).to_be_hidden()
     await expect(sam.locator("#composer")).to_be_focused()
