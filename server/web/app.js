@@ -321,7 +321,7 @@ function renderAll() {
 function renderChats() {
   const items = model.sortedChats().map((chat) => {
     const requests = model.requests.get(chat.id)?.size ?? 0;
-    const last = model.messagesOf(chat.id).at(-1);
+    const last = model.lastMessage(chat.id);
     return h(
       "li",
       {},
@@ -451,7 +451,7 @@ async function loadOlder() {
 function markOpenChatRead() {
   const chat = model.chats.get(view.chat);
   if (!chat || document.visibilityState !== "visible" || connection.state !== "online") return;
-  const last = model.messagesOf(chat.id).at(-1);
+  const last = model.lastMessage(chat.id);
   if (!last || last.seq <= chat.read_seq) return;
   model.markRead(chat.id, last.seq);
   renderChats();

@@ -63,6 +63,13 @@ export class Model {
     return [...(this.messages.get(chatId)?.values() ?? [])].sort((a, b) => a.seq - b.seq);
   }
 
+  /** The newest loaded message of a chat, without sorting them all. */
+  lastMessage(chatId) {
+    let last = null;
+    for (const message of this.messages.get(chatId)?.values() ?? []) if (!last || message.seq > last.seq) last = message;
+    return last;
+  }
+
   commentsOf(messageId) {
     return [...(this.comments.get(messageId)?.values() ?? [])].sort((a, b) => a.ts - b.ts || (a.id < b.id ? -1 : 1));
   }
