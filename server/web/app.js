@@ -11,6 +11,7 @@ const SESSION_KEY = "messenger.session";
 const USER_NAME = /^[A-Za-z0-9_.-]{1,32}$/;
 const SOON_MS = 10 * 60 * 1000; // a message this close to expiry shows its time left
 const LOW_ALLOWANCE = 5; // general-chat sends left at which the count is shown
+const UNREAD_PAGES = 10; // pages of 100 unread messages loaded when a chat is opened
 
 const root = document.getElementById("app");
 const connection = new Connection(serverUrl(location), { storage: localStorage });
@@ -425,12 +426,18 @@ async function loadChat(chatId) {
   const chat = model.chats.get(chatId);
   if (!chat) return;
   if (chat.unread > 0) {
-    const [after, before] = await Promise.all([
-      connection.call("history", { chat: chatId, after: chat.read_seq, limit: 100 }),
-      connection.call("history", { chat: chatId, before: chat.read_seq + 1, limit: 10 }),
-    ]);
-    model.addMessages(chatId, [...before.messages, ...after.messages]);
+    // Some context before the first unread one, then every unread one (the marker
+    // then moves over what was shown, with no gap).
+    const before = await connection.call("history", { chat: chatId, before: chat.read_seq + 1, limit: 10 });
+    model.addMessages(chatId, before.messages);
     view.olderMore = before.has_more;
+    let after = chat.read_seq;
+    for (let pages = 0; pages < UNREAD_PAGES; pages += 1) {
+      const page = await connection.call("history", { chat: chatId, after, limit: 100 });
+      model.addMessages(chatId, page.messages);
+      if (!page.has_more || !page.messages.length) break;
+      after = page.messages.at(-1).seq;
+    }
   } else {
     const page = await connection.call("history", { chat: chatId });
     model.addMessages(chatId, page.messages);

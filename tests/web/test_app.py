@@ -472,3 +472,22 @@ async def shoot(page: Page, path: Path) -> None:
     await page.wait_for_timeout(100)  # let the last redraw paint
     picture = await page.screenshot(path=path, animations="disabled")
     assert picture.startswith(b"\x89PNG")
+
+
+async def test_a_long_backlog_opens_whole(people: People, server: WebServer) -> None:
+    """Opening a chat with more unread messages than one page shows all of them after
+    the "New messages" line, and the read marker moves over exactly those."""
+    async with (
+        user_device(server.url, "uma") as twin,
+        user_device(server.url, "vic") as writer,
+    ):
+        for number in range(1, 131):
+            await writer.call("send", user="uma", text=f"backlog {number}")
+        reader = await people.page("uma")  # signs in after: nothing came to it live
+        await expect(chat_item(reader, "vic").locator(".badge")).to_have_text("130")
+        await open_chat(reader, "vic")
+        await expect(reader.locator(".messages .message")).to_have_count(130)
+        await expect(reader.locator(".messages li").nth(0)).to_have_class("new-line")
+        await expect(chat_item(reader, "vic").locator(".badge")).to_have_count(0)
+        read = await twin.next_event("read")
+    assert read["params"]["read_seq"] == 130
