@@ -202,6 +202,12 @@ async def test_group_by_link_with_approval_and_a_thread(people: People) -> None:
     await comments.click()
     await expect(owner.locator(".comment", has_text="Dune")).to_have_count(1)
 
+    await joiner.click(".chat-actions >> text=Members")
+    await expect(joiner.locator(".members li")).to_have_text(["ginaowner", "hank"])
+    await joiner.click("text=Leave group")
+    await expect(chat_item(joiner, "Book club")).to_have_count(0)
+    await expect(joiner.locator("#chat-title")).to_have_text("general")
+
 
 async def test_schedule_and_cancel_then_a_file_up_and_down(people: People, tmp_path: Path) -> None:
     """A scheduled message is listed (on the other device too) and can be cancelled;
