@@ -15,6 +15,7 @@ from server.app import StateDirBusy, run_server
 from server.config import Config, FsyncPolicy
 from server.log import LogCorrupted
 from server.store import StoreFailed
+from server.webclient import normalize_origin
 from wire import DEFAULT_HOST, DEFAULT_PORT
 
 logger = logging.getLogger("messenger.server")
@@ -48,6 +49,16 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
     parser.add_argument(
         "--fsync", type=FsyncPolicy, choices=list(FsyncPolicy), default=defaults.fsync
+    )
+    parser.add_argument(
+        "--allowed-origin",
+        dest="allowed_origins",
+        type=_origin,
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="also accept WebSockets from pages of this origin, e.g. https://chat.example.org "
+        "(repeatable); the server's own origin is always accepted",
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -95,6 +106,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         cluster_name=args.cluster_name,
         node_name=args.node_name,
         lease_ttl=args.lease_ttl,
+        allowed_origins=tuple(args.allowed_origins),
     )
 
 
@@ -116,6 +128,13 @@ def _cluster_name(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
         raise argparse.ArgumentTypeError(f"expected 1-64 of A-Z a-z 0-9 _ -, but got {text!r}")
     return text
+
+
+def _origin(text: str) -> str:
+    try:
+        return normalize_origin(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _non_negative(text: str) -> int:

@@ -28,6 +28,8 @@ class Config:
     ban_duration: int = 14400
     max_file_size: int = 5 * 2**20
     fsync: FsyncPolicy = FsyncPolicy.ALWAYS
+    # Pages of these origins (besides the server's own) may open a WebSocket here.
+    allowed_origins: tuple[str, ...] = ()
     # Not on the contract's command line, but tunable for tests and operators.
     frame_limit: int = FRAME_LIMIT
     send_buffer_limit: int = 2**20  # a device whose unsent bytes pass this is cut off

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import hmac
 import logging
 import os
 import re
@@ -33,7 +34,7 @@ from server.auth import token_hash
 from server.blobs import Blobs, LocalBlobs
 from server.domain import rules, views
 from server.domain.events import FileDropped, FileUploaded
-from server.domain.model import FileId, StoredFile, UserKey, user_key
+from server.domain.model import Device, DeviceId, FileId, StoredFile, UserKey, user_key
 from server.domain.state import State
 from server.errors import Forbidden, InvalidParams, NotFound, TooLarge
 from server.hub import Session
@@ -45,6 +46,7 @@ logger = logging.getLogger("messenger.server.files")
 
 UPLOADS_PER_USER: Final = 4
 UPLOADS_IN_ALL: Final = 256
+FILE_URL_TTL_MS: Final = 600_000  # a file.url works this long (the contract's maximum)
 HTTP_READS: Final = 8  # GET /files/{id} reading at once (each holds a whole file)
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*")
 UploadParam = Annotated[str, Length(1, 64), Doc("an upload id from upload.begin")]
@@ -290,17 +292,34 @@ class FileMethods:
             "eof": offset + len(raw) >= stored.size,
         }
 
+    @rpc_method("file.url")
+    async def url(
+        self, session: Session, *, file: Annotated[str, Length(1, 64), Doc("a file id")]
+    ) -> dict[str, Any]:
+        """A path that downloads a file you can see with a plain GET, for 10 minutes."""
+        now = self.service.clock()
+        self.state.expire(now)
+        stored = rules.find_file(self.state, self.service.account(session), file)
+        expires_at = now + FILE_URL_TTL_MS
+        query = signed_query(stored.id, self.service.device(session), expires_at)
+        return {"url": f"/files/{stored.id}?{query}", "expires_at": expires_at}
+
     async def http_get(
-        self, file_id: str, authorization: str | None
+        self, file_id: str, authorization: str | None, query: str = ""
     ) -> tuple[StoredFile, bytes] | None:
-        """``GET /files/{id}``: the file for a valid bearer token that may see it."""
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return None
-        device = self.state.devices_by_token.get(token_hash(token.strip()))
+        """``GET /files/{id}``: the file for a valid bearer token, or a URL signed
+        by ``file.url`` and not expired, of a user who may (still) see it."""
+        now = self.service.clock()
+        if authorization is None and query:
+            device = self._signer(file_id, query, now)
+        else:
+            scheme, _, token = (authorization or "").partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                return None
+            device = self.state.devices_by_token.get(token_hash(token.strip()))
         if device is None:
             return None
-        self.state.expire(self.service.clock())
+        self.state.expire(now)
         try:
             stored = rules.find_file(self.state, self.state.users[user_key(device.user)], file_id)
             await self.blobs.fetch(stored.sha256)
@@ -311,6 +330,45 @@ class FileMethods:
         except NotFound:
             return None
         return stored, body
+
+    def _signer(self, file_id: str, query: str, now: int) -> Device | None:
+        """The device whose ``file.url`` signed this query, if valid and not expired."""
+        fields = urllib.parse.parse_qs(query)
+        try:
+            (user,), (device_id,), (expires,), (signature,) = (
+                fields[name] for name in ("user", "device", "expires", "sig")
+            )
+            expires_at = int(expires)
+        except (KeyError, ValueError):  # missing, repeated or not a number
+            return None
+        if expires_at <= now or expires_at > now + FILE_URL_TTL_MS:
+            return None
+        account = self.state.users.get(user_key(user))
+        device = None if account is None else account.devices.get(DeviceId(device_id))
+        if device is None:  # logged out since: its URLs die with its token
+            return None
+        expected = _signature(file_id, device, expires_at)
+        return device if hmac.compare_digest(signature, expected) else None
+
+
+def signed_query(file_id: str, device: Device, expires_at: int) -> str:
+    """The query of a ``file.url``: who asked, until when, and an HMAC-SHA256 of it
+    keyed by the device's token hash (held in the shared state, so every node of a
+    cluster checks it alike, and a logout revokes the device's URLs)."""
+    return urllib.parse.urlencode(
+        {
+            "user": device.user,
+            "device": device.id,
+            "expires": expires_at,
+            "sig": _signature(file_id, device, expires_at),
+        }
+    )
+
+
+def _signature(file_id: str, device: Device, expires_at: int) -> str:
+    message = f"file.url\n{file_id}\n{user_key(device.user)}\n{device.id}\n{expires_at}"
+    digest = hmac.new(device.token_hash.encode(), message.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def content_disposition(name: str) -> str:

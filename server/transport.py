@@ -26,6 +26,7 @@ from server.config import Config
 from server.files import FileMethods, content_disposition
 from server.hub import Hub, Session
 from server.rpc import Dispatcher
+from server.webclient import Asset, load_assets, origin_allowed
 
 logger = logging.getLogger("messenger.server.transport")
 
@@ -36,6 +37,13 @@ CLOSE_UNSUPPORTED_DATA: Final = 1003
 
 
 FILES_PREFIX: Final = "/files/"
+# Uploaded bytes are never a page of this origin: opened directly they download, and
+# a file that claims to be HTML runs nothing (sandboxed, no scripts, no sniffing).
+FILE_HEADERS: Final = {
+    "Content-Security-Policy": "sandbox; default-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "private, max-age=600",  # a file id's bytes never change
+}
 
 
 def _respond(
@@ -129,6 +137,7 @@ class Transport:
         self.closing: set[asyncio.Task[None]] = set()
         self.frames = TextFrames()
         self.server: Server | None = None
+        self.assets = load_assets()
 
     async def start(self) -> Server:
         self.server = await serve(
@@ -151,16 +160,24 @@ class Transport:
     async def process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
-        path = request.path.partition("?")[0]
+        path, _, query = request.path.partition("?")
         if request.method != "GET":
             response = connection.respond(http.HTTPStatus.METHOD_NOT_ALLOWED, "GET only\n")
             response.headers["Allow"] = "GET"
             return response
-        if path == "/":
+        if path == "/" and "Upgrade" in request.headers:
+            origins = request.headers.get_all("Origin")  # browsers send one; scripts none
+            hosts = request.headers.get_all("Host")
+            if origins and not (
+                len(origins) == len(hosts) == 1
+                and origin_allowed(origins[0], hosts[0], self.config.allowed_origins)
+            ):
+                logger.info("refused a WebSocket from origin %r", origins[0][:200])
+                return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
             return None  # the WebSocket handshake goes on
         if path.startswith(FILES_PREFIX):
             found = await self.files.http_get(
-                path.removeprefix(FILES_PREFIX), request.headers.get("Authorization")
+                path.removeprefix(FILES_PREFIX), request.headers.get("Authorization"), query
             )
             if found is None:  # unknown, or not for this user: the same answer
                 return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
@@ -169,8 +186,11 @@ class Transport:
                 connection,
                 stored.content_type,
                 body,
-                {"Content-Disposition": content_disposition(stored.name)},
+                {"Content-Disposition": content_disposition(stored.name), **FILE_HEADERS},
             )
+        asset = self.assets.get(path)
+        if asset is not None:
+            return self._asset(connection, request, asset)
         route = self.http_routes.get(path)
         if route is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
@@ -181,6 +201,17 @@ class Transport:
                 response, status_code=status, reason_phrase=http.HTTPStatus(status).phrase
             )
         return response
+
+    def _asset(self, connection: ServerConnection, request: Request, asset: Asset) -> Response:
+        if asset.etag in request.headers.get_all("If-None-Match"):
+            response = connection.respond(http.HTTPStatus.NOT_MODIFIED, "")
+            del response.headers["Content-Type"]
+            del response.headers["Content-Length"]
+            response.body = b""
+            for name, value in asset.headers().items():
+                response.headers[name] = value
+            return response
+        return _respond(connection, asset.content_type, asset.body, asset.headers())
 
     async def serve_connection(self, connection: ServerConnection) -> None:
         remote = "{}:{}".format(*connection.remote_address[:2])
