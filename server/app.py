@@ -126,7 +126,7 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         if aside.exists():  # a compaction that did not finish: the log itself is whole
             logger.warning("removing %s left by an unfinished compaction", aside)
             aside.unlink()
-        state = State(config.history_size, config.rate_period * 1000)
+        state = State(config.history_size, config.rate_period * 1000, config.quotas)
         recent, count = replay(state_dir / LOG_FILE, state, config.resume_window, clock())
         logger.info(
             "replayed %d events from %s in %.2f s: %d users, %d chats, %d messages",

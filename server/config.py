@@ -6,6 +6,7 @@ import dataclasses
 import enum
 from pathlib import Path
 
+from server.domain.limits import Quotas
 from wire import DEFAULT_HOST, DEFAULT_PORT, FRAME_LIMIT
 
 
@@ -28,12 +29,25 @@ class Config:
     ban_duration: int = 14400
     max_file_size: int = 5 * 2**20
     fsync: FsyncPolicy = FsyncPolicy.ALWAYS
+    # Limits against abuse (protocol.md, "Limits against abuse"); 0 turns one off.
+    flood_rate: float = 1.0  # sends + comments per second per user, sustained
+    flood_burst: int = 20  # ... and at once
+    max_live_bytes: int = 8 * 2**20  # text of one user's live messages and comments
+    report_min_age: int = 86400  # seconds; a reporter's account is this old, and has posted
+    register_limit: int = 10  # registrations per client address per hour
+    group_limit: int = 100  # groups one user may own
+    invite_limit: int = 100  # invitations one user may send per hour
+    max_user_storage: int = 100 * 2**20  # bytes of stored files one user uploaded
+    max_storage: int = 2**30  # bytes of stored files in all
     # Not on the contract's command line, but tunable for tests and operators.
     frame_limit: int = FRAME_LIMIT
     send_buffer_limit: int = 2**20  # a device whose unsent bytes pass this is cut off
     resume_window: int = 10_000  # recent events held in memory for `login {since}`
     batch_interval: float = 1.0  # seconds between fsyncs under FsyncPolicy.BATCH
-    login_attempts: int = 5  # failed password logins before throttling starts
+    login_attempts: int = 5  # failed logins of one name from one address before throttling
+    address_login_attempts: int = 20  # failed logins from one address before throttling
+    kdf_threads: int = 2  # threads that hash passwords (scrypt), apart from file I/O
+    kdf_queue: int = 64  # password checks running or waiting; more are refused (-32004)
     login_backoff: float = 1.0  # seconds of the first throttle; doubles per failure
     scrypt_n: int = 2**14  # scrypt cost; tests lower it
     timer_resolution: float = 60.0  # longest sleep of the schedule timer, seconds
@@ -42,3 +56,20 @@ class Config:
     expired_compaction_delay: float = 600.0  # expired messages leave the disk within this
     upload_idle_timeout: float = 600.0  # an upload with no chunk for this long is dropped
     upload_chunk_size: int = 256 * 2**10  # bytes per upload.chunk / download (before base64)
+    uploads_per_user: int = 4  # uploads in progress at once, per user
+    uploads_in_all: int = 256  # uploads in progress at once, in all
+    disk_reserve: int = 64 * 2**20  # free disk an upload must leave (for the log)
+
+    @property
+    def quotas(self) -> Quotas:
+        """The limits the domain decides from the folded state."""
+        return Quotas(
+            flood_rate=self.flood_rate,
+            flood_burst=self.flood_burst,
+            max_live_bytes=self.max_live_bytes,
+            report_min_age_ms=self.report_min_age * 1000,
+            group_limit=self.group_limit,
+            invite_limit=self.invite_limit,
+            user_storage=self.max_user_storage,
+            storage=self.max_storage,
+        )

@@ -15,6 +15,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import logging
@@ -33,7 +34,7 @@ from server.auth import token_hash
 from server.domain import rules, views
 from server.domain.events import FileDropped, FileUploaded
 from server.domain.model import FileId, StoredFile, UserKey, user_key
-from server.errors import Forbidden, InvalidParams, NotFound, TooLarge
+from server.errors import Forbidden, InternalError, InvalidParams, NotFound, RateLimited, TooLarge
 from server.hub import Session
 from server.log import fsync_directory
 from server.rpc import Doc, Length, Range, rpc_method
@@ -41,11 +42,11 @@ from server.service import Service
 
 logger = logging.getLogger("messenger.server.files")
 
-UPLOADS_PER_USER: Final = 4
-UPLOADS_IN_ALL: Final = 256
 HTTP_READS: Final = 8  # GET /files/{id} reading at once (each holds a whole file)
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*")
 UploadParam = Annotated[str, Length(1, 64), Doc("an upload id from upload.begin")]
+# What a full disk (or a file size limit) looks like to write(): the file did not fit.
+_NO_ROOM: Final = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
 
 
 def clean_name(name: str) -> str:
@@ -108,13 +109,15 @@ class FileMethods:
         limit = self.config.max_file_size
         if size > limit:
             raise TooLarge(f"Expected a file of at most {limit} bytes, but got {size}", limit)
+        free = (await self.service.off_loop(shutil.disk_usage, self.incoming)).free
+        # From here on nothing is awaited: the slots and bytes counted are still so.
         key = user_key(account.name)
-        mine = sum(1 for upload in self.uploads.values() if upload.user == key)
-        if mine >= UPLOADS_PER_USER or len(self.uploads) >= UPLOADS_IN_ALL:
-            raise Forbidden(
-                f"Expected at most {UPLOADS_PER_USER} uploads in progress per user; "
-                "finish one or wait for it to be dropped"
-            )
+        mine = [upload for upload in self.uploads.values() if upload.user == key]
+        self._check_slots(len(mine))
+        in_all = sum(upload.size for upload in self.uploads.values())
+        rules.check_storage(self.state, account, size, sum(u.size for u in mine), in_all)
+        if size + in_all + self.config.disk_reserve > free:
+            raise _no_room(max(0, free - in_all - self.config.disk_reserve))
         upload_id = secrets.token_hex(12)
         path = self.incoming / upload_id  # created by the first chunk (or by finish)
         if content_type is None or not _CONTENT_TYPE.fullmatch(content_type):
@@ -146,7 +149,11 @@ class FileMethods:
                     f"but got {current.received + len(raw)}; the upload is dropped",
                     current.size,
                 )
-            await self.service.off_loop(_append, current.path, raw, current.digest)
+            try:
+                await self.service.off_loop(_append, current.path, raw, current.digest)
+            except OSError as error:
+                self._drop(current)
+                raise _refused(error) from None
             current.received += len(raw)
             current.touched = time.monotonic()
         return {"received": current.received}
@@ -166,7 +173,13 @@ class FileMethods:
             self.storing[sha256] += 1
             try:
                 loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self.blob_io, _store, current.path, self.stored / sha256)
+                try:
+                    await loop.run_in_executor(
+                        self.blob_io, _store, current.path, self.stored / sha256
+                    )
+                except OSError as error:
+                    self._drop(current)
+                    raise _refused(error) from None
                 event = FileUploaded(
                     FileId("f" + secrets.token_hex(8)),
                     current.name,
@@ -191,6 +204,19 @@ class FileMethods:
         async with self._locked(current):
             self._drop(current)
         return {}
+
+    def _check_slots(self, mine: int) -> None:
+        limit = self.config.uploads_per_user
+        if mine >= limit:
+            raise Forbidden(
+                f"Expected at most {limit} uploads of yours in progress; "
+                "finish one or wait for it to be dropped"
+            )
+        if len(self.uploads) >= self.config.uploads_in_all:
+            raise RateLimited(
+                "The server has too many uploads in progress; try again later",
+                self.config.upload_idle_timeout,
+            )
 
     @contextlib.asynccontextmanager
     async def _locked(self, upload: Upload) -> AsyncIterator[None]:
@@ -295,6 +321,22 @@ class FileMethods:
 def content_disposition(name: str) -> str:
     ascii_name = name.encode("ascii", "replace").decode().replace('"', "'").replace("?", "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{urllib.parse.quote(name)}"
+
+
+def _no_room(room: int) -> TooLarge:
+    return TooLarge(
+        f"Expected a file of at most {room} bytes: the server's disk has no room for more",
+        room,
+    )
+
+
+def _refused(error: OSError) -> InternalError | TooLarge:
+    """The answer to a failed write of an upload (it has been dropped)."""
+    if error.errno in _NO_ROOM:
+        logger.warning("an upload did not fit on the disk: %s", error.strerror)
+        return _no_room(0)
+    logger.warning("an upload could not be written: %s", error)
+    return InternalError("The upload could not be written on the server; it is dropped")
 
 
 # -- blocking work, run on a thread ----------------------------------------------
