@@ -17,16 +17,20 @@ from server.app import run_server
 from server.cli import parse_args
 from server.config import Config
 from server.domain import rules
+from server.domain.events import FileUploaded
 from server.domain.limits import Quotas, page, skeleton
-from server.domain.model import MessageId
+from server.domain.model import ChatId, CommentId, FileId, MessageId, user_key
 from server.domain.state import State
 from server.errors import RateLimited
 from tests.configs import LIMITS_OFF_ARGS
+from tests.server import test_domain
 from tests.server.extras_support import Clock, config_in, error_of, post
 from tests.server.test_durability import server_process
+from tests.server.test_snapshot import restored
 from tests.wsclient import Peer, RpcError, connected, user_device
 
 HOUR = 3600
+MINUTE = test_domain.MINUTE
 STRANGER = {"local_addr": ("127.0.0.2", 0)}  # another client address, on loopback
 
 
@@ -71,6 +75,32 @@ def test_flood_bucket_allows_a_burst_then_its_rate() -> None:
     send(1500)
     with pytest.raises(RateLimited):
         send(1500)
+
+
+def test_what_the_limits_count_survives_a_snapshot() -> None:
+    """Buckets, posts, live bytes, groups owned, stored bytes and skeletons come back
+    the same from a compaction's snapshot."""
+    state = State(quotas=Quotas(flood_rate=1, flood_burst=5, invite_limit=10))
+    alice, bob = test_domain.register(state, "alice", "bob")
+    for _ in range(2):  # gone from the snapshot, but counted
+        test_domain.post(state, alice, state.general, "brief", ttl_ms=1)
+    state.expire(MINUTE)
+    message = test_domain.post(state, alice, state.general, "héllo", now=MINUTE)
+    state.apply(
+        rules.add_comment(
+            state, bob, message.message, text="hi", now=MINUTE, comment_id=CommentId("c1")
+        )
+    )
+    state.apply(rules.create_group(state, alice, "club", ChatId("g1"), MINUTE))
+    state.apply(rules.invite(state, alice, "g1", "bob", MINUTE))
+    state.apply(FileUploaded(FileId("f1"), "f", 300, "text/plain", "00", alice.name, MINUTE))
+    again = restored(state)
+    counted = ("flood_tat", "invite_tat", "posted", "live_bytes", "groups_owned", "stored_bytes")
+    for user in (alice, bob):
+        restored_user = again.users[user_key(user.name)]
+        assert [getattr(restored_user, f) for f in counted] == [getattr(user, f) for f in counted]
+    assert (again.skeletons, again.stored_bytes) == (state.skeletons, 300)
+    assert (alice.posted, alice.live_bytes, bob.live_bytes, alice.groups_owned) == (3, 6, 2, 1)
 
 
 def test_a_page_stops_at_its_limit_and_at_its_byte_budget() -> None:

@@ -12,7 +12,7 @@ from tests.server.test_domain import MINUTE, open_direct, post, register
 
 
 def restored(state: State) -> State:
-    again = State(state.history_size, state.rate_period_ms)
+    again = State(state.history_size, state.rate_period_ms, state.quotas)
     for event in snapshot(state):
         again.fold(event)
     return again
