@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 from pathlib import Path
 
 from server.domain.limits import Quotas
@@ -46,8 +47,10 @@ class Config:
     batch_interval: float = 1.0  # seconds between fsyncs under FsyncPolicy.BATCH
     login_attempts: int = 5  # failed logins of one name from one address before throttling
     address_login_attempts: int = 20  # failed logins from one address before throttling
-    kdf_threads: int = 2  # threads that hash passwords (scrypt), apart from file I/O
-    kdf_queue: int = 64  # password checks running or waiting; more are refused (-32004)
+    # Threads that hash passwords (scrypt, which holds a core each), apart from file
+    # I/O; half the cores, so that a password spray leaves the event loop a core.
+    kdf_threads: int = dataclasses.field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
+    kdf_queue: int = 32  # password checks running or waiting; more are refused (-32004)
     login_backoff: float = 1.0  # seconds of the first throttle; doubles per failure
     scrypt_n: int = 2**14  # scrypt cost; tests lower it
     timer_resolution: float = 60.0  # longest sleep of the schedule timer, seconds

@@ -65,11 +65,12 @@ def check_name_free(state: State, name: str) -> None:
     if not has_letter_or_digit(name):
         raise InvalidParams(f"Expected a user name with a letter or a digit, but got {name!r}")
     existing = state.user(name)
-    if existing is None:
-        look_alike = state.skeletons.get(skeleton(name))
-        existing = None if look_alike is None else state.users[look_alike]
     if existing is not None:
-        raise Conflict(f"User name {name!r} is taken (by {existing.name!r}, or it looks like it)")
+        raise Conflict(f"User name {name!r} is taken (by {existing.name!r})")
+    look_alike = state.skeletons.get(skeleton(name))
+    if look_alike is not None:
+        taken = state.users[look_alike].name
+        raise Conflict(f"User name {name!r} is taken: it looks like {taken!r}")
 
 
 def register(state: State, name: str, password_hash: str, now: int) -> UserRegistered:

@@ -112,7 +112,7 @@ def test_a_page_stops_at_its_limit_and_at_its_byte_budget() -> None:
     assert (shown, more) == (["ITEM0", "ITEM1"], True)
 
 
-def test_every_limit_has_a_flag_and_0_turns_it_off(capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_limit_has_a_flag_that_help_lists(capsys: pytest.CaptureFixture[str]) -> None:
     """The limit flags set their Config fields; --help lists them with their defaults."""
     config = parse_args(["--flood-rate", "0.5", "--flood-burst", "3", "--register-limit", "0"])
     assert (config.flood_rate, config.flood_burst, config.register_limit) == (0.5, 3, 0)
