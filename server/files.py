@@ -114,8 +114,8 @@ class FileMethods:
         key = user_key(account.name)
         mine = [upload for upload in self.uploads.values() if upload.user == key]
         self._check_slots(len(mine))
+        rules.check_storage(self.state, account, size, sum(upload.size for upload in mine))
         in_all = sum(upload.size for upload in self.uploads.values())
-        rules.check_storage(self.state, account, size, sum(u.size for u in mine), in_all)
         if size + in_all + self.config.disk_reserve > free:
             raise _no_room(max(0, free - in_all - self.config.disk_reserve))
         upload_id = secrets.token_hex(12)
@@ -162,13 +162,19 @@ class FileMethods:
     async def finish(self, session: Session, *, upload: UploadParam) -> dict[str, Any]:
         """Store the file; it can then be sent with ``send {file}``."""
         current = self._upload(session, upload)
-        uploader = self.service.account(session).name
+        account = self.service.account(session)
+        uploader = account.name
         async with self._locked(current):
             if current.received != current.size:
                 raise InvalidParams(
                     f"Expected {current.size} bytes, but got {current.received} so far"
                 )
             del self.uploads[current.id]
+            try:  # again: other uploads may have been stored since this one began
+                rules.check_storage(self.state, account, current.size, 0)
+            except TooLarge:
+                self._drop(current)
+                raise
             sha256 = current.digest.hexdigest()
             self.storing[sha256] += 1
             try:

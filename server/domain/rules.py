@@ -246,9 +246,13 @@ def find_file(state: State, user: User, file_id: str) -> StoredFile:
     return stored
 
 
-def check_storage(state: State, user: User, size: int, mine: int, in_all: int) -> None:
-    """Room for one more file of ``size`` bytes, with ``mine`` and ``in_all`` bytes
-    being uploaded: within the user's quota and the server's."""
+def check_storage(state: State, user: User, size: int, mine: int) -> None:
+    """Room for one more file of ``size`` bytes, with ``mine`` bytes of the user's
+    being uploaded: within the user's quota, and the server's.
+
+    Others' uploads in progress do not count against the server's quota (so that
+    unfinished uploads cannot keep others out); each is checked again as it is stored.
+    """
     quotas = state.quotas
     if quotas.user_storage and user.stored_bytes + mine + size > quotas.user_storage:
         raise TooLarge(
@@ -257,8 +261,8 @@ def check_storage(state: State, user: User, size: int, mine: int, in_all: int) -
             "once no live message carries them",
             quotas.user_storage,
         )
-    if quotas.storage and state.stored_bytes + in_all + size > quotas.storage:
-        room = max(0, quotas.storage - state.stored_bytes - in_all)
+    if quotas.storage and state.stored_bytes + size > quotas.storage:
+        room = max(0, quotas.storage - state.stored_bytes)
         raise TooLarge(
             f"Expected a file of at most {room} bytes: the server's file storage is full", room
         )

@@ -351,26 +351,34 @@ async def upload(peer: Peer, data: bytes) -> None:
 
 
 async def test_stored_bytes_are_limited_per_user_and_in_all(tmp_path: Path) -> None:
-    """Files stored and being uploaded count against the user's quota and the server's
-    (-32006 with data.max); a full server of slots says so (-32004), not a user limit."""
+    """A user's stored files and uploads in progress stay within max_user_storage, all
+    stored files within max_storage, checked at begin and again at finish (-32006 with
+    data.max); a server full of uploads in progress says so (-32004), not a user limit."""
     config = config_in(
-        tmp_path, max_file_size=1000, max_user_storage=1500, max_storage=2200, uploads_in_all=2
+        tmp_path, max_file_size=1000, max_user_storage=1500, max_storage=2000, uploads_in_all=3
     )
     async with (
         run_server(config, Clock()) as running,
         user_device(running.url, "alice") as alice,
         user_device(running.url, "bob") as bob,
+        user_device(running.url, "carol") as carol,
     ):
-        await upload(alice, b"x" * 1000)
+        await upload(alice, b"a" * 1000)
         refused = await error_of(alice, "upload.begin", name="f", size=501)
         assert (refused.code, refused.data) == (-32006, {"max": 1500})
-        pending = await alice.call("upload.begin", name="f", size=500)
+        await alice.call("upload.begin", name="f", size=500)
         assert (await error_of(alice, "upload.begin", name="f", size=1)).code == -32006
-        await bob.call("upload.begin", name="f", size=600)
-        assert (await error_of(bob, "upload.begin", name="f", size=1)).code == -32004
-        await alice.call("upload.abort", upload=pending["upload"])
-        refused = await error_of(bob, "upload.begin", name="f", size=700)
-        assert (refused.code, refused.data) == (-32006, {"max": 600})
+        first = await bob.call("upload.begin", name="f", size=800)
+        later = await carol.call("upload.begin", name="f", size=900)
+        refused = await error_of(carol, "upload.begin", name="f", size=1)
+        assert (refused.code, refused.data["retry_after"]) == (-32004, 600)
+        for peer, started, data in ((bob, first, b"b" * 800), (carol, later, b"c" * 900)):
+            chunk = base64.b64encode(data).decode()
+            await peer.call("upload.chunk", upload=started["upload"], data=chunk)
+        await bob.call("upload.finish", upload=first["upload"])  # 1800 of 2000 stored
+        refused = await error_of(carol, "upload.finish", upload=later["upload"])
+        assert (refused.code, refused.data) == (-32006, {"max": 200})
+        assert (await error_of(carol, "upload.begin", name="f", size=201)).data == {"max": 200}
 
 
 async def test_an_upload_the_disk_cannot_hold_is_refused_before_any_data(tmp_path: Path) -> None:
