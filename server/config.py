@@ -60,8 +60,8 @@ class Config:
     upload_idle_timeout: float = 600.0  # an upload with no chunk for this long is dropped
     upload_chunk_size: int = 256 * 2**10  # bytes per upload.chunk / download (before base64)
     uploads_per_user: int = 4  # uploads in progress at once, per user
-    uploads_in_all: int = 256  # uploads in progress at once, in all
-    disk_reserve: int = 64 * 2**20  # free disk an upload must leave (for the log)
+    uploads_in_all: int = 1024  # uploads in progress at once, in all
+    disk_reserve: int = 64 * 2**20  # free disk every upload write must leave (for the log)
 
     @property
     def quotas(self) -> Quotas:

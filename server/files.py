@@ -110,14 +110,13 @@ class FileMethods:
         if size > limit:
             raise TooLarge(f"Expected a file of at most {limit} bytes, but got {size}", limit)
         free = (await self.service.off_loop(shutil.disk_usage, self.incoming)).free
+        if size + self.config.disk_reserve > free:  # and at every chunk (_append)
+            raise _no_room(max(0, free - self.config.disk_reserve))
         # From here on nothing is awaited: the slots and bytes counted are still so.
         key = user_key(account.name)
         mine = [upload for upload in self.uploads.values() if upload.user == key]
         self._check_slots(len(mine))
         rules.check_storage(self.state, account, size, sum(upload.size for upload in mine))
-        in_all = sum(upload.size for upload in self.uploads.values())
-        if size + in_all + self.config.disk_reserve > free:
-            raise _no_room(max(0, free - in_all - self.config.disk_reserve))
         upload_id = secrets.token_hex(12)
         path = self.incoming / upload_id  # created by the first chunk (or by finish)
         if content_type is None or not _CONTENT_TYPE.fullmatch(content_type):
@@ -143,16 +142,18 @@ class FileMethods:
             raise InvalidParams(f"Expected base64 data, but got an error: {error}") from None
         async with self._locked(current):
             if current.received + len(raw) > current.size:
-                self._drop(current)
+                await self._drop(current)
                 raise TooLarge(
                     f"Expected at most {current.size} bytes as declared, "
                     f"but got {current.received + len(raw)}; the upload is dropped",
                     current.size,
                 )
             try:
-                await self.service.off_loop(_append, current.path, raw, current.digest)
+                await self.service.off_loop(
+                    _append, current.path, raw, current.digest, self.config.disk_reserve
+                )
             except OSError as error:
-                self._drop(current)
+                await self._drop(current)
                 raise _refused(error) from None
             current.received += len(raw)
             current.touched = time.monotonic()
@@ -173,7 +174,7 @@ class FileMethods:
             try:  # again: other uploads may have been stored since this one began
                 rules.check_storage(self.state, account, current.size, 0)
             except TooLarge:
-                self._drop(current)
+                await self._drop(current)
                 raise
             sha256 = current.digest.hexdigest()
             self.storing[sha256] += 1
@@ -184,7 +185,7 @@ class FileMethods:
                         self.blob_io, _store, current.path, self.stored / sha256
                     )
                 except OSError as error:
-                    self._drop(current)
+                    await self._drop(current)
                     raise _refused(error) from None
                 event = FileUploaded(
                     FileId("f" + secrets.token_hex(8)),
@@ -208,7 +209,7 @@ class FileMethods:
         """Give up an upload in progress (it frees one of your upload slots)."""
         current = self._upload(session, upload)
         async with self._locked(current):
-            self._drop(current)
+            await self._drop(current)
         return {}
 
     def _check_slots(self, mine: int) -> None:
@@ -239,10 +240,13 @@ class FileMethods:
             raise NotFound(f"No upload {upload_id!r} of yours in progress")
         return upload
 
-    def _drop(self, upload: Upload) -> None:
+    def _drop(self, upload: Upload) -> asyncio.Future[None]:
+        """Forget ``upload`` at once; its partial file is gone when the result is done
+        (a request awaits it, so that its reply comes after)."""
         self.uploads.pop(upload.id, None)
         remove = functools.partial(upload.path.unlink, missing_ok=True)
-        asyncio.get_running_loop().run_in_executor(None, remove)
+        # Shielded: a request given up meanwhile must not cancel the removal.
+        return asyncio.shield(asyncio.get_running_loop().run_in_executor(None, remove))
 
     def drop_unused_files(self) -> None:
         """Forget the files no live or pending message carries, once a message lifetime
@@ -348,7 +352,11 @@ def _refused(error: OSError) -> InternalError | TooLarge:
 # -- blocking work, run on a thread ----------------------------------------------
 
 
-def _append(path: Path, data: bytes, digest: Any) -> None:
+def _append(path: Path, data: bytes, digest: Any, reserve: int) -> None:
+    # The log's reserve is kept at every write, whatever the uploads declared: many
+    # uploads that each fitted at upload.begin cannot fill the disk together.
+    if shutil.disk_usage(path.parent).free - len(data) < reserve:
+        raise OSError(errno.ENOSPC, "the disk's free space is kept for the event log")
     with _open_for_append(path) as file:
         file.write(data)
     digest.update(data)
