@@ -31,6 +31,7 @@ from pathlib import Path
 
 from server.app import LOG_FILE, replay
 from server.auth import hash_password
+from server.config import Config
 from server.domain.events import (
     DeviceAuthorized,
     DirectChatOpened,
@@ -233,7 +234,7 @@ def last_event_time(path: Path) -> int:
 
 def measure(path: Path, history_size: int, window: int, now: int, profile_top: int) -> Measured:
     """Replay once as the server starts, in this process (which should be a fresh one)."""
-    state = State(history_size)
+    state = State(history_size, quotas=Config().quotas)
     started, cpu_started = time.perf_counter(), time.process_time()
     recent, count = asyncio.run(replay(EventLog(path).records(), state, window, now))
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
@@ -242,7 +243,11 @@ def measure(path: Path, history_size: int, window: int, now: int, profile_top: i
     if profile_top > 0:
         profiler = cProfile.Profile()
         profiler.enable()
-        asyncio.run(replay(EventLog(path).records(), State(history_size), window, now))
+        asyncio.run(
+            replay(
+                EventLog(path).records(), State(history_size, quotas=Config().quotas), window, now
+            )
+        )
         profiler.disable()
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(profile_top)

@@ -125,7 +125,7 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
     async with contextlib.AsyncExitStack() as started:
         state_dir.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
-        state = State(config.history_size, config.rate_period * 1000)
+        state = State(config.history_size, config.rate_period * 1000, config.quotas)
         node = None
         if config.cluster:
             # Imported here: nats-py is needed (and installed) only for a cluster.

@@ -1,20 +1,33 @@
-"""Passwords, device tokens and the throttle on failed logins.
+"""Passwords, device tokens, the throttle on failed logins and the one on registrations.
 
 Passwords are hashed with scrypt (memory-hard; RFC 7914) and compared in constant
-time; callers run ``hash_password`` and ``verify_password`` off the event loop.
+time, on the ``KdfPool``'s own threads: a password spray fills that pool's bounded
+queue and is refused, while file and log I/O go on elsewhere.
 A token is 256 random bits given to the device once; only its SHA-256 is kept.
+
+The throttles here are node-local (one process's memory), by client address: a
+cluster's nodes each apply them to the connections they serve.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import secrets
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from server.errors import RateLimited
+
+_T = TypeVar("_T")
 
 SCRYPT_R = 8
 SCRYPT_P = 1
@@ -62,15 +75,91 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def address_of(remote: str) -> str:
+    """The client address of a connection's ``host:port`` (or of a bare address)."""
+    try:
+        return str(ipaddress.ip_address(remote))
+    except ValueError:
+        return remote.rsplit(":", 1)[0].strip("[]")
+
+
+class KdfPool:
+    """Password hashing on ``threads`` threads of its own, at most ``queue`` jobs
+    running or waiting; one more is refused with -32004 at once, before any work.
+
+    A job counts until its thread is done with it, also when the request that
+    wanted it is gone (a closed connection cannot free a thread that is busy).
+    """
+
+    def __init__(self, threads: int, queue: int) -> None:
+        self.queue = queue
+        self.pending = 0
+        self._lock = threading.Lock()  # pending goes down on the pool's threads
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            threads, thread_name_prefix="messenger-kdf"
+        )
+
+    async def run(self, function: Callable[..., _T], *args: object) -> _T:
+        with self._lock:
+            if self.pending >= self.queue:
+                raise RateLimited("Too many password checks at once; try again shortly", 1.0)
+            self.pending += 1
+        job = self._threads.submit(function, *args)
+        job.add_done_callback(self._finished)
+        return await asyncio.wrap_future(job)
+
+    def _finished(self, _: concurrent.futures.Future[_T]) -> None:
+        with self._lock:
+            self.pending -= 1
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+class RegistrationLimit:
+    """At most ``limit`` registrations per client address in any hour (a sliding
+    window); ``limit`` 0 is no limit. Bounded: ``capacity`` addresses at most."""
+
+    def __init__(self, limit: int, window_ms: int = 3_600_000, capacity: int = 100_000) -> None:
+        self.limit = limit
+        self.window_ms = window_ms
+        self.capacity = capacity
+        self._times: dict[str, collections.deque[int]] = {}
+
+    def take(self, address: str, now: int) -> None:
+        """Count one registration from ``address``, or raise -32004 when over the limit."""
+        if not self.limit:
+            return
+        times = self._times.pop(address, None) or collections.deque(maxlen=self.limit)
+        while times and times[0] <= now - self.window_ms:
+            times.popleft()
+        self._times[address] = times  # re-inserted: dict order is oldest activity first
+        if len(times) >= self.limit:
+            retry_after = (times[0] + self.window_ms - now) / 1000
+            raise RateLimited(
+                f"Expected at most {self.limit} registrations an hour from one address, "
+                "but this would be one more",
+                retry_after,
+            )
+        times.append(now)
+        if len(self._times) > self.capacity:
+            del self._times[next(iter(self._times))]
+
+
 @dataclasses.dataclass(slots=True)
 class _Failures:
     count: int
     blocked_until: float
+    last: float  # when the last failure was
 
 
 class LoginThrottle:
-    """Failed password logins per user name: after ``free`` failures, each further one
-    blocks that name for ``backoff`` seconds, doubling up to ``ceiling``.
+    """Failed password logins per key: after ``free`` failures, each further one
+    blocks that key for ``backoff`` seconds, doubling up to ``ceiling``. A key with
+    no failure for ``ceiling`` seconds starts afresh.
+
+    The service keys one throttle by (name, address) and one by address, so that a
+    stranger's guesses never lock the user out from the user's own address.
 
     Attempts still being checked count too: ``free`` of them at once for one name, so
     that many parallel guesses cannot all start before the first failure is known.
@@ -107,8 +196,11 @@ class LoginThrottle:
                 del self._checking[key]
 
     def failed(self, key: str, now: float) -> None:
-        failures = self._failures.pop(key, None) or _Failures(0, now)
+        failures = self._failures.pop(key, None)
+        if failures is None or failures.last + self.ceiling <= now:
+            failures = _Failures(0, now, now)
         failures.count += 1
+        failures.last = now
         excess = failures.count - self.free
         if excess >= 0:
             failures.blocked_until = now + min(self.ceiling, self.backoff * 2**excess)

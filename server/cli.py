@@ -9,7 +9,9 @@ import logging
 import re
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 from server.app import StateDirBusy, run_server
 from server.config import Config, FsyncPolicy
@@ -50,6 +52,16 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument(
         "--fsync", type=FsyncPolicy, choices=list(FsyncPolicy), default=defaults.fsync
     )
+    limits = parser.add_argument_group(
+        "limits against abuse", "0 turns a limit off (see protocol.md, Limits against abuse)"
+    )
+    for name, kind, meaning in LIMIT_FLAGS:
+        limits.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            default=getattr(defaults, name),
+            help=f"{meaning} (default: %(default)s)",
+        )
     parser.add_argument(
         "--allowed-origin",
         dest="allowed_origins",
@@ -107,6 +119,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         node_name=args.node_name,
         lease_ttl=args.lease_ttl,
         allowed_origins=tuple(args.allowed_origins),
+        **{name: getattr(args, name) for name, _, _ in LIMIT_FLAGS},
     )
 
 
@@ -137,11 +150,35 @@ def _origin(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _non_negative_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number, 0 or more, but got {text}")
+    return value
+
+
 def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected 0 or more, but got {text}")
     return value
+
+
+# The limits against abuse: each flag sets the Config field of its name.
+LIMIT_FLAGS: Final[tuple[tuple[str, Callable[[str], float], str], ...]] = (
+    ("flood_rate", _non_negative_number, "sends + comments per second per user, sustained"),
+    ("flood_burst", _positive, "... and at once"),
+    ("max_live_bytes", _non_negative, "bytes of text in one user's live messages and comments"),
+    ("report_min_age", _non_negative, "seconds; reports count from accounts this old that posted"),
+    ("register_limit", _non_negative, "registrations per client address per hour"),
+    ("group_limit", _non_negative, "groups one user may own"),
+    ("invite_limit", _non_negative, "invitations one user may send per hour"),
+    ("max_user_storage", _non_negative, "bytes of stored files one user uploaded"),
+    ("max_storage", _non_negative, "bytes of stored files in all"),
+)
 
 
 async def serve(config: Config) -> None:
@@ -152,7 +189,8 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(signum, stop.set)
     logger.info(
         "state in %s, fsync %s, history %d, ttl %d s, rate %d per %d s, "
-        "ban after %d reports for %d s, files up to %d bytes",
+        "ban after %d reports for %d s, files up to %d bytes; flood %g/s (burst %d), "
+        "reports from accounts %d s old, %d registrations/h per address",
         config.state_dir,
         config.fsync,
         config.history_size,
@@ -162,6 +200,10 @@ async def serve(config: Config) -> None:
         config.report_threshold,
         config.ban_duration,
         config.max_file_size,
+        config.flood_rate,
+        config.flood_burst,
+        config.report_min_age,
+        config.register_limit,
     )
     async with run_server(config) as running:
         # The replayed state lives as long as the process: keep the cyclic GC from

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 from pathlib import Path
 
+from server.domain.limits import Quotas
 from wire import DEFAULT_HOST, DEFAULT_PORT, FRAME_LIMIT
 
 
@@ -30,12 +32,27 @@ class Config:
     fsync: FsyncPolicy = FsyncPolicy.ALWAYS
     # Pages of these origins (besides the server's own) may open a WebSocket here.
     allowed_origins: tuple[str, ...] = ()
+    # Limits against abuse (protocol.md, "Limits against abuse"); 0 turns one off.
+    flood_rate: float = 1.0  # sends + comments per second per user, sustained
+    flood_burst: int = 20  # ... and at once
+    max_live_bytes: int = 8 * 2**20  # text of one user's live messages and comments
+    report_min_age: int = 86400  # seconds; a reporter's account is this old, and has posted
+    register_limit: int = 10  # registrations per client address per hour
+    group_limit: int = 100  # groups one user may own
+    invite_limit: int = 100  # invitations one user may send per hour
+    max_user_storage: int = 100 * 2**20  # bytes of stored files one user uploaded
+    max_storage: int = 2**30  # bytes of stored files in all
     # Not on the contract's command line, but tunable for tests and operators.
     frame_limit: int = FRAME_LIMIT
     send_buffer_limit: int = 2**20  # a device whose unsent bytes pass this is cut off
     resume_window: int = 10_000  # recent events held in memory for `login {since}`
     batch_interval: float = 1.0  # seconds between fsyncs under FsyncPolicy.BATCH
-    login_attempts: int = 5  # failed password logins before throttling starts
+    login_attempts: int = 5  # failed logins of one name from one address before throttling
+    address_login_attempts: int = 20  # failed logins from one address before throttling
+    # Threads that hash passwords (scrypt, which holds a core each), apart from file
+    # I/O; half the cores, so that a password spray leaves the event loop a core.
+    kdf_threads: int = dataclasses.field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
+    kdf_queue: int = 32  # password checks running or waiting; more are refused (-32004)
     login_backoff: float = 1.0  # seconds of the first throttle; doubles per failure
     scrypt_n: int = 2**14  # scrypt cost; tests lower it
     timer_resolution: float = 60.0  # longest sleep of the schedule timer, seconds
@@ -51,3 +68,20 @@ class Config:
     lease_ttl: float = 3.0  # seconds a writer's lease lasts unless renewed
     forward_timeout: float = 5.0  # seconds a follower waits for the writer's answer
     blob_grace: float = 60.0  # seconds between a file dropped and its bytes leaving the cluster
+    uploads_per_user: int = 4  # uploads in progress at once, per user
+    uploads_in_all: int = 1024  # uploads in progress at once, in all
+    disk_reserve: int = 64 * 2**20  # free disk every upload write must leave (for the log)
+
+    @property
+    def quotas(self) -> Quotas:
+        """The limits the domain decides from the folded state."""
+        return Quotas(
+            flood_rate=self.flood_rate,
+            flood_burst=self.flood_burst,
+            max_live_bytes=self.max_live_bytes,
+            report_min_age_ms=self.report_min_age * 1000,
+            group_limit=self.group_limit,
+            invite_limit=self.invite_limit,
+            user_storage=self.max_user_storage,
+            storage=self.max_storage,
+        )

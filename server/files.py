@@ -15,6 +15,7 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import hmac
@@ -36,7 +37,7 @@ from server.domain import rules, views
 from server.domain.events import FileDropped, FileUploaded
 from server.domain.model import Device, DeviceId, FileId, StoredFile, UserKey, user_key
 from server.domain.state import State
-from server.errors import Forbidden, InvalidParams, NotFound, TooLarge
+from server.errors import Forbidden, InternalError, InvalidParams, NotFound, RateLimited, TooLarge
 from server.hub import Session
 from server.log import fsync_directory
 from server.rpc import Doc, Length, Range, rpc_method
@@ -44,12 +45,12 @@ from server.service import Service
 
 logger = logging.getLogger("messenger.server.files")
 
-UPLOADS_PER_USER: Final = 4
-UPLOADS_IN_ALL: Final = 256
 FILE_URL_TTL_MS: Final = 600_000  # a file.url works this long (the contract's maximum)
 HTTP_READS: Final = 8  # GET /files/{id} reading at once (each holds a whole file)
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*")
 UploadParam = Annotated[str, Length(1, 64), Doc("an upload id from upload.begin")]
+# What a full disk (or a file size limit) looks like to write(): the file did not fit.
+_NO_ROOM: Final = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
 
 
 def clean_name(name: str) -> str:
@@ -117,13 +118,14 @@ class FileMethods:
         limit = self.config.max_file_size
         if size > limit:
             raise TooLarge(f"Expected a file of at most {limit} bytes, but got {size}", limit)
+        free = (await self.service.off_loop(shutil.disk_usage, self.incoming)).free
+        if size + self.config.disk_reserve > free:  # and at every chunk (_append)
+            raise _no_room(max(0, free - self.config.disk_reserve))
+        # From here on nothing is awaited: the slots and bytes counted are still so.
         key = user_key(account.name)
-        mine = sum(1 for upload in self.uploads.values() if upload.user == key)
-        if mine >= UPLOADS_PER_USER or len(self.uploads) >= UPLOADS_IN_ALL:
-            raise Forbidden(
-                f"Expected at most {UPLOADS_PER_USER} uploads in progress per user; "
-                "finish one or wait for it to be dropped"
-            )
+        mine = [upload for upload in self.uploads.values() if upload.user == key]
+        self._check_slots(len(mine))
+        rules.check_storage(self.state, account, size, sum(upload.size for upload in mine))
         upload_id = secrets.token_hex(12)
         path = self.incoming / upload_id  # created by the first chunk (or by finish)
         if content_type is None or not _CONTENT_TYPE.fullmatch(content_type):
@@ -149,13 +151,19 @@ class FileMethods:
             raise InvalidParams(f"Expected base64 data, but got an error: {error}") from None
         async with self._locked(current):
             if current.received + len(raw) > current.size:
-                self._drop(current)
+                await self._drop(current)
                 raise TooLarge(
                     f"Expected at most {current.size} bytes as declared, "
                     f"but got {current.received + len(raw)}; the upload is dropped",
                     current.size,
                 )
-            await self.service.off_loop(_append, current.path, raw, current.digest)
+            try:
+                await self.service.off_loop(
+                    _append, current.path, raw, current.digest, self.config.disk_reserve
+                )
+            except OSError as error:
+                await self._drop(current)
+                raise _refused(error) from None
             current.received += len(raw)
             current.touched = time.monotonic()
         return {"received": current.received}
@@ -164,18 +172,30 @@ class FileMethods:
     async def finish(self, session: Session, *, upload: UploadParam) -> dict[str, Any]:
         """Store the file; it can then be sent with ``send {file}``."""
         current = self._upload(session, upload)
-        uploader = self.service.account(session).name
+        account = self.service.account(session)
+        uploader = account.name
         async with self._locked(current):
             if current.received != current.size:
                 raise InvalidParams(
                     f"Expected {current.size} bytes, but got {current.received} so far"
                 )
             del self.uploads[current.id]
+            try:  # again: other uploads may have been stored since this one began
+                rules.check_storage(self.state, account, current.size, 0)
+            except TooLarge:
+                await self._drop(current)
+                raise
             sha256 = current.digest.hexdigest()
             self.storing[sha256] += 1
             try:
                 loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self.blob_io, _store, current.path, self.stored / sha256)
+                try:
+                    await loop.run_in_executor(
+                        self.blob_io, _store, current.path, self.stored / sha256
+                    )
+                except OSError as error:
+                    await self._drop(current)
+                    raise _refused(error) from None
                 await self.blobs.publish(sha256)
                 event = FileUploaded(
                     FileId("f" + secrets.token_hex(8)),
@@ -199,8 +219,21 @@ class FileMethods:
         """Give up an upload in progress (it frees one of your upload slots)."""
         current = self._upload(session, upload)
         async with self._locked(current):
-            self._drop(current)
+            await self._drop(current)
         return {}
+
+    def _check_slots(self, mine: int) -> None:
+        limit = self.config.uploads_per_user
+        if mine >= limit:
+            raise Forbidden(
+                f"Expected at most {limit} uploads of yours in progress; "
+                "finish one or wait for it to be dropped"
+            )
+        if len(self.uploads) >= self.config.uploads_in_all:
+            raise RateLimited(
+                "The server has too many uploads in progress; try again later",
+                self.config.upload_idle_timeout,
+            )
 
     @contextlib.asynccontextmanager
     async def _locked(self, upload: Upload) -> AsyncIterator[None]:
@@ -217,10 +250,13 @@ class FileMethods:
             raise NotFound(f"No upload {upload_id!r} of yours in progress")
         return upload
 
-    def _drop(self, upload: Upload) -> None:
+    def _drop(self, upload: Upload) -> asyncio.Future[None]:
+        """Forget ``upload`` at once; its partial file is gone when the result is done
+        (a request awaits it, so that its reply comes after)."""
         self.uploads.pop(upload.id, None)
         remove = functools.partial(upload.path.unlink, missing_ok=True)
-        asyncio.get_running_loop().run_in_executor(None, remove)
+        # Shielded: a request given up meanwhile must not cancel the removal.
+        return asyncio.shield(asyncio.get_running_loop().run_in_executor(None, remove))
 
     def drop_unused_files(self) -> None:
         """Forget the files no live or pending message carries, once a message lifetime
@@ -376,10 +412,30 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{urllib.parse.quote(name)}"
 
 
+def _no_room(room: int) -> TooLarge:
+    return TooLarge(
+        f"Expected a file of at most {room} bytes: the server's disk has no room for more",
+        room,
+    )
+
+
+def _refused(error: OSError) -> InternalError | TooLarge:
+    """The answer to a failed write of an upload (it has been dropped)."""
+    if error.errno in _NO_ROOM:
+        logger.warning("an upload did not fit on the disk: %s", error.strerror)
+        return _no_room(0)
+    logger.warning("an upload could not be written: %s", error)
+    return InternalError("The upload could not be written on the server; it is dropped")
+
+
 # -- blocking work, run on a thread ----------------------------------------------
 
 
-def _append(path: Path, data: bytes, digest: Any) -> None:
+def _append(path: Path, data: bytes, digest: Any, reserve: int) -> None:
+    # The log's reserve is kept at every write, whatever the uploads declared: many
+    # uploads that each fitted at upload.begin cannot fill the disk together.
+    if shutil.disk_usage(path.parent).free - len(data) < reserve:
+        raise OSError(errno.ENOSPC, "the disk's free space is kept for the event log")
     with _open_for_append(path) as file:
         file.write(data)
     digest.update(data)

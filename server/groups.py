@@ -8,11 +8,19 @@ from typing import Annotated, Any
 
 from server.auth import token_hash
 from server.domain import rules, views
+from server.domain.limits import PAGE_MAX, page
 from server.domain.model import ChatId, user_key
 from server.domain.state import State
 from server.hub import Session
 from server.rpc import Doc, Length, rpc_method
-from server.service import ChatParam, Service, UserParam
+from server.service import (
+    REPLY_BUDGET,
+    ChatParam,
+    LimitParam,
+    OffsetParam,
+    Service,
+    UserParam,
+)
 
 
 class GroupMethods:
@@ -31,7 +39,7 @@ class GroupMethods:
         account = self.service.account(session)
         chat_id = ChatId("g" + secrets.token_hex(8))
         await self.service.commit(
-            [rules.create_group(account, title, chat_id, self.service.clock())]
+            [rules.create_group(self.state, account, title, chat_id, self.service.clock())]
         )
         return {
             "chat": views.chat_view(self.state, self.state.chats[chat_id], user_key(account.name))
@@ -68,15 +76,25 @@ class GroupMethods:
         return {"status": status, "chat": {"id": group.id, "title": group.title}}
 
     @rpc_method("chat.requests")
-    async def requests(self, session: Session, *, chat: ChatParam) -> dict[str, Any]:
-        """Owner only: pending join requests, oldest first."""
+    async def requests(
+        self,
+        session: Session,
+        *,
+        chat: ChatParam,
+        offset: OffsetParam = 0,
+        limit: LimitParam = PAGE_MAX,
+    ) -> dict[str, Any]:
+        """Owner only: pending join requests, oldest first (a page of them)."""
         group = rules.owned_group(self.state, self.service.account(session), chat)
-        return {
-            "requests": [
-                {"user": self.state.users[key].name, "ts": at}
-                for key, at in sorted(group.requests.items(), key=lambda item: item[1])
-            ]
-        }
+        oldest_first = sorted(group.requests.items(), key=lambda item: item[1])
+        requests, more = page(
+            oldest_first,
+            offset,
+            limit,
+            lambda request: {"user": self.state.users[request[0]].name, "ts": request[1]},
+            REPLY_BUDGET,
+        )
+        return {"requests": requests, "has_more": more}
 
     @rpc_method("chat.approve")
     async def approve(
@@ -103,13 +121,24 @@ class GroupMethods:
         return {}
 
     @rpc_method("chat.members")
-    async def members(self, session: Session, *, chat: ChatParam) -> dict[str, Any]:
-        """Members only: the owner and every member."""
+    async def members(
+        self,
+        session: Session,
+        *,
+        chat: ChatParam,
+        offset: OffsetParam = 0,
+        limit: LimitParam = PAGE_MAX,
+    ) -> dict[str, Any]:
+        """Members only: the owner and the members, in the order they joined (a page)."""
         group = rules.find_chat(self.state, self.service.account(session), chat)
-        return {
-            "owner": group.owner,
-            "members": [self.state.users[key].name for key in group.read_markers],
-        }
+        members, more = page(
+            list(group.read_markers),
+            offset,
+            limit,
+            lambda key: self.state.users[key].name,
+            REPLY_BUDGET,
+        )
+        return {"owner": group.owner, "members": members, "has_more": more}
 
     @rpc_method("chat.leave")
     async def leave(self, session: Session, *, chat: ChatParam) -> dict[str, Any]:

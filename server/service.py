@@ -19,7 +19,16 @@ from typing import Annotated, Any
 import orjson
 
 from server import __version__
-from server.auth import LoginThrottle, hash_password, new_token, token_hash, verify_password
+from server.auth import (
+    KdfPool,
+    LoginThrottle,
+    RegistrationLimit,
+    address_of,
+    hash_password,
+    new_token,
+    token_hash,
+    verify_password,
+)
 from server.config import Config
 from server.domain import rules, views
 from server.domain.events import (
@@ -29,6 +38,7 @@ from server.domain.events import (
     MessageScheduled,
     to_record,
 )
+from server.domain.limits import PAGE_MAX, page
 from server.domain.model import (
     Chat,
     ChatId,
@@ -76,6 +86,8 @@ UserParam = Annotated[
 PasswordParam = Annotated[str, Length(PASSWORD_MIN, PASSWORD_MAX), Doc("the password")]
 ChatParam = Annotated[str, Length(1, 64), Doc("a chat id")]
 SeqParam = Annotated[int, Range(0, None), Doc("a message's position in its chat")]
+OffsetParam = Annotated[int, Range(0, None), Doc("items to skip (paging)")]
+LimitParam = Annotated[int, Range(1, PAGE_MAX), Doc("items at most (paging)")]
 
 
 def _log_failure(future: asyncio.Future[None]) -> None:
@@ -133,6 +145,9 @@ class Service:
         self.hub = hub
         self.clock = clock
         self.throttle = LoginThrottle(config.login_attempts, config.login_backoff)
+        self.address_throttle = LoginThrottle(config.address_login_attempts, config.login_backoff)
+        self.registrations = RegistrationLimit(config.register_limit)
+        self.kdf = KdfPool(config.kdf_threads, config.kdf_queue)
         self.registry = Registry(self, title="messenger", version=__version__)
         # One hash to verify against when the user does not exist, so that a
         # wrong name costs as much time as a wrong password.
@@ -206,7 +221,7 @@ class Service:
                     session.user = session.key = session.device = None
 
     def new_state(self) -> State:
-        return State(self.config.history_size, self.config.rate_period * 1000)
+        return State(self.config.history_size, self.config.rate_period * 1000, self.config.quotas)
 
     async def commit(self, events: list[Event]) -> None:
         """``record``, and wait until it is durable (and told)."""
@@ -230,6 +245,7 @@ class Service:
             self._timer = None
 
     async def stop(self) -> None:
+        self.kdf.close()
         self.disarm_schedule()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
@@ -322,7 +338,8 @@ class Service:
     ) -> dict[str, Any]:
         """Create an account; it joins the general chat."""
         rules.check_name_free(self.state, user)  # before the KDF's cost; again after it
-        password_hash = await self.off_loop(hash_password, password, self.config.scrypt_n)
+        self.registrations.take(address_of(session.remote), self.clock())
+        password_hash = await self.kdf.run(hash_password, password, self.config.scrypt_n)
         event = rules.register(self.state, user, password_hash, self.clock())
         await self.commit([event])
         logger.info("registered user %s", event.user)
@@ -375,19 +392,25 @@ class Service:
         self, session: Session, name: str, password: str, device_name: str | None
     ) -> tuple[User, DeviceId, str]:
         key = user_key(name)
-        retry_after = self.throttle.retry_after(key, time.monotonic())
+        address = address_of(session.remote)
+        pair = f"{key} {address}"  # no name has a space
+        retry_after = max(
+            self.throttle.retry_after(pair, time.monotonic()),
+            self.address_throttle.retry_after(address, time.monotonic()),
+        )
         if retry_after > 0:
             raise RateLimited("Too many failed logins; try again later", retry_after)
         account = self.state.users.get(key)
         stored = self._decoy_hash if account is None else account.password_hash
-        with self.throttle.checking(key):
-            ok = await self.off_loop(verify_password, password, stored)
+        with self.throttle.checking(pair), self.address_throttle.checking(address):
+            ok = await self.kdf.run(verify_password, password, stored)
         account = self.state.users.get(key)
         if account is None or not ok:
-            self.throttle.failed(key, time.monotonic())
+            self.throttle.failed(pair, time.monotonic())
+            self.address_throttle.failed(address, time.monotonic())
             logger.info("failed login for %r from %s", name, session.remote)
             raise Unauthenticated("Wrong user name or password")
-        self.throttle.succeeded(key)
+        self.throttle.succeeded(pair)
         device_id = DeviceId(secrets.token_hex(4))
         while device_id in account.devices:
             device_id = DeviceId(secrets.token_hex(4))
@@ -420,25 +443,34 @@ class Service:
     # -- reading and writing -----------------------------------------------------
 
     @rpc_method("status")
-    async def status(self, session: Session) -> dict[str, Any]:
-        """Who you are, your devices and your chats with their unread counts."""
+    async def status(
+        self, session: Session, *, offset: OffsetParam = 0, limit: LimitParam = PAGE_MAX
+    ) -> dict[str, Any]:
+        """Who you are, your devices and your chats with their unread counts (a page of
+        them: ``has_more`` says whether more chats follow)."""
         account = self.account(session)
         key = user_key(account.name)
         online = self.hub.online_devices(key)
         now = self.clock()
         self.state.expire(now)
-        chats = [
-            views.chat_view(self.state, self.state.chats[chat_id], key) for chat_id in account.chats
+        devices = [
+            {"device": d.id, "name": d.name, "online": d.id in online}
+            for d in account.devices.values()
         ]
+        chats, more = page(
+            list(account.chats),
+            offset,
+            limit,
+            lambda chat_id: views.chat_view(self.state, self.state.chats[chat_id], key),
+            REPLY_BUDGET - len(orjson.dumps(devices)),
+        )
         return {
             "user": account.name,
             "device": session.device,
-            "devices": [
-                {"device": d.id, "name": d.name, "online": d.id in online}
-                for d in account.devices.values()
-            ],
+            "devices": devices,
             "chats": chats,
             "banned_until": account.banned_until if account.banned_until > now else None,
+            "has_more": more,
             "server": {"version": __version__},
         }
 
@@ -602,6 +634,9 @@ class Service:
             "max_file_size": c.max_file_size,
             "frame_limit": c.frame_limit,
             "text_max": TEXT_MAX,
+            "flood_rate": c.flood_rate,
+            "flood_burst": c.flood_burst,
+            "max_live_bytes": c.max_live_bytes,
         }
 
     def account(self, session: Session) -> User:

@@ -9,12 +9,13 @@ import pytest
 
 from server.app import Running, run_server
 from server.config import Config
+from tests.configs import config_for_tests
 
 
 @pytest.fixture
 def server_config(tmp_path: Path) -> Config:
     """A real server's settings: port 0, state in tmp_path, a cheap KDF."""
-    return Config(port=0, state_dir=tmp_path / "state", scrypt_n=2**4)
+    return config_for_tests(tmp_path)
 
 
 @pytest.fixture

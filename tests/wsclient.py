@@ -89,8 +89,9 @@ class Peer:
 
 
 @asynccontextmanager
-async def connected(url: str) -> AsyncIterator[Peer]:
-    async with connect(url, max_size=2**20) as connection:
+async def connected(url: str, **options: Any) -> AsyncIterator[Peer]:
+    """A connection to ``url``; ``options`` go to ``connect`` (``local_addr``, say)."""
+    async with connect(url, max_size=2**20, **options) as connection:
         peer = Peer(connection)
         try:
             yield peer

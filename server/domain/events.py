@@ -168,6 +168,7 @@ class MemberJoined:
     chat: ChatId
     user: UserName
     at: int
+    invited_by: UserName | None = None  # the owner, for an invitation (not an approval)
 
 
 @event
@@ -228,6 +229,9 @@ class StandingRestored:
     reporters: list[str] | None = None
     banned_until: int = 0
     chats: list[str] | None = None  # the user's chats, in the order they were joined
+    flood_tat: float = 0.0  # the token buckets (server/domain/limits.py)
+    invite_tat: float = 0.0
+    posted: int | None = None  # messages ever posted; None in older snapshots
 
 
 @event

@@ -44,6 +44,13 @@ class User:
     reporters: set[UserKey] = dataclasses.field(default_factory=set)  # since the last ban
     banned_until: int = 0
     scheduled: dict[ScheduledId, None] = dataclasses.field(default_factory=dict)  # pending
+    # limits against abuse (server/domain/limits.py), all folded from events
+    flood_tat: float = 0.0  # sends and comments: the token bucket's arrival time
+    invite_tat: float = 0.0  # invites: the same
+    posted: int = 0  # messages ever posted: a reporter needs one
+    live_bytes: int = 0  # text of the live messages and comments
+    groups_owned: int = 0
+    stored_bytes: int = 0  # files uploaded and not dropped
 
 
 @dataclasses.dataclass(slots=True, eq=False)

@@ -31,6 +31,7 @@ from server.domain.events import (
     UserRegistered,
     UserReported,
 )
+from server.domain.limits import has_letter_or_digit, skeleton, text_size, wait_for
 from server.domain.model import (
     GENERAL,
     Chat,
@@ -55,13 +56,21 @@ from server.errors import (
     InvalidParams,
     NotFound,
     RateLimited,
+    TooLarge,
 )
 
 
 def check_name_free(state: State, name: str) -> None:
+    """A new name is free when no user has it, in any case, nor one it looks like."""
+    if not has_letter_or_digit(name):
+        raise InvalidParams(f"Expected a user name with a letter or a digit, but got {name!r}")
     existing = state.user(name)
     if existing is not None:
         raise Conflict(f"User name {name!r} is taken (by {existing.name!r})")
+    look_alike = state.skeletons.get(skeleton(name))
+    if look_alike is not None:
+        taken = state.users[look_alike].name
+        raise Conflict(f"User name {name!r} is taken: it looks like {taken!r}")
 
 
 def register(state: State, name: str, password_hash: str, now: int) -> UserRegistered:
@@ -121,6 +130,7 @@ def post_message(
     same command opens it (a first direct message)."""
     if chat is not None:
         check_member(chat, author)
+    check_live_bytes(state, author, text)
     seq = 1 if chat is None else chat.last_seq + 1
     return MessagePosted(
         message_id,
@@ -163,8 +173,33 @@ def check_not_banned(user: User, now: int) -> None:
         raise Banned(f"You are banned from sending until {user.banned_until}", user.banned_until)
 
 
+def check_flood(state: State, user: User, now: int) -> None:
+    """A token bucket over every send and comment of a user, in every chat."""
+    quotas = state.quotas
+    retry_after = wait_for(user.flood_tat, now, quotas.flood_interval_ms, quotas.flood_burst)
+    if retry_after > 0:
+        raise RateLimited(
+            f"Expected at most {quotas.flood_burst} messages and comments at once and "
+            f"{quotas.flood_rate:g} a second after that, but this would be one more",
+            retry_after,
+        )
+
+
+def check_live_bytes(state: State, user: User, text: str) -> None:
+    """A user's live messages and comments hold at most ``max_live_bytes`` of text."""
+    limit = state.quotas.max_live_bytes
+    if limit and user.live_bytes + text_size(text) > limit:
+        raise TooLarge(
+            f"Expected at most {limit} bytes of text in your live messages and comments, "
+            f"but this would make {user.live_bytes + text_size(text)}; wait for some to expire",
+            limit,
+        )
+
+
 def check_rate(state: State, user: User, chat_id: ChatId, now: int, limit: int) -> None:
-    """Fixed windows: the count resets when a new period starts (general chat only)."""
+    """The flood bucket; and fixed windows in the general chat: the count resets when a
+    new period starts."""
+    check_flood(state, user, now)
     if chat_id != GENERAL:
         return
     window = state.rate_window(now)
@@ -194,6 +229,8 @@ def add_comment(
         raise InvalidParams("Expected a message, but got a comment: no comments on comments")
     message = find_message(state, author, message_id, now)
     check_not_banned(author, now)
+    check_flood(state, author, now)
+    check_live_bytes(state, author, text)
     return CommentAdded(comment_id, message.id, message.chat, author.name, text, now)
 
 
@@ -207,6 +244,28 @@ def find_file(state: State, user: User, file_id: str) -> StoredFile:
     ):
         raise NotFound(f"No file {file_id!r} you can see")
     return stored
+
+
+def check_storage(state: State, user: User, size: int, mine: int) -> None:
+    """Room for one more file of ``size`` bytes, with ``mine`` bytes of the user's
+    being uploaded: within the user's quota, and the server's.
+
+    Others' uploads in progress do not count against the server's quota (so that
+    unfinished uploads cannot keep others out); each is checked again as it is stored.
+    """
+    quotas = state.quotas
+    if quotas.user_storage and user.stored_bytes + mine + size > quotas.user_storage:
+        raise TooLarge(
+            f"Expected at most {quotas.user_storage} bytes of your files stored and being "
+            f"uploaded, but this would make {user.stored_bytes + mine + size}; files leave "
+            "once no live message carries them",
+            quotas.user_storage,
+        )
+    if quotas.storage and state.stored_bytes + size > quotas.storage:
+        room = max(0, quotas.storage - state.stored_bytes)
+        raise TooLarge(
+            f"Expected a file of at most {room} bytes: the server's file storage is full", room
+        )
 
 
 def schedule_message(
@@ -227,6 +286,7 @@ def schedule_message(
             f"Expected send_at at most {SCHEDULE_AHEAD_MS // 86_400_000} days ahead, "
             f"but got {(send_at - now) // 86_400_000} days"
         )
+    check_live_bytes(state, author, text)
     if len(author.scheduled) >= SCHEDULED_PER_USER:
         raise InvalidParams(
             f"Expected at most {SCHEDULED_PER_USER} pending scheduled messages, "
@@ -299,13 +359,19 @@ def report(
     """Distinct reporters count; at ``threshold`` the user is banned for ``ban_ms``.
 
     Reports made during a ban are not counted: the count starts again after it.
+    Nor are reports from accounts without weight (``carries_weight``), so that
+    fresh accounts cannot ban anyone.
     """
     user = state.user(name)
     if user is None:
         raise NotFound(f"No user {name!r}")
     if user is reporter:
         raise InvalidParams("Expected another user to report, but got yourself")
-    if user.banned_until > now or user_key(reporter.name) in user.reporters:
+    if (
+        user.banned_until > now
+        or user_key(reporter.name) in user.reporters
+        or not carries_weight(state, reporter, now)
+    ):
         return []
     events: list[Event] = [UserReported(reporter.name, user.name, now, reason)]
     if len(user.reporters) + 1 >= threshold:
@@ -313,7 +379,16 @@ def report(
     return events
 
 
-def create_group(owner: User, title: str, chat_id: ChatId, now: int) -> GroupCreated:
+def carries_weight(state: State, reporter: User, now: int) -> bool:
+    """A report counts from an account at least ``report_min_age`` old that has posted."""
+    min_age = state.quotas.report_min_age_ms
+    return not min_age or (reporter.registered_at + min_age <= now and reporter.posted > 0)
+
+
+def create_group(state: State, owner: User, title: str, chat_id: ChatId, now: int) -> GroupCreated:
+    limit = state.quotas.group_limit
+    if limit and owner.groups_owned >= limit:
+        raise Forbidden(f"Expected at most {limit} groups of yours, but this would be one more")
     return GroupCreated(chat_id, owner.name, title, now)
 
 
@@ -332,7 +407,15 @@ def invite(state: State, owner: User, chat_id: str, name: str, now: int) -> Memb
         raise NotFound(f"No user {name!r}")
     if user_key(user.name) in chat.read_markers:
         raise Conflict(f"{user.name} is already a member of {chat.id!r}")
-    return MemberJoined(chat.id, user.name, now)
+    quotas = state.quotas
+    retry_after = wait_for(owner.invite_tat, now, quotas.invite_interval_ms, quotas.invite_limit)
+    if retry_after > 0:
+        raise RateLimited(
+            f"Expected at most {quotas.invite_limit} invitations an hour, "
+            "but this would be one more",
+            retry_after,
+        )
+    return MemberJoined(chat.id, user.name, now, invited_by=owner.name)
 
 
 def create_link(state: State, owner: User, chat_id: str, link_hash: str, now: int) -> Event:

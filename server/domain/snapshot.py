@@ -92,6 +92,9 @@ def snapshot(state: State) -> Iterator[Event]:
             reporters=sorted(user.reporters) or None,
             banned_until=user.banned_until,
             chats=list(user.chats),
+            flood_tat=user.flood_tat,
+            invite_tat=user.invite_tat,
+            posted=user.posted,
         )
     for device_id, client_ids in state.client_ids.items():
         if client_ids:

@@ -37,6 +37,7 @@ from server.domain.events import (
     UserRegistered,
     UserReported,
 )
+from server.domain.limits import NO_QUOTAS, Quotas, skeleton, spend, text_size
 from server.domain.model import (
     GENERAL,
     Chat,
@@ -62,11 +63,18 @@ CLIENT_IDS_PER_DEVICE: Final = 1000
 
 
 class State:
-    def __init__(self, history_size: int = 20, rate_period_ms: int = 3_600_000) -> None:
+    def __init__(
+        self, history_size: int = 20, rate_period_ms: int = 3_600_000, quotas: Quotas = NO_QUOTAS
+    ) -> None:
         self.history_size = history_size
         self.rate_period_ms = rate_period_ms
+        self.quotas = quotas
+        self._flood_interval = quotas.flood_interval_ms
+        self._invite_interval = quotas.invite_interval_ms
+        self.stored_bytes = 0  # of every stored file
         self.cursor = 0  # cursor of the last applied event
         self.users: dict[UserKey, User] = {}
+        self.skeletons: dict[str, UserKey] = {}  # what each name looks like: the first one
         self.devices_by_token: dict[str, Device] = {}
         self.chats: dict[ChatId, Chat] = {GENERAL: Chat(GENERAL, "general", "general", None)}
         self.direct_chats: dict[tuple[UserKey, UserKey], ChatId] = {}
@@ -203,8 +211,11 @@ class State:
 
     def _forget(self, message: Message) -> None:
         del self.messages[message.id]
+        users = self.users
+        users[user_key(message.author)].live_bytes -= text_size(message.text)
         for comment in message.comments:
             del self.comments[comment.id]
+            users[user_key(comment.author)].live_bytes -= text_size(comment.text)
         if message.file is not None:
             stored = self.files.get(message.file)
             if stored is not None:
@@ -219,6 +230,7 @@ class State:
     def _user_registered(self, event: UserRegistered) -> None:
         key = user_key(event.user)
         user = self.users[key] = User(event.user, event.password_hash, event.at)
+        self.skeletons.setdefault(skeleton(event.user), key)
         general = self.general
         marker = event.general_read_seq
         if marker is None:  # an older log: the rule's formula, as it was
@@ -269,6 +281,8 @@ class State:
             heapq.heappush(self.expiries, (message.expires_at, message.id))
         author_key = UserKey(event.author.lower())  # user_key(), inlined: replay's hot path
         author = self.users[author_key]
+        author.posted += 1
+        author.live_bytes += text_size(event.text)
         # Writing in a chat reads it: your own messages are never unread to you.
         # (Not backwards: a snapshot has restored the marker before its messages.)
         markers = chat.read_markers
@@ -281,8 +295,11 @@ class State:
             if pending is not None and pending.client_id is not None:
                 assert pending.device is not None
                 self._remember(author, pending.device, pending.client_id, message.id)
-        elif event.chat == GENERAL:
-            self._count_send(author, event.at)
+        else:
+            if self._flood_interval:
+                author.flood_tat = spend(author.flood_tat, event.at, self._flood_interval)
+            if event.chat == GENERAL:
+                self._count_send(author, event.at)
         if event.file is not None:
             stored = self.files[event.file]
             stored.chats[event.chat] = stored.chats.get(event.chat, 0) + 1
@@ -322,6 +339,10 @@ class State:
         else:
             message.comments = [comment]
         self.comments[comment.id] = comment
+        author = self.users[user_key(event.author)]
+        author.live_bytes += text_size(event.text)
+        if self._flood_interval:
+            author.flood_tat = spend(author.flood_tat, event.at, self._flood_interval)
 
     def _message_scheduled(self, event: MessageScheduled) -> None:
         pending = Scheduled(
@@ -340,6 +361,8 @@ class State:
         self.scheduled[pending.id] = pending
         heapq.heappush(self.schedule, (pending.send_at, pending.id))
         author.scheduled[pending.id] = None
+        if self._flood_interval:
+            author.flood_tat = spend(author.flood_tat, event.at, self._flood_interval)
         if event.chat == GENERAL:
             self._count_send(author, event.at)
 
@@ -366,7 +389,11 @@ class State:
         user.reporters.clear()  # the count starts again after the ban
 
     def _file_dropped(self, event: FileDropped) -> None:
-        del self.files[event.file]
+        stored = self.files.pop(event.file)
+        self.stored_bytes -= stored.size
+        uploader = self.users.get(user_key(stored.uploader))
+        if uploader is not None:
+            uploader.stored_bytes -= stored.size
 
     def _file_uploaded(self, event: FileUploaded) -> None:
         self.files[event.file] = StoredFile(
@@ -378,17 +405,24 @@ class State:
             event.uploader,
             event.at,
         )
+        self.stored_bytes += event.size
+        self.users[user_key(event.uploader)].stored_bytes += event.size
 
     def _group_created(self, event: GroupCreated) -> None:
         chat = Chat(event.chat, "group", event.title, event.owner)
         self.chats[event.chat] = chat
-        self._join(chat, user_key(event.owner))
+        owner = user_key(event.owner)
+        self._join(chat, owner)
+        self.users[owner].groups_owned += 1
 
     def _member_joined(self, event: MemberJoined) -> None:
         chat = self.chats[event.chat]
         key = user_key(event.user)
         chat.requests.pop(key, None)
         self._join(chat, key)
+        if event.invited_by is not None and self._invite_interval:
+            inviter = self.users[user_key(event.invited_by)]
+            inviter.invite_tat = spend(inviter.invite_tat, event.at, self._invite_interval)
 
     def _join(self, chat: Chat, key: UserKey) -> None:
         # A member who joins late reads from now on, not the group's past.
@@ -418,6 +452,8 @@ class State:
         chat = self.chats.get(event.chat)
         if chat is None:
             chat = self.chats[event.chat] = Chat(event.chat, event.kind, event.title, event.owner)
+            if event.owner is not None:
+                self.users[user_key(event.owner)].groups_owned += 1
         chat.first_seq = event.first_seq
         if event.last_seq is not None:  # slots for its messages, and for the holes between
             slots = event.last_seq - event.first_seq + 1
@@ -438,6 +474,9 @@ class State:
         user.rate_window, user.rate_count = event.rate_window, event.rate_count
         user.reporters = {UserKey(k) for k in event.reporters or ()}
         user.banned_until = event.banned_until
+        user.flood_tat, user.invite_tat = event.flood_tat, event.invite_tat
+        if event.posted is not None:  # older snapshots: as the live messages counted it
+            user.posted = event.posted
         if event.chats is not None:
             user.chats = {ChatId(chat): None for chat in event.chats}
 

@@ -23,6 +23,7 @@ from typing import Any
 from server.app import Running, run_server
 from server.config import Config
 from server.service import Clock, system_clock
+from tests.configs import LIMITS_OFF, LIMITS_OFF_ARGS
 
 MIN_VERSION = (2, 10)
 
@@ -126,6 +127,7 @@ def nats_server(tmp_path: Path) -> Iterator[Nats]:
 
 def node_config(tmp_path: Path, urls: list[str], name: str, **changes: Any) -> Config:
     settings: dict[str, Any] = {
+        **LIMITS_OFF,
         "port": 0,
         "state_dir": tmp_path / name,
         "scrypt_n": 2**4,
@@ -238,6 +240,7 @@ def start_node(tmp_path: Path, urls: list[str], name: str, *extra: str) -> NodeP
                 name,
                 "--lease-ttl",
                 "1",
+                *LIMITS_OFF_ARGS,
                 *extra,
             ],
             stdout=subprocess.PIPE,

@@ -12,6 +12,7 @@ import pytest
 
 from server.app import LOG_FILE
 from server.config import Config
+from tests.configs import config_for_tests
 from tests.wsclient import Peer, RpcError
 
 START = 1_800_000_000_000  # a multiple of every rate period the tests use
@@ -33,14 +34,9 @@ class Clock:
 def config_in(tmp_path: Path, **changes: Any) -> Config:
     """A real server's settings in tmp_path, with a schedule timer quick to notice
     the test's clock and no rate limit unless the test sets one."""
-    config = Config(
-        port=0,
-        state_dir=tmp_path / "state",
-        scrypt_n=2**4,
-        rate_limit=100_000,
-        timer_resolution=0.02,
+    return config_for_tests(
+        tmp_path, **{"rate_limit": 100_000, "timer_resolution": 0.02, **changes}
     )
-    return dataclasses.replace(config, **changes)
 
 
 def log_text(config: Config) -> str:

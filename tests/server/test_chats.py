@@ -13,6 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from server.app import Running, run_server
 from server.config import Config
+from tests.configs import config_for_tests
 from tests.wsclient import Peer, RpcError, connected, user_device
 
 
@@ -30,7 +31,7 @@ class FakeClock:
 
 
 def config_in(tmp_path: Path, **changes: Any) -> Config:
-    return Config(port=0, state_dir=tmp_path / "state", scrypt_n=2**4, **changes)
+    return config_for_tests(tmp_path, **changes)
 
 
 async def error_of(peer: Peer, method: str, **params: Any) -> RpcError:

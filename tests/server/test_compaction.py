@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from server.app import LOG_FILE, run_server
 from server.config import Config
+from tests.configs import LIMITS_OFF
 from tests.server.extras_support import Clock, config_in, error_of, post, texts
 from tests.wsclient import Peer, connected, user_device
 
@@ -280,14 +281,14 @@ async def test_unfinished_compaction_file_is_removed_and_nothing_is_lost(
 
 # -- a SIGKILL in the middle of a compaction --------------------------------------
 
-SERVE = """
+SERVE = f"""
 import asyncio, sys
 from pathlib import Path
 from server.cli import serve
 from server.config import Config
 asyncio.run(serve(Config(
     port=0, state_dir=Path(sys.argv[1]), scrypt_n=16, rate_limit=10**9,
-    compact_bytes=int(sys.argv[2]), housekeeping_interval=0.005,
+    compact_bytes=int(sys.argv[2]), housekeeping_interval=0.005, **{LIMITS_OFF!r},
 )))
 """
 

@@ -27,6 +27,7 @@ from websockets.uri import parse_uri
 
 from server.app import LOG_FILE, StateDirBusy, run_server
 from server.config import Config, FsyncPolicy
+from tests.configs import LIMITS_OFF_ARGS, config_for_tests
 from tests.wsclient import Peer, RpcError, connected, user_device
 
 # Generous limits so that only the behaviour under test can refuse a send.
@@ -34,8 +35,7 @@ RATE_LIMIT = 100_000
 
 
 def config_in(tmp_path: Path, **changes: Any) -> Config:
-    config = Config(port=0, state_dir=tmp_path / "state", scrypt_n=2**4, rate_limit=RATE_LIMIT)
-    return dataclasses.replace(config, **changes)
+    return config_for_tests(tmp_path, **{"rate_limit": RATE_LIMIT, **changes})
 
 
 async def whole_history(peer: Peer, chat: str) -> list[dict[str, Any]]:
@@ -77,7 +77,7 @@ async def server_process(
     """
     stderr = state_dir.parent / f"server-{os.urandom(4).hex()}.err"
     command = [sys.executable, "-m", "server", "--port", "0", "--state-dir", str(state_dir)]
-    command += ["--rate-limit", str(RATE_LIMIT), *args]
+    command += ["--rate-limit", str(RATE_LIMIT), *LIMITS_OFF_ARGS, *args]
     if file_size_blocks is not None:
         script = f"ulimit -f {file_size_blocks} && trap '' XFSZ && exec \"$@\""
         command = ["sh", "-c", script, "sh", *command]

@@ -75,7 +75,7 @@ async def test_invite_is_for_the_owner_and_joins_the_invitee_at_once(tmp_path: P
         assert (await error_of(alice, "chat.invite", chat=group, user="nobody")).code == -32003
         await carol.no_event()
         members = await alice.call("chat.members", chat=group)
-        assert members == {"owner": "alice", "members": ["alice", "bob"]}
+        assert members == {"owner": "alice", "members": ["alice", "bob"], "has_more": False}
 
 
 async def test_join_by_link_waits_for_the_owners_approval(tmp_path: Path) -> None:
@@ -104,13 +104,13 @@ async def test_join_by_link_waits_for_the_owners_approval(tmp_path: Path) -> Non
                 "user": "bob",
             }
         requests = await alice.call("chat.requests", chat=group)
-        assert requests == {"requests": [{"user": "bob", "ts": clock.now}]}
+        assert requests == {"requests": [{"user": "bob", "ts": clock.now}], "has_more": False}
         assert (await error_of(bob, "history", chat=group)).code == -32003
         assert (await error_of(bob, "chat.requests", chat=group)).code == -32003
 
         assert await alice.call("chat.approve", chat=group, user="bob") == {}
         assert (await bob.next_event("chat.joined"))["params"]["chat"]["id"] == group
-        assert await alice.call("chat.requests", chat=group) == {"requests": []}
+        assert await alice.call("chat.requests", chat=group) == {"requests": [], "has_more": False}
         await post(bob, group, "thanks")
         assert texts((await alice.call("history", chat=group))["messages"]) == ["thanks"]
         assert (await error_of(bob, "chat.requests", chat=group)).code == -32002
@@ -130,7 +130,7 @@ async def test_declined_request_is_told_to_the_asker(tmp_path: Path) -> None:
         event = await bob.next_event()
         assert (event["method"], event["params"]["chat"]) == ("chat.declined", group)
         assert event["params"]["title"] == "team"
-        assert await alice.call("chat.requests", chat=group) == {"requests": []}
+        assert await alice.call("chat.requests", chat=group) == {"requests": [], "has_more": False}
         assert (await error_of(bob, "history", chat=group)).code == -32003
         assert group not in await chat_ids(bob)
         assert (await bob.call("chat.join", link=link))["status"] == "pending"
@@ -246,7 +246,7 @@ async def test_after_leaving_a_member_receives_nothing_more(tmp_path: Path) -> N
         assert (await error_of(bob, "send", chat=group, text="back?")).code == -32003
         assert group not in await chat_ids(bob)
         members = await alice.call("chat.members", chat=group)
-        assert members == {"owner": "alice", "members": ["alice"]}
+        assert members == {"owner": "alice", "members": ["alice"], "has_more": False}
 
 
 async def test_the_owner_cannot_leave_and_only_groups_can_be_left(tmp_path: Path) -> None:
@@ -312,8 +312,11 @@ async def test_groups_survive_a_restart(tmp_path: Path) -> None:
         await post(bob, group, "before restart")
         before = await group_picture(alice, bob, group)
         tokens = {"alice": alice.token, "bob": bob.token}
-    assert before["members"] == {"owner": "alice", "members": ["alice", "bob"]}
-    assert before["requests"] == {"requests": [{"user": "carol", "ts": pending_at}]}
+    assert before["members"] == {"owner": "alice", "members": ["alice", "bob"], "has_more": False}
+    assert before["requests"] == {
+        "requests": [{"user": "carol", "ts": pending_at}],
+        "has_more": False,
+    }
     for _ in range(2):  # the first start compacts the log, the second replays the snapshot
         async with (
             run_server(config, clock) as running,

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from server.app import Running, run_server
 from server.config import Config
+from tests.configs import config_for_tests
 from tests.server.extras_support import http_get
 from tests.wsclient import Peer, RpcError, connected, user_device
 
@@ -358,7 +359,7 @@ async def test_taken_name_is_a_conflict_whatever_the_case(running_server: Runnin
 async def test_failed_logins_are_throttled(tmp_path: Path) -> None:
     """After login_attempts failures, a login is -32004 with data.retry_after > 0,
     even with the right password; other names are not affected."""
-    config = Config(port=0, state_dir=tmp_path / "state", scrypt_n=2**4, login_attempts=2)
+    config = config_for_tests(tmp_path, login_attempts=2)
     async with run_server(config) as running, connected(running.url) as peer:
         await peer.call("register", user="lee", password="password1")
         await peer.call("register", user="lou", password="password1")

@@ -12,7 +12,7 @@ from tests.server.test_domain import MINUTE, open_direct, post, register
 
 
 def restored(state: State) -> State:
-    again = State(state.history_size, state.rate_period_ms)
+    again = State(state.history_size, state.rate_period_ms, state.quotas)
     for event in snapshot(state):
         again.fold(event)
     return again
@@ -42,7 +42,7 @@ def test_a_users_chats_keep_the_order_they_were_joined_in() -> None:
     state = State()
     alice, bob, _carol = register(state, "alice", "bob", "carol")
     older = open_direct(state, bob, "carol")  # made first, joined by alice never
-    state.apply(rules.create_group(bob, "club", ChatId("g1"), 1))
+    state.apply(rules.create_group(state, bob, "club", ChatId("g1"), 1))
     open_direct(state, alice, "bob")
     state.apply(rules.invite(state, bob, "g1", "alice", 2))
     assert older.id not in alice.chats

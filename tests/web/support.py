@@ -15,6 +15,7 @@ from playwright.async_api import Browser, BrowserContext, Page, Playwright
 
 from server.app import Running, run_server
 from server.config import Config
+from tests.configs import LIMITS_OFF
 
 CHROMIUM = Path(os.environ.get("MESSENGER_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -43,7 +44,7 @@ async def launch(playwright: Playwright) -> Browser:
 
 
 def web_config(state_dir: Path, **changes: Any) -> Config:
-    return Config(port=0, state_dir=state_dir, scrypt_n=2**4, **changes)
+    return Config(port=0, state_dir=state_dir, scrypt_n=2**4, **{**LIMITS_OFF, **changes})
 
 
 class WebServer:
