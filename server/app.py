@@ -27,6 +27,7 @@ from server.files import FileMethods
 from server.groups import GroupMethods
 from server.hub import Hub, Recent
 from server.log import COMPACTING_SUFFIX, EventLog, LogCorrupted, read_records
+from server.metrics import Metrics
 from server.rpc import Dispatcher
 from server.service import Clock, Service, encode_event, system_clock
 from server.transport import Transport
@@ -153,6 +154,8 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
             config.frame_limit,
         )
         openrpc = orjson.dumps(service.registry.openrpc())
+        metrics = Metrics()
+        metrics.watch_log(log)
         transport = Transport(
             config,
             hub,
@@ -162,6 +165,7 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
                 "/openrpc.json": lambda: ("application/json", openrpc),
             },
             files,
+            metrics=metrics,
         )
         if count:  # start time tracks live state, not history
             await service.compact()

@@ -43,7 +43,6 @@ logger = logging.getLogger("messenger.server.files")
 
 UPLOADS_PER_USER: Final = 4
 UPLOADS_IN_ALL: Final = 256
-HTTP_READS: Final = 8  # GET /files/{id} reading at once (each holds a whole file)
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*")
 UploadParam = Annotated[str, Length(1, 64), Doc("an upload id from upload.begin")]
 
@@ -88,7 +87,6 @@ class FileMethods:
             1, thread_name_prefix="messenger-files"
         )
         self.storing: collections.Counter[str] = collections.Counter()  # digests on their way
-        self.http_reads = asyncio.Semaphore(HTTP_READS)
         service.housekeeping_hooks.append(self.drop_idle_uploads)
         service.housekeeping_hooks.append(self.drop_unused_files)
 
@@ -270,10 +268,9 @@ class FileMethods:
             "eof": offset + len(raw) >= stored.size,
         }
 
-    async def http_get(
-        self, file_id: str, authorization: str | None
-    ) -> tuple[StoredFile, bytes] | None:
-        """``GET /files/{id}``: the file for a valid bearer token that may see it."""
+    def http_file(self, file_id: str, authorization: str | None) -> tuple[StoredFile, Path] | None:
+        """``GET /files/{id}``: the file and where its bytes are, for a valid bearer
+        token that may see it (the transport streams it)."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return None
@@ -283,13 +280,9 @@ class FileMethods:
         self.state.expire(self.service.clock())
         try:
             stored = rules.find_file(self.state, self.state.users[user_key(device.user)], file_id)
-            async with self.http_reads:  # whole files in memory: a few at a time
-                body = await self.service.off_loop(
-                    _read, self.stored / stored.sha256, 0, stored.size
-                )
         except NotFound:
             return None
-        return stored, body
+        return stored, self.stored / stored.sha256
 
 
 def content_disposition(name: str) -> str:

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -135,6 +136,7 @@ class EventLog:
         self.compacted_size = 0  # bytes right after the last compaction
         self.failed = asyncio.Event()  # set once a write or fsync failed: stop serving
         self._last: asyncio.Future[None] | None = None  # the newest queued item's
+        self.fsync_observer: Callable[[float], None] | None = None  # told each fsync's seconds
 
     def open(self) -> None:
         """Open for appending; call after the records were read (and a torn tail cut)."""
@@ -178,6 +180,11 @@ class EventLog:
         self._last = future
         self._wakeup.set()
         return future
+
+    @property
+    def queued(self) -> int:
+        """Appends and compactions waiting for the writer."""
+        return len(self._queue)
 
     def barrier(self) -> asyncio.Future[None]:
         """Done once everything queued so far is durable (items complete in order)."""
@@ -269,7 +276,10 @@ class EventLog:
             view = view[written:]
         self.size += len(data)
         if sync:
+            started = time.perf_counter()
             os.fsync(self._fd)
+            if self.fsync_observer is not None:
+                self.fsync_observer(time.perf_counter() - started)
 
     def _compact(self, head: list[dict[str, Any]]) -> None:
         # Crash-safe at every step: until the rename the old log is whole (a stale

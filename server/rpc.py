@@ -32,6 +32,8 @@ from server.errors import (
 )
 
 MAX_BATCH: Final = 100  # requests in one batch: bounds the work and memory of one frame
+QUOTED_CHARS: Final = 32  # of a client's string that an error message may quote
+QUOTED_ITEMS: Final = 3  # unexpected param names an error message may list
 
 logger = logging.getLogger("messenger.server.rpc")
 
@@ -114,7 +116,7 @@ class Param:
                 raise InvalidParams(f"Expected {self.name!r} {wanted}, but got {value}")
         if self.pattern is not None and not self.pattern.regex.fullmatch(value):
             raise InvalidParams(
-                f"Expected {self.name!r} to be {self.pattern.what}, but got {value!r}"
+                f"Expected {self.name!r} to be {self.pattern.what}, but got {quote(value)}"
             )
         return value
 
@@ -130,6 +132,18 @@ class Param:
         if self.pattern is not None:
             schema["pattern"] = f"^(?:{self.pattern.regex.pattern})$"  # fullmatch, as checked
         return schema
+
+
+def quote(value: Any) -> str:
+    """``value`` as an error message may show it: a string as the repr of at most its
+    first ``QUOTED_CHARS`` characters, anything else by its JSON type. Never the whole
+    input: a frame of 1 MiB must not come back as a message five times larger, and
+    the repr of a value nested 1,000 deep would exceed the recursion limit."""
+    if not isinstance(value, str):
+        return _json_type(value)
+    if len(value) <= QUOTED_CHARS:
+        return repr(value)
+    return f"{value[:QUOTED_CHARS]!r}... ({len(value)} characters)"
 
 
 def _json_type(value: Any) -> str:
@@ -164,8 +178,11 @@ class Method:
         known = {param.name: param for param in self.params}
         unexpected = sorted(set(params) - set(known))
         if unexpected:
+            shown = ", ".join(quote(name) for name in unexpected[:QUOTED_ITEMS])
+            hidden = len(unexpected) - QUOTED_ITEMS
+            more = f" and {hidden} more" if hidden > 0 else ""
             raise InvalidParams(
-                f"Expected params among {sorted(known)}, but got unexpected {unexpected}"
+                f"Expected params among {sorted(known)}, but got unexpected [{shown}]{more}"
             )
         bound: dict[str, Any] = {}
         for param in self.params:
@@ -323,6 +340,8 @@ class Dispatcher:
         self.logged_in = logged_in
         self.settled = settled
         self.reply_limit = reply_limit  # bytes of a reply frame
+        # Told of every request answered: its method (if a string) and error code.
+        self.on_answer: Callable[[str | None, int | None], None] | None = None
 
     def parse(self, frame: str | bytes) -> Any:
         try:
@@ -394,6 +413,14 @@ class Dispatcher:
         return False
 
     async def call(self, session: Any, request: Any) -> dict[str, Any] | None:
+        reply = await self._call(session, request)
+        if self.on_answer is not None:
+            name = request.get("method") if isinstance(request, dict) else None
+            error = None if reply is None else reply.get("error")
+            self.on_answer(name if isinstance(name, str) else None, error and error["code"])
+        return reply
+
+    async def _call(self, session: Any, request: Any) -> dict[str, Any] | None:
         if not isinstance(request, dict):
             return _reply_error(None, InvalidRequest("Expected a request object"))
         request_id = request.get("id")
@@ -402,7 +429,8 @@ class Dispatcher:
         notification = "id" not in request
         try:
             if request.get("jsonrpc") != "2.0":
-                raise InvalidRequest(f"Expected jsonrpc '2.0', but got {request.get('jsonrpc')!r}")
+                version = quote(request.get("jsonrpc"))
+                raise InvalidRequest(f"Expected jsonrpc '2.0', but got {version}")
             name = request.get("method")
             if not isinstance(name, str):
                 raise InvalidRequest("Expected method to be a string")
@@ -415,7 +443,7 @@ class Dispatcher:
                 )
             method = self.registry.methods.get(name)
             if method is None:
-                raise MethodNotFound(f"No method {name!r}")
+                raise MethodNotFound(f"No method {quote(name)}")
             if not method.anonymous and not self.logged_in(session):
                 raise Unauthenticated(f"Log in before calling {name!r}")
             try:

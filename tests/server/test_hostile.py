@@ -1,0 +1,389 @@
+"""Hostile clients over loopback, on a real server: what one connection may hold, the
+login deadline, connection caps (also behind a trusted proxy), streamed downloads,
+pipelined HTTP, deeply nested JSON, secrets kept out of the log, and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from server.app import Running, run_server
+from server.config import Config, FsyncPolicy
+from tests.server.extras_support import Clock, config_in, http_get
+from tests.server.test_durability import SlowDevice
+from tests.wsclient import Peer, connected, user_device
+
+
+def request(method: str, request_id: int, **params: Any) -> str:
+    return orjson.dumps(
+        {"jsonrpc": "2.0", "method": method, "params": params, "id": request_id}
+    ).decode()
+
+
+async def metric(running: Running, series: str) -> float:
+    """The value of one series (``name{labels}`` as exposed) from GET /metrics."""
+    reply = await http_get(running, "/metrics")
+    assert reply.status == 200
+    for line in reply.body.decode().splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    return 0.0
+
+
+# -- what one connection may hold --------------------------------------------------
+
+
+async def test_error_messages_quote_only_a_short_prefix(running_server: Running) -> None:
+    """A method name, a user name or param names of 100k characters come back as a
+    short prefix: an error reply is never larger than what provoked it."""
+    huge = "m" * 100_000
+    async with connected(running_server.url) as peer:
+        frames = [
+            request(huge, 1),
+            request("login", 2, user=huge, password="password1"),
+            orjson.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "method": "status",
+                    "params": {f"{n}{huge}": 1 for n in range(10)},
+                    "id": 3,
+                }
+            ).decode(),
+        ]
+        for frame in frames:
+            reply = await peer.send_raw(frame)
+            assert "error" in reply
+            assert len(reply["error"]["message"]) < 400, reply["error"]["message"][:100]
+
+
+async def test_deeply_nested_json_is_a_clean_error(
+    running_server: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """jsonrpc nested 1,000 deep is -32600, not an internal error with a traceback."""
+    nested = "[" * 1000 + "]" * 1000
+    async with connected(running_server.url) as peer:
+        reply = await peer.send_raw(f'{{"jsonrpc":{nested},"method":"status","id":1}}')
+        assert reply["error"]["code"] == -32600
+        assert (await peer.call("rpc.discover"))["methods"]  # the connection goes on
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+async def test_replies_count_towards_the_unsent_bound(tmp_path: Path) -> None:
+    """A client that sends requests and never reads their replies is cut off once its
+    unsent bytes pass the bound, as it would be for events."""
+    config = config_in(tmp_path, send_buffer_limit=64 * 2**10)
+    async with run_server(config) as running:
+        async with user_device(running.url, "mallory") as setup:
+            token = setup.token
+            assert token is not None
+        slow = SlowDevice(running.url)
+        try:
+            assert "result" in await slow.login("mallory", token)
+            for n in range(2, 2000):  # each reply is some 10 KB
+                slow.protocol.send_text(request("rpc.discover", n).encode())
+                try:
+                    await asyncio.wait_for(slow.flush(), 5)
+                except (ConnectionError, TimeoutError):
+                    break
+                if n % 20 == 0 and await metric(running, "messenger_slow_cutoffs_total") == 1:
+                    break
+            assert await metric(running, "messenger_slow_cutoffs_total") == 1
+        finally:
+            slow.close()
+
+
+async def test_a_slow_disk_holds_few_requests_of_one_connection(tmp_path: Path) -> None:
+    """While the log cannot write, one connection's pipelined requests stop being read
+    at a small number in flight; all are answered once the disk is back."""
+    async with (
+        run_server(config_in(tmp_path, fsync=FsyncPolicy.ALWAYS)) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        disk_back = threading.Event()
+        # The log's own I/O thread is busy until the test says so: a disk that stalls.
+        stuck = asyncio.get_running_loop().run_in_executor(
+            running.service.log._io, disk_back.wait, 10
+        )
+        sends = [
+            asyncio.create_task(alice.call("send", chat="general", text=f"m{n}")) for n in range(40)
+        ]
+        await asyncio.sleep(0.3)
+        in_flight = await metric(running, "messenger_requests_in_flight")
+        assert 1 <= in_flight <= 8
+        disk_back.set()
+        await stuck
+        assert len(await asyncio.gather(*sends)) == 40
+
+
+# -- the login deadline ------------------------------------------------------------
+
+
+async def test_a_connection_not_logged_in_in_time_is_closed_1008(tmp_path: Path) -> None:
+    """Past login_timeout, a WebSocket that has not logged in is closed with 1008 and a
+    bare TCP connection is dropped; a logged-in one stays."""
+    async with run_server(config_in(tmp_path, login_timeout=0.3)) as running:
+        reader, writer = await asyncio.open_connection(running.host, running.port)
+        async with (
+            connect(running.url) as idle,
+            user_device(running.url, "alice") as alice,
+        ):
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(idle.recv(), 5)
+            assert idle.close_code == 1008
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            await asyncio.sleep(0.3)
+            assert (await alice.call("status"))["user"] == "alice"
+
+
+# -- connection caps ---------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def websockets_open(url: str, count: int, **headers: str) -> AsyncIterator[None]:
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(count):
+            await stack.enter_async_context(connect(url, additional_headers=headers))
+        yield
+
+
+async def refused_with(url: str, **headers: str) -> int:
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, additional_headers=headers):
+            pass
+    return refused.value.response.status_code
+
+
+async def test_connections_over_the_total_cap_get_503(tmp_path: Path) -> None:
+    """With max_connections 3, a fourth connection (WebSocket or plain HTTP) is refused
+    with 503; once one closes, a newcomer gets in."""
+    async with run_server(config_in(tmp_path, max_connections=3)) as running:
+        async with websockets_open(running.url, 2), connect(running.url):
+            assert await refused_with(running.url) == 503
+            assert (await http_get(running, "/healthz")).status == 503
+        async with websockets_open(running.url, 2):
+            assert (await http_get(running, "/healthz")).status == 200
+        assert (
+            await metric(running, 'messenger_connections_refused_total{reason="server_full"}') == 2
+        )
+
+
+async def test_connections_over_the_per_address_cap_get_503(tmp_path: Path) -> None:
+    """With max_connections_per_address 2, a third from the same address is refused."""
+    async with run_server(config_in(tmp_path, max_connections_per_address=2)) as running:
+        async with websockets_open(running.url, 2):
+            assert await refused_with(running.url) == 503
+        async with websockets_open(running.url, 2):
+            pass
+
+
+@contextlib.asynccontextmanager
+async def forwarded_device(url: str, forwarded_for: str, register: bool) -> AsyncIterator[Peer]:
+    """alice logged in over a connection that says it forwards for ``forwarded_for``."""
+    async with connect(url, additional_headers={"X-Forwarded-For": forwarded_for}) as ws:
+        peer = Peer(ws)
+        try:
+            if register:
+                await peer.call("register", user="alice", password="password1")
+            await peer.login("alice")
+            yield peer
+        finally:
+            peer.reader.cancel()
+
+
+async def test_a_trusted_proxy_is_counted_and_logged_by_its_client(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """From a trusted proxy, X-Forwarded-For names the client for the per-address cap
+    and the log; from any other address the header is ignored."""
+    caplog.set_level(logging.INFO, "messenger.server")
+    trusted = config_in(
+        tmp_path, trusted_proxies=frozenset({"127.0.0.1"}), max_connections_per_address=1
+    )
+    async with (
+        run_server(trusted) as running,
+        websockets_open(running.url, 1, **{"X-Forwarded-For": "1.2.3.4, 10.0.0.1"}),
+    ):
+        assert await refused_with(running.url, **{"X-Forwarded-For": "10.0.0.1"}) == 503
+        async with forwarded_device(running.url, "10.0.0.2", register=True):
+            pass
+    assert "logged in on device" in caplog.text
+    assert "from 10.0.0.2" in caplog.text
+    caplog.clear()
+    untrusted = config_in(tmp_path, max_connections_per_address=1)
+    async with (
+        run_server(untrusted) as running,
+        forwarded_device(running.url, "10.0.0.1", register=False),
+    ):
+        assert await refused_with(running.url, **{"X-Forwarded-For": "10.0.0.2"}) == 503
+    assert "from 127.0.0.1" in caplog.text
+    assert "10.0.0.1" not in caplog.text
+
+
+# -- HTTP --------------------------------------------------------------------------
+
+
+async def test_pipelined_http_requests_get_one_answer_and_no_traceback(
+    running_server: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two GETs in one write: the first is answered, the second dropped, nothing logged
+    as an error."""
+    reader, writer = await asyncio.open_connection(running_server.host, running_server.port)
+    one = f"GET /healthz HTTP/1.1\r\nHost: {running_server.host}\r\n\r\n"
+    writer.write((one + one).encode())
+    response = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert response.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert response.count(b"HTTP/1.1") == 1
+    assert response.endswith(b"\r\n\r\nok")
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+async def stored_file(peer: Peer, size: int) -> dict[str, Any]:
+    content = bytes(range(256)) * (size // 256)
+    begun = await peer.call("upload.begin", name="big.bin", size=len(content))
+    step = begun["chunk_size"]
+    for start in range(0, len(content), step):
+        data = base64.b64encode(content[start : start + step]).decode()
+        await peer.call("upload.chunk", upload=begun["upload"], data=data)
+    file: dict[str, Any] = (await peer.call("upload.finish", upload=begun["upload"]))["file"]
+    return file
+
+
+async def open_download(running: Running, peer: Peer, file_id: str) -> socket.socket:
+    """A GET /files/{id} on a socket with a small receive buffer that reads nothing yet."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (running.host, running.port))
+    await loop.sock_sendall(
+        sock,
+        f"GET /files/{file_id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {peer.token}\r\n"
+        "\r\n".encode(),
+    )
+    return sock
+
+
+def download_config(tmp_path: Path, **changes: Any) -> Config:
+    return config_in(tmp_path, max_file_size=8 * 2**20, stall_timeout=0.3, **changes)
+
+
+async def test_a_slow_reader_gets_the_whole_file_however_long_it_takes(tmp_path: Path) -> None:
+    """A download read a little at a time, for many times stall_timeout, is complete."""
+    async with (
+        run_server(download_config(tmp_path), Clock()) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        stored = await stored_file(alice, 256 * 2**10)
+        sock = await open_download(running, alice, stored["id"])
+        loop = asyncio.get_running_loop()
+        received = b""
+        try:
+            while True:
+                await asyncio.sleep(0.05)
+                piece = await asyncio.wait_for(loop.sock_recv(sock, 8192), 5)
+                if not piece:
+                    break
+                received += piece
+        finally:
+            sock.close()
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        assert f"Content-Length: {stored['size']}".encode() in head
+        assert len(body) == stored["size"]
+        assert body == bytes(range(256)) * (stored["size"] // 256)
+
+
+async def test_a_download_nobody_reads_is_cut_off_and_frees_its_slot(tmp_path: Path) -> None:
+    """A reader that takes nothing for stall_timeout is cut off; while it held the only
+    download slot, another download got 503."""
+    config = download_config(tmp_path, max_downloads=1)
+    async with (
+        run_server(config, Clock()) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        stored = await stored_file(alice, 6 * 2**20)
+        sock = await open_download(running, alice, stored["id"])
+        try:
+            await asyncio.sleep(0.1)
+            assert await metric(running, "messenger_downloads_in_progress") == 1
+            headers = {"Authorization": f"Bearer {alice.token}"}
+            busy = await http_get(running, f"/files/{stored['id']}", headers)
+            assert busy.status == 503
+            for _ in range(100):
+                if not await metric(running, "messenger_downloads_in_progress"):
+                    break
+                await asyncio.sleep(0.05)
+            assert await metric(running, "messenger_downloads_in_progress") == 0
+            stalled = 'messenger_connections_closed_total{reason="download_stalled"}'
+            assert await metric(running, stalled) == 1
+        finally:
+            sock.close()
+
+
+# -- the operator's view -----------------------------------------------------------
+
+
+async def test_no_secret_reaches_the_log_at_debug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Passwords, tokens and join links appear nowhere in the log at DEBUG: not in frame
+    dumps, not in headers."""
+    caplog.set_level(logging.DEBUG, "messenger.server")
+    password = "sw0rdfish-secret"
+    async with (
+        run_server(config_in(tmp_path), Clock()) as running,
+        connected(running.url) as alice,
+        user_device(running.url, "bob") as bob,
+    ):
+        await alice.call("register", user="alice", password=password)
+        await alice.login("alice", password)
+        assert alice.token is not None
+        async with connected(running.url) as again:
+            await again.call("login", user="alice", token=alice.token)
+        group = (await alice.call("chat.create", title="club"))["chat"]["id"]
+        link = (await alice.call("chat.link", chat=group))["link"]
+        await bob.call("chat.join", link=link)
+        await http_get(running, "/files/f0", {"Authorization": f"Bearer {alice.token}"})
+    assert "login" in caplog.text  # frames are still dumped
+    for secret in (password, alice.token, bob.token, link):
+        assert secret is not None
+        assert secret not in caplog.text
+        assert secret[-12:] not in caplog.text  # not even the tail of an elided dump
+
+
+async def test_metrics_in_prometheus_text_format(tmp_path: Path) -> None:
+    """GET /metrics counts logins by result, events, fsyncs, fan-out and connections."""
+    async with (
+        run_server(config_in(tmp_path), Clock()) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        async with connected(running.url) as wrong:
+            with contextlib.suppress(Exception):
+                await wrong.call("login", user="alice", password="not the password")
+        await alice.call("send", chat="general", text="hello")
+        reply = await http_get(running, "/metrics")
+        assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+        text = reply.body.decode()
+        assert "# TYPE messenger_fsync_seconds histogram" in text
+        assert await metric(running, 'messenger_logins_total{result="ok"}') == 1
+        assert await metric(running, 'messenger_logins_total{result="failed"}') == 1
+        assert await metric(running, 'messenger_rpc_errors_total{code="-32001"}') == 1
+        assert await metric(running, "messenger_events_appended_total") >= 3
+        assert await metric(running, "messenger_fsync_seconds_count") >= 1
+        assert await metric(running, "messenger_fanout_bytes_total") > 0
+        assert await metric(running, 'messenger_connections{state="logged_in"}') == 1
