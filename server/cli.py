@@ -10,9 +10,10 @@ import signal
 import sys
 from pathlib import Path
 
+from server.admission import FD_RESERVE, addresses, default_max_connections, raise_fd_limit
 from server.app import StateDirBusy, run_server
 from server.config import Config, FsyncPolicy
-from server.log import LogCorrupted
+from server.log import LogCorrupted, LogFailed
 from wire import DEFAULT_HOST, DEFAULT_PORT
 
 logger = logging.getLogger("messenger.server")
@@ -50,6 +51,33 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    parser.add_argument(
+        "--login-timeout",
+        type=_positive_seconds,
+        default=defaults.login_timeout,
+        help="seconds a connection may take to log in before it is closed (1008)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=None,
+        help="connections at once; more get HTTP 503 "
+        f"(default: the fd limit, raised to its hard limit, less {FD_RESERVE})",
+    )
+    parser.add_argument(
+        "--max-connections-per-address",
+        type=_positive,
+        default=defaults.max_connections_per_address,
+        help="connections at once from one client address; more get HTTP 503",
+    )
+    parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        type=_address,
+        default=[],
+        metavar="ADDRESS",
+        help="a proxy whose X-Forwarded-For names the client (repeatable)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -66,6 +94,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
         ban_duration=args.ban_duration,
         max_file_size=args.max_file_size,
         fsync=args.fsync,
+        login_timeout=args.login_timeout,
+        max_connections=args.max_connections,
+        max_connections_per_address=args.max_connections_per_address,
+        trusted_proxies=frozenset(args.trusted_proxy),
     )
 
 
@@ -74,6 +106,23 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, but got {text}")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, but got {text}")
+    return value
+
+
+def _address(text: str) -> str:
+    try:
+        return next(iter(addresses([text])))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _non_negative(text: str) -> int:
@@ -102,6 +151,13 @@ async def serve(config: Config) -> None:
         config.ban_duration,
         config.max_file_size,
     )
+    logger.info(
+        "login within %g s; up to %d connections, %d per address; trusted proxies: %s",
+        config.login_timeout,
+        config.max_connections or default_max_connections(),
+        config.max_connections_per_address,
+        ", ".join(sorted(config.trusted_proxies)) or "none",
+    )
     async with run_server(config) as running:
         # The replayed state lives as long as the process: keep the cyclic GC from
         # walking it at every full collection (0.7 s each after 1M events). Here,
@@ -124,8 +180,9 @@ async def serve(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
+    raise_fd_limit()  # before anything derives the connection cap from it
     try:
         asyncio.run(serve(config))
-    except (StateDirBusy, LogCorrupted, OSError) as error:
+    except (StateDirBusy, LogCorrupted, LogFailed, OSError) as error:
         logger.error("cannot run: %s", error)
         sys.exit(1)

@@ -7,10 +7,11 @@ while the previous group was being written is made durable by one write and one
 fsync (group commit).
 
 Recovery rules, checked at replay:
-- a damaged or incomplete *last* record is a torn write from a crash: it is cut
-  off, with a warning;
-- a damaged record followed by good ones means the file was damaged some other
-  way: the start stops with ``LogCorrupted`` naming the file and the byte offset.
+- damage after the last valid record (a torn write, or garbage or zeros a crash
+  left past the last fsync) was never acknowledged: it is cut off, with a warning;
+- a damaged record followed by a valid one means the file was damaged some other
+  way: the start stops with ``LogCorrupted`` naming the file and the byte offsets;
+- an empty or missing log is a fresh start, said loudly if other state is there.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ logger = logging.getLogger("messenger.server.log")
 
 
 COMPACTING_SUFFIX = ".compacting"
+_NOT_STATE = frozenset({"LOCK"})  # files that say nothing about users, chats or messages
 
 
 class LogCorrupted(Exception):
@@ -66,31 +68,55 @@ def decode_record(line: bytes) -> dict[str, Any] | None:
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
     """Every record of the log at ``path``, in order, cutting a torn tail off the file."""
-    if not path.exists():
+    if not path.exists() or not path.stat().st_size:
+        _say_if_anything_else_is_there(path)
         return
     offset = 0
     damaged_at: int | None = None
     with path.open("rb", buffering=2**20) as file:
         for line in file:
             record = decode_record(line)
-            if damaged_at is not None:
+            if record is None:
+                if damaged_at is None:
+                    damaged_at = offset
+            elif damaged_at is not None:
                 raise LogCorrupted(
                     f"{path}: damaged record at byte offset {damaged_at} "
-                    f"is followed by more records; refusing to start"
+                    f"is followed by a valid one at byte offset {offset}; refusing to start"
                 )
-            if record is None:
-                damaged_at = offset
             else:
                 yield record
             offset += len(line)
     if damaged_at is not None:
+        # Nothing valid follows: the tail was never acknowledged (a torn write, or
+        # the garbage or zeros a file system may leave past the last fsync).
         logger.warning(
-            "%s: cutting off a torn last record at byte offset %d (%d bytes)",
+            "%s: cutting off a torn last record at byte offset %d (%d bytes of damage, "
+            "nothing valid after it)",
             path,
             damaged_at,
             offset - damaged_at,
         )
         os.truncate(path, damaged_at)
+
+
+def _say_if_anything_else_is_there(path: Path) -> None:
+    """An empty or missing log beside other state (stored files, say) is most likely
+    a log lost or emptied by mistake: starting empty is allowed, but said loudly."""
+    others = (
+        other
+        for other in path.parent.rglob("*")
+        if other.is_file() and other != path and other.name not in _NOT_STATE
+    )
+    found = next(others, None)
+    if found is not None:
+        logger.warning(
+            "%s is %s, but %s holds other state (%s): starting with no users, chats or messages",
+            path,
+            "empty" if path.exists() else "missing",
+            path.parent,
+            found.relative_to(path.parent),
+        )
 
 
 def fsync_directory(path: Path) -> None:
@@ -258,7 +284,13 @@ class EventLog:
         try:
             await asyncio.get_running_loop().run_in_executor(self._io, job, *args)
         except Exception as exc:
-            logger.critical("%s: write failed; no more records accepted", self.path, exc_info=True)
+            # One line, no traceback: a full disk is an operator's matter, not a bug.
+            logger.critical(
+                "%s: write failed at byte offset %d: %s; no more records accepted",
+                self.path,
+                self.size,
+                exc,
+            )
             self._fail(exc)
             for waiter in waiters + [f for _, f in queued + self._queue]:
                 if not waiter.done():
@@ -308,6 +340,9 @@ class EventLog:
                     await loop.run_in_executor(self._io, os.fsync, self._fd)
                 except OSError as exc:
                     logger.critical(
-                        "%s: fsync failed; no more records accepted", self.path, exc_info=True
+                        "%s: fsync failed at byte offset %d: %s; no more records accepted",
+                        self.path,
+                        self.size,
+                        exc,
                     )
                     self._fail(exc)

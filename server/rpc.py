@@ -30,6 +30,7 @@ from server.errors import (
     TooLarge,
     Unauthenticated,
 )
+from server.log import LogFailed
 
 MAX_BATCH: Final = 100  # requests in one batch: bounds the work and memory of one frame
 QUOTED_CHARS: Final = 32  # of a client's string that an error message may quote
@@ -459,8 +460,11 @@ class Dispatcher:
             return _reply_error(request_id, error)
         except MessengerError as error:
             return None if notification else _reply_error(request_id, error)
-        except Exception:
-            logger.exception("method %r failed", request.get("method"))
+        except Exception as error:
+            # The log said once, in one line, that it cannot write (a full disk): every
+            # request after it fails the same way, and none of them is a bug.
+            if not isinstance(error, LogFailed):
+                logger.exception("method %r failed", request.get("method"))
             internal = InternalError("Internal error")
             return None if notification else _reply_error(request_id, internal)
         if notification:

@@ -68,18 +68,27 @@ class ServerProcess:
 
 @contextlib.asynccontextmanager
 async def server_process(
-    state_dir: Path, *args: str, file_size_blocks: int | None = None
+    state_dir: Path,
+    *args: str,
+    file_size_blocks: int | None = None,
+    open_files: tuple[int, int] | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """``messenger-server`` on port 0, as a child process; killed if still running at exit.
 
     With ``file_size_blocks`` the process may not grow a file past that many blocks
     (``ulimit -f``; SIGXFSZ ignored): its writes beyond fail with EFBIG, a real disk error.
+    With ``open_files`` (soft, hard) it starts with those limits on open files.
     """
     stderr = state_dir.parent / f"server-{os.urandom(4).hex()}.err"
     command = [sys.executable, "-m", "server", "--port", "0", "--state-dir", str(state_dir)]
     command += ["--rate-limit", str(RATE_LIMIT), *args]
+    limits = []
     if file_size_blocks is not None:
-        script = f"ulimit -f {file_size_blocks} && trap '' XFSZ && exec \"$@\""
+        limits.append(f"ulimit -f {file_size_blocks} && trap '' XFSZ")
+    if open_files is not None:
+        limits.append(f"ulimit -S -n {open_files[0]} && ulimit -H -n {open_files[1]}")
+    if limits:
+        script = " && ".join([*limits, 'exec "$@"'])
         command = ["sh", "-c", script, "sh", *command]
     with stderr.open("wb") as err:
         process = await asyncio.create_subprocess_exec(
@@ -273,6 +282,9 @@ async def test_log_that_cannot_be_written_stops_the_server_losing_nothing_acknow
         assert bob.connection.close_code == 1001
         assert await asyncio.wait_for(server.process.wait(), 10) == 1
         assert "the event log cannot be written" in server.errors()
+        # One line naming the file and where it stopped, and no traceback.
+        assert f"{tmp_path / 'state' / LOG_FILE}: write failed at byte offset" in server.errors()
+        assert "Traceback" not in server.errors()
         token = alice.token
     assert len(acknowledged) >= 10
     async with run_server(config_in(tmp_path)) as running, connected(running.url) as alice:

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import resource
 import socket
 import threading
 from collections.abc import AsyncIterator
@@ -18,11 +19,13 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.uri import parse_uri
 
+from server.admission import FD_RESERVE
 from server.app import Running, run_server
 from server.config import Config, FsyncPolicy
 from tests.server.extras_support import Clock, config_in, http_get
-from tests.server.test_durability import SlowDevice
+from tests.server.test_durability import SlowDevice, server_process
 from tests.wsclient import Peer, connected, user_device
 
 
@@ -387,3 +390,66 @@ async def test_metrics_in_prometheus_text_format(tmp_path: Path) -> None:
         assert await metric(running, "messenger_fsync_seconds_count") >= 1
         assert await metric(running, "messenger_fanout_bytes_total") > 0
         assert await metric(running, 'messenger_connections{state="logged_in"}') == 1
+
+
+# -- file descriptors ----------------------------------------------------------------
+
+
+async def raw_get(url: str, path: str = "/healthz") -> bytes:
+    """A GET on a new connection; the response, or b"" if none came within 2 s."""
+    uri = parse_uri(url)
+    reader, writer = await asyncio.open_connection(uri.host, uri.port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        return await asyncio.wait_for(reader.read(), 2)
+    except (TimeoutError, ConnectionError):
+        return b""
+    finally:
+        writer.close()
+
+
+async def test_the_connection_cap_follows_the_fd_limit(tmp_path: Path) -> None:
+    """The server raises its fd limit to the hard limit and caps connections below it,
+    keeping fds in reserve: over the cap, a newcomer gets 503 before its request."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = min(hard, 4096)
+    async with server_process(tmp_path / "state", open_files=(300, hard)) as server:
+        assert f"up to {hard - FD_RESERVE} connections, 256 per address" in server.errors()
+    async with server_process(tmp_path / "state", open_files=(300, 300)) as server:
+        assert f"up to {300 - FD_RESERVE} connections" in server.errors()
+        uri = parse_uri(server.url)
+        held = [await asyncio.open_connection(uri.host, uri.port) for _ in range(300 - FD_RESERVE)]
+        try:
+            assert (await raw_get(server.url)).startswith(b"HTTP/1.1 503 Service Unavailable")
+        finally:
+            for _, writer in held:
+                writer.close()
+        for _ in range(50):
+            if (await raw_get(server.url)).endswith(b"\r\n\r\nok"):
+                break
+            await asyncio.sleep(0.1)
+        assert (await raw_get(server.url)).endswith(b"\r\n\r\nok")
+
+
+async def test_running_out_of_fds_is_logged_once_and_the_server_goes_on(tmp_path: Path) -> None:
+    """With a cap above the fd limit, accepts fail for want of fds: one log line, no
+    traceback, and the server serves again once connections go."""
+    async with server_process(
+        tmp_path / "state", "--max-connections", "1000", open_files=(100, 100)
+    ) as server:
+        uri = parse_uri(server.url)
+        held = [await asyncio.open_connection(uri.host, uri.port) for _ in range(150)]
+        await asyncio.sleep(2.5)  # the accept loop retries every second
+        try:
+            errors = server.errors()
+            assert errors.count("cannot accept connections") == 1
+            assert "Traceback" not in errors
+        finally:
+            for _, writer in held:
+                writer.close()
+        for _ in range(50):
+            if (await raw_get(server.url)).endswith(b"\r\n\r\nok"):
+                break
+            await asyncio.sleep(0.1)
+        assert (await raw_get(server.url)).endswith(b"\r\n\r\nok")
+        assert server.process.returncode is None
