@@ -408,6 +408,15 @@ async def raw_get(url: str, path: str = "/healthz") -> bytes:
         writer.close()
 
 
+async def serves_again(url: str) -> bool:
+    """Whether GET /healthz is answered ok within 5 s."""
+    for _ in range(50):
+        if (await raw_get(url)).endswith(b"\r\n\r\nok"):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
 async def test_the_connection_cap_follows_the_fd_limit(tmp_path: Path) -> None:
     """The server raises its fd limit to the hard limit and caps connections below it,
     keeping fds in reserve: over the cap, a newcomer gets 503 before its request."""
@@ -424,11 +433,7 @@ async def test_the_connection_cap_follows_the_fd_limit(tmp_path: Path) -> None:
         finally:
             for _, writer in held:
                 writer.close()
-        for _ in range(50):
-            if (await raw_get(server.url)).endswith(b"\r\n\r\nok"):
-                break
-            await asyncio.sleep(0.1)
-        assert (await raw_get(server.url)).endswith(b"\r\n\r\nok")
+        assert await serves_again(server.url)
 
 
 async def test_running_out_of_fds_is_logged_once_and_the_server_goes_on(tmp_path: Path) -> None:
@@ -447,9 +452,5 @@ async def test_running_out_of_fds_is_logged_once_and_the_server_goes_on(tmp_path
         finally:
             for _, writer in held:
                 writer.close()
-        for _ in range(50):
-            if (await raw_get(server.url)).endswith(b"\r\n\r\nok"):
-                break
-            await asyncio.sleep(0.1)
-        assert (await raw_get(server.url)).endswith(b"\r\n\r\nok")
+        assert await serves_again(server.url)
         assert server.process.returncode is None
