@@ -500,6 +500,8 @@ class Transport:
                 self.config.stall_timeout,
             )
             transport.abort()
+        except OSError:  # the reader went away (reset): nothing more to send
+            transport.abort()
         await asyncio.shield(connection.connection_lost_waiter)
 
     async def drained(

@@ -84,6 +84,24 @@ async def test_deeply_nested_json_is_a_clean_error(
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
+async def test_a_frame_of_countless_empty_arrays_is_refused_unparsed(
+    running_server: Running,
+) -> None:
+    """1 MiB of ``[[],[],...]`` (350k lists once parsed) is -32600 before it is parsed;
+    a batch whose texts are all brackets is not."""
+    flood = "[" + ",".join(["[]"] * (2**20 // 3 - 1)) + "]"
+    async with user_device(running_server.url, "alice") as alice:
+        reply = await alice.send_raw(flood)
+        assert reply["error"]["code"] == -32600
+        assert "arrays and objects" in reply["error"]["message"]
+        text = "[{" * 2000
+        batch = [request("send", n, chat="general", text=text) for n in range(3)]
+        replies = await alice.send_raw("[" + ",".join(batch) + "]")
+        assert all("result" in reply for reply in replies)
+        history = await alice.call("history", chat="general")
+        assert [m["text"] for m in history["messages"]] == [text] * 3
+
+
 async def test_replies_count_towards_the_unsent_bound(tmp_path: Path) -> None:
     """A client that sends requests and never reads their replies is cut off once its
     unsent bytes pass the bound, as it would be for events."""

@@ -1,0 +1,397 @@
+"""Hostile clients against one server: what each pattern costs the server and a
+legitimate user.
+
+Starts the messenger (``python -m server``) as its own process with ``ulimit -n 1024``
+(the limit the attacks of issue 8 were measured with), then replays, one after the
+other, each for ``--seconds``:
+
+- ``big-frames``: connections that never log in and never read, sending 1 MiB frames
+  of ``[[],[],...]`` and of odd method names as fast as the server takes them;
+- ``idle``: idle connections that never log in (bare TCP and WebSocket), more than
+  the per-address cap;
+- ``downloads``: ``GET /files/{id}`` of a 5 MiB file by readers that never read;
+- ``nested``: JSON nested 1,000 deep inside ``jsonrpc``, and pipelined HTTP GETs;
+- ``slow-download``: one honest reader of a 5 MiB file at 256 KiB/s (longer than the
+  old 10 s deadline): does it get every byte?
+
+Attackers connect from 127.0.0.2 and up, the legitimate user from 127.0.0.1 (each a
+client address of its own on Linux's loopback). For each pattern it prints the
+server's RSS (before, peak, after the attackers are gone), the legitimate user's
+token login + send round trip (p50/p99, failures) while it runs, what the server
+refused (from ``/metrics``), and whether the server is still running. Loopback only,
+every count and every phase bounded; asserts nothing.
+
+    .venv/bin/python bench/hostile.py                    # every pattern, 8 s each
+    .venv/bin/python bench/hostile.py --only idle --seconds 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import itertools
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+
+PASSWORD = "password1"
+LISTENING = re.compile(rb"listening on ws://([\d.]+):(\d+)/")
+FILE_SIZE = 5 * 2**20
+MiB = 2**20
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    stderr: Path
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}/"
+
+    def rss(self) -> int:
+        """Resident set size of the server process, in bytes (0 once it is gone)."""
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return 0
+        found = re.search(r"VmRSS:\s+(\d+) kB", status)
+        return int(found[1]) * 1024 if found else 0
+
+
+@contextlib.contextmanager
+def server_process(state: Path, nofile: int) -> Any:
+    stderr = state.parent / "server.err"
+    command = [sys.executable, "-m", "server", "--port", "0", "--state-dir", str(state)]
+    script = f'ulimit -n {nofile} && exec "$@"'
+    with stderr.open("wb") as err:
+        process = subprocess.Popen(
+            ["sh", "-c", script, "sh", *command], stdout=subprocess.PIPE, stderr=err
+        )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        found = LISTENING.search(line)
+        if found is None:
+            raise SystemExit(f"the server did not start: {stderr.read_text()}")
+        yield Server(process, found[1].decode(), int(found[2]), stderr)
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# -- a client of our own ---------------------------------------------------------------
+
+
+async def call(ws: ClientConnection, request_id: int, method: str, **params: Any) -> Any:
+    await ws.send(
+        orjson.dumps(
+            {"jsonrpc": "2.0", "method": method, "params": params, "id": request_id}
+        ).decode()
+    )
+    while True:
+        reply = orjson.loads(await ws.recv())
+        if isinstance(reply, dict) and reply.get("id") == request_id:
+            if "error" in reply:
+                raise RuntimeError(reply["error"])
+            return reply["result"]
+
+
+async def account(url: str, user: str) -> str:
+    """Register ``user``; a device token of it."""
+    async with connect(url, max_size=MiB) as ws:
+        await call(ws, 1, "register", user=user, password=PASSWORD)
+        token: str = (await call(ws, 2, "login", user=user, password=PASSWORD))["token"]
+        return token
+
+
+async def upload(url: str, user: str, token: str, size: int) -> str:
+    async with connect(url, max_size=MiB) as ws:
+        await call(ws, 1, "login", user=user, token=token)
+        begun = await call(ws, 2, "upload.begin", name="big.bin", size=size)
+        step = begun["chunk_size"]
+        content = os.urandom(size)
+        for n, start in enumerate(range(0, size, step), start=3):
+            data = base64.b64encode(content[start : start + step]).decode()
+            await call(ws, n, "upload.chunk", upload=begun["upload"], data=data)
+        file_id: str = (await call(ws, 0, "upload.finish", upload=begun["upload"]))["file"]["id"]
+        return file_id
+
+
+async def metrics(server: Server) -> dict[str, float]:
+    response = await http(server, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    values = {}
+    for line in response.partition(b"\r\n\r\n")[2].decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+async def http(server: Server, request: str, source: str = "127.0.0.1") -> bytes:
+    reader, writer = await asyncio.open_connection(server.host, server.port, local_addr=(source, 0))
+    try:
+        writer.write(request.encode())
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+@dataclass
+class Legitimate:
+    """A user who logs in with its token on a fresh connection and sends a direct
+    message, again and again: the round trips while an attack runs."""
+
+    url: str
+    token: str
+    times: list[float] = field(default_factory=list)
+    failures: int = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        ids = itertools.count(1)
+        while not stop.is_set():
+            began = time.perf_counter()
+            try:
+                async with (
+                    asyncio.timeout(5),
+                    connect(self.url, max_size=MiB, local_addr=("127.0.0.1", 0)) as ws,
+                ):
+                    await call(ws, next(ids), "login", user="alice", token=self.token)
+                    await call(ws, next(ids), "send", user="bob", text="still here?")
+                self.times.append(time.perf_counter() - began)
+            except Exception:
+                self.failures += 1
+            await asyncio.sleep(0.05)
+
+    def summary(self) -> str:
+        if not self.times:
+            return f"no round trip succeeded ({self.failures} failed)"
+        ordered = sorted(self.times)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        return (
+            f"login+send p50 {statistics.median(ordered) * 1000:.1f} ms, "
+            f"p99 {p99 * 1000:.1f} ms ({len(ordered)} ok, {self.failures} failed)"
+        )
+
+
+# -- the patterns ------------------------------------------------------------------------
+
+
+def attacker(n: int) -> str:
+    """The n-th attacking client address: 127.0.0.2 and up."""
+    return f"127.0.{n // 250}.{2 + n % 250}"
+
+
+async def big_frames(server: Server, seconds: float, context: dict[str, Any]) -> str:
+    frames = [
+        "[" + ",".join(["[]"] * (MiB // 3 - 1)) + "]",
+        orjson.dumps({"jsonrpc": "2.0", "method": "m" * (MiB - 64), "id": 1}).decode(),
+    ]
+    sent = 0
+
+    async def flood(n: int) -> None:
+        nonlocal sent
+        with contextlib.suppress(Exception):
+            async with connect(
+                server.url, max_size=None, max_queue=1, local_addr=(attacker(n), 0)
+            ) as ws:
+                while True:
+                    await ws.send(frames[sent % 2])
+                    sent += 1
+
+    tasks = [asyncio.create_task(flood(n)) for n in range(context["connections"])]
+    await asyncio.sleep(seconds)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return f"{context['connections']} connections sent {sent} frames of 1 MiB"
+
+
+async def idle(server: Server, seconds: float, context: dict[str, Any]) -> str:
+    held: list[socket.socket] = []
+    loop = asyncio.get_running_loop()
+    refused = 0
+    for _ in range(context["connections"]):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.bind(("127.0.0.2", 0))
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, (server.host, server.port)), 2)
+        except (OSError, TimeoutError):
+            sock.close()
+            refused += 1
+            continue
+        held.append(sock)
+    await asyncio.sleep(seconds)
+    for sock in held:
+        sock.close()
+    return f"{context['connections']} idle TCP connections from one address ({refused} not opened)"
+
+
+async def downloads(server: Server, seconds: float, context: dict[str, Any]) -> str:
+    held: list[socket.socket] = []
+    loop = asyncio.get_running_loop()
+    request = (
+        f"GET /files/{context['file']} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {context['mallory']}\r\n\r\n"
+    ).encode()
+    for n in range(context["connections"]):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        sock.bind((attacker(n), 0))
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(loop.sock_connect(sock, (server.host, server.port)), 2)
+            await loop.sock_sendall(sock, request)
+            held.append(sock)
+    await asyncio.sleep(seconds)
+    for sock in held:
+        sock.close()
+    return f"{len(held)} downloads of a 5 MiB file that never read"
+
+
+async def nested(server: Server, seconds: float, context: dict[str, Any]) -> str:
+    deep = '{"jsonrpc":' + "[" * 1000 + "]" * 1000 + ',"method":"status","id":1}'
+    answered = closed = 0
+    deadline = time.monotonic() + seconds
+    one = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            async with connect(server.url, local_addr=("127.0.0.2", 0)) as ws:
+                for _ in range(20):
+                    await ws.send(deep)
+                    reply = orjson.loads(await ws.recv())
+                    answered += reply["error"]["code"] == -32600
+        response = await http(server, one + one, "127.0.0.3")
+        closed += response.count(b"HTTP/1.1") == 1
+    return f"{answered} nested frames answered -32600; {closed} pipelined pairs answered once"
+
+
+async def slow_download(server: Server, seconds: float, context: dict[str, Any]) -> str:
+    del seconds  # as long as 5 MiB takes at 256 KiB/s
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.setblocking(False)
+    sock.bind(("127.0.0.4", 0))
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (server.host, server.port))
+    await loop.sock_sendall(
+        sock,
+        f"GET /files/{context['file']} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {context['mallory']}\r\n\r\n".encode(),
+    )
+    received = bytearray()
+    began = time.monotonic()
+    try:
+        while time.monotonic() - began < 60:
+            await asyncio.sleep(1 / 16)
+            piece = await asyncio.wait_for(loop.sock_recv(sock, 16384), 10)
+            if not piece:
+                break
+            received += piece
+    except (OSError, TimeoutError) as error:
+        return f"failed after {time.monotonic() - began:.1f} s: {error!r}"
+    finally:
+        sock.close()
+    body = bytes(received).partition(b"\r\n\r\n")[2]
+    return (
+        f"an honest reader at 256 KiB/s got {len(body)} of {FILE_SIZE} bytes "
+        f"in {time.monotonic() - began:.1f} s"
+    )
+
+
+Pattern = Callable[[Server, float, dict[str, Any]], Coroutine[Any, Any, str]]
+PATTERNS: dict[str, tuple[Pattern, dict[str, Any]]] = {
+    "big-frames": (big_frames, {"connections": 3}),
+    "idle": (idle, {"connections": 1000}),
+    "downloads": (downloads, {"connections": 200}),
+    "nested": (nested, {}),
+    "slow-download": (slow_download, {}),
+}
+REFUSALS = re.compile(r"messenger_(connections_refused|connections_closed|slow_cutoffs|fd_exh)")
+
+
+async def replay(server: Server, names: list[str], seconds: float) -> None:
+    alice = await account(server.url, "alice")
+    await account(server.url, "bob")
+    mallory = await account(server.url, "mallory")
+    file_id = await upload(server.url, "mallory", mallory, FILE_SIZE)
+    print(f"server pid {server.process.pid}, RSS at start {server.rss() / MiB:.1f} MiB")
+    for name in names:
+        pattern, context = PATTERNS[name]
+        context = {**context, "file": file_id, "mallory": mallory}
+        before_metrics = await metrics(server)
+        before = server.rss()
+        legitimate = Legitimate(server.url, alice)
+        stop = asyncio.Event()
+        user = asyncio.create_task(legitimate.run(stop))
+        peak = before
+        attack = asyncio.create_task(pattern(server, seconds, context))
+        while not attack.done():
+            peak = max(peak, server.rss())
+            await asyncio.sleep(0.1)
+        what = await attack
+        stop.set()
+        await user
+        await asyncio.sleep(2)  # connections gone, buffers freed
+        after = server.rss()
+        now = await metrics(server)
+        refused = {
+            key: now[key] - before_metrics.get(key, 0)
+            for key in now
+            if REFUSALS.match(key) and now[key] != before_metrics.get(key, 0)
+        }
+        alive = "running" if server.process.poll() is None else f"EXITED {server.process.poll()}"
+        print(f"\n[{name}] {what}")
+        print(
+            f"  RSS {before / MiB:.1f} -> peak {peak / MiB:.1f} -> after {after / MiB:.1f} MiB "
+            f"(+{(peak - before) / MiB:.1f} MiB at peak)"
+        )
+        print(f"  legitimate user: {legitimate.summary()}")
+        shown = ", ".join(f"{key} +{value:.0f}" for key, value in refused.items()) or "nothing"
+        print(f"  refused or cut: {shown}")
+        print(f"  server: {alive}")
+    errors = server.stderr.read_text()
+    print(f"\nserver log: {len(errors)} bytes, {errors.count('Traceback')} tracebacks")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="per pattern")
+    parser.add_argument("--only", choices=list(PATTERNS), action="append")
+    parser.add_argument("--nofile", type=int, default=1024, help="the server's fd limit")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="messenger-hostile-"))
+    try:
+        with server_process(workdir / "state", args.nofile) as server:
+            asyncio.run(replay(server, args.only or list(PATTERNS), args.seconds))
+    finally:
+        if os.environ.get("KEEP"):
+            print(workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
