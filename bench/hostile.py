@@ -228,47 +228,55 @@ async def big_frames(server: Server, seconds: float, context: dict[str, Any]) ->
     return f"{context['connections']} connections sent {sent} frames of 1 MiB"
 
 
-async def idle(server: Server, seconds: float, context: dict[str, Any]) -> str:
-    held: list[socket.socket] = []
+async def raw_socket(
+    server: Server, source: str, receive_buffer: int | None = None, send: bytes = b""
+) -> socket.socket | None:
+    """A TCP connection from ``source`` that has sent ``send``; None if it failed."""
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.setblocking(False)
+    sock.bind((source, 0))
     loop = asyncio.get_running_loop()
-    refused = 0
-    for _ in range(context["connections"]):
-        sock = socket.socket()
-        sock.setblocking(False)
-        sock.bind(("127.0.0.2", 0))
-        try:
-            await asyncio.wait_for(loop.sock_connect(sock, (server.host, server.port)), 2)
-        except (OSError, TimeoutError):
-            sock.close()
-            refused += 1
-            continue
-        held.append(sock)
-    await asyncio.sleep(seconds)
-    for sock in held:
+    try:
+        await asyncio.wait_for(loop.sock_connect(sock, (server.host, server.port)), 2)
+        await loop.sock_sendall(sock, send)
+    except (OSError, TimeoutError):
         sock.close()
-    return f"{context['connections']} idle TCP connections from one address ({refused} not opened)"
+        return None
+    return sock
 
 
-async def downloads(server: Server, seconds: float, context: dict[str, Any]) -> str:
-    held: list[socket.socket] = []
-    loop = asyncio.get_running_loop()
-    request = (
+def file_request(context: dict[str, Any]) -> bytes:
+    return (
         f"GET /files/{context['file']} HTTP/1.1\r\nHost: x\r\n"
         f"Authorization: Bearer {context['mallory']}\r\n\r\n"
     ).encode()
-    for n in range(context["connections"]):
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        sock.bind((attacker(n), 0))
-        with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(loop.sock_connect(sock, (server.host, server.port)), 2)
-            await loop.sock_sendall(sock, request)
-            held.append(sock)
+
+
+async def hold(server: Server, seconds: float, count: int, **options: Any) -> int:
+    """``count`` connections made by ``raw_socket(**options)``, held for ``seconds``;
+    how many could be opened."""
+    held = [await raw_socket(server, **options) for _ in range(count)]
     await asyncio.sleep(seconds)
     for sock in held:
-        sock.close()
-    return f"{len(held)} downloads of a 5 MiB file that never read"
+        if sock is not None:
+            sock.close()
+    return sum(sock is not None for sock in held)
+
+
+async def idle(server: Server, seconds: float, context: dict[str, Any]) -> str:
+    count = context["connections"]
+    opened = await hold(server, seconds, count, source="127.0.0.2")
+    return f"{count} idle TCP connections from one address ({count - opened} not opened)"
+
+
+async def downloads(server: Server, seconds: float, context: dict[str, Any]) -> str:
+    count = context["connections"]
+    opened = await hold(
+        server, seconds, count, source="127.0.0.2", receive_buffer=4096, send=file_request(context)
+    )
+    return f"{opened} downloads of a 5 MiB file, from one address, that never read"
 
 
 async def nested(server: Server, seconds: float, context: dict[str, Any]) -> str:
@@ -290,17 +298,10 @@ async def nested(server: Server, seconds: float, context: dict[str, Any]) -> str
 
 async def slow_download(server: Server, seconds: float, context: dict[str, Any]) -> str:
     del seconds  # as long as 5 MiB takes at 256 KiB/s
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-    sock.setblocking(False)
-    sock.bind(("127.0.0.4", 0))
+    sock = await raw_socket(server, "127.0.0.4", 16384, file_request(context))
+    if sock is None:
+        return "could not connect"
     loop = asyncio.get_running_loop()
-    await loop.sock_connect(sock, (server.host, server.port))
-    await loop.sock_sendall(
-        sock,
-        f"GET /files/{context['file']} HTTP/1.1\r\nHost: x\r\n"
-        f"Authorization: Bearer {context['mallory']}\r\n\r\n".encode(),
-    )
     received = bytearray()
     began = time.monotonic()
     try:
