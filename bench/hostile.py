@@ -203,6 +203,11 @@ def attacker(n: int) -> str:
     return f"127.0.{n // 250}.{2 + n % 250}"
 
 
+async def quiet(server: Server, seconds: float, context: dict[str, Any]) -> str:
+    await asyncio.sleep(seconds)
+    return "no attack: the legitimate user alone, for comparison"
+
+
 async def big_frames(server: Server, seconds: float, context: dict[str, Any]) -> str:
     frames = [
         "[" + ",".join(["[]"] * (MiB // 3 - 1)) + "]",
@@ -324,6 +329,7 @@ async def slow_download(server: Server, seconds: float, context: dict[str, Any])
 
 Pattern = Callable[[Server, float, dict[str, Any]], Coroutine[Any, Any, str]]
 PATTERNS: dict[str, tuple[Pattern, dict[str, Any]]] = {
+    "baseline": (quiet, {}),
     "big-frames": (big_frames, {"connections": 3}),
     "idle": (idle, {"connections": 1000}),
     "downloads": (downloads, {"connections": 200}),
@@ -380,7 +386,9 @@ async def replay(server: Server, names: list[str], seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per pattern")
-    parser.add_argument("--only", choices=list(PATTERNS), action="append")
+    parser.add_argument(
+        "--only", choices=list(PATTERNS), action="append", help="a pattern (repeatable)"
+    )
     parser.add_argument("--nofile", type=int, default=1024, help="the server's fd limit")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="messenger-hostile-"))
