@@ -23,6 +23,7 @@ from websockets.uri import parse_uri
 
 from server.admission import FD_RESERVE
 from server.app import Running, run_server
+from server.cli import parse_args
 from server.config import Config, FsyncPolicy
 from tests.server.extras_support import Clock, config_in, http_get
 from tests.server.test_durability import SlowDevice, server_process
@@ -472,3 +473,72 @@ async def test_running_out_of_fds_is_logged_once_and_the_server_goes_on(tmp_path
                 writer.close()
         assert await serves_again(server.url)
         assert server.process.returncode is None
+
+
+# -- the command line ----------------------------------------------------------------
+
+LIMIT_FLAGS = (
+    "--login-timeout",
+    "--max-connections",
+    "--max-connections-per-address",
+    "--trusted-proxy",
+)
+
+
+def test_limit_flags_reach_the_config() -> None:
+    """The abuse-limit flags set the config; --trusted-proxy repeats and normalizes."""
+    config = parse_args(
+        [
+            "--login-timeout",
+            "2.5",
+            "--max-connections",
+            "10",
+            "--max-connections-per-address",
+            "3",
+            "--trusted-proxy",
+            "10.0.0.1",
+            "--trusted-proxy",
+            "0:0::1",
+        ]
+    )
+    assert config.login_timeout == 2.5
+    assert config.max_connections == 10
+    assert config.max_connections_per_address == 3
+    assert config.trusted_proxies == {"10.0.0.1", "::1"}
+    defaults = parse_args([])
+    assert (defaults.login_timeout, defaults.max_connections) == (20.0, None)
+    assert (defaults.max_connections_per_address, defaults.trusted_proxies) == (256, frozenset())
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--trusted-proxy", "proxy.example"],
+        ["--login-timeout", "0"],
+        ["--login-timeout", "nan"],
+        ["--max-connections", "0"],
+        ["--max-connections-per-address", "-1"],
+    ],
+)
+def test_bad_limit_flags_are_usage_errors(
+    bad: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad value is one argparse line and exit status 2."""
+    with pytest.raises(SystemExit) as exited:
+        parse_args(bad)
+    assert exited.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_limit_flags_are_documented(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each abuse-limit flag is in --help, the README and protocol.md."""
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = capsys.readouterr().out
+    root = Path(__file__).parents[2]
+    readme = (root / "README.md").read_text()
+    protocol = (root / "protocol.md").read_text()
+    for flag in LIMIT_FLAGS:
+        assert flag in help_text
+        assert flag in readme
+        assert f"| `{flag}` |" in protocol
