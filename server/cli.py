@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from server.admission import FD_RESERVE, addresses, default_max_connections, raise_fd_limit
-from server.app import StateDirBusy, run_server
+from server.app import LOG_FILE, StateDirBusy, run_server
 from server.config import Config, FsyncPolicy
-from server.log import LogCorrupted, LogFailed
+from server.log import LogCorrupted, LogFailed, last_record_offset
 from wire import DEFAULT_HOST, DEFAULT_PORT
 
 logger = logging.getLogger("messenger.server")
@@ -213,6 +213,13 @@ def main(argv: list[str] | None = None) -> None:
     return_freed_memory()
     try:
         asyncio.run(serve(config))
-    except (StateDirBusy, LogCorrupted, LogFailed, OSError) as error:
+    except LogCorrupted as error:
+        message = str(error)
+        at = last_record_offset(config.state_dir / LOG_FILE)
+        if "byte offset" not in message and at is not None:
+            message += f" (the record at byte offset {at})"
+        logger.error("cannot run: %s", message)
+        sys.exit(1)
+    except (StateDirBusy, LogFailed, OSError) as error:
         logger.error("cannot run: %s", error)
         sys.exit(1)

@@ -73,6 +73,7 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
         return
     offset = 0
     damaged_at: int | None = None
+    key = str(path)
     with path.open("rb", buffering=2**20) as file:
         for line in file:
             record = decode_record(line)
@@ -85,6 +86,7 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
                     f"is followed by a valid one at byte offset {offset}; refusing to start"
                 )
             else:
+                _last_yielded[key] = offset
                 yield record
             offset += len(line)
     if damaged_at is not None:
@@ -98,6 +100,15 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
             offset - damaged_at,
         )
         os.truncate(path, damaged_at)
+
+
+_last_yielded: dict[str, int] = {}  # log path -> byte offset of the record last read
+
+
+def last_record_offset(path: Path) -> int | None:
+    """Where the record ``read_records(path)`` gave last starts: when its reader refuses
+    that record (not an event, a cursor out of sequence), the offset to name."""
+    return _last_yielded.get(str(path))
 
 
 def _say_if_anything_else_is_there(path: Path) -> None:

@@ -22,11 +22,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.uri import parse_uri
 
 from server.admission import FD_RESERVE
-from server.app import Running, run_server
+from server.app import LOG_FILE, Running, run_server
 from server.cli import parse_args
 from server.config import Config, FsyncPolicy
+from server.log import decode_record, encode_record
 from tests.server.extras_support import Clock, config_in, http_get
-from tests.server.test_durability import SlowDevice, server_process
+from tests.server.test_durability import SlowDevice, run_cli, server_process
 from tests.wsclient import Peer, connected, user_device
 
 
@@ -542,3 +543,33 @@ def test_limit_flags_are_documented(capsys: pytest.CaptureFixture[str]) -> None:
         assert flag in help_text
         assert flag in readme
         assert f"| `{flag}` |" in protocol
+
+
+# -- refusals to start ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("skip", [None, 5], ids=["not-an-event", "cursor-out-of-sequence"])
+async def test_an_invalid_record_is_refused_in_one_line_naming_its_offset(
+    skip: int | None, tmp_path: Path
+) -> None:
+    """A well-formed record the replay cannot take (not an event, or a real event whose
+    cursor skips ahead): exit 1, one line naming the file and the record's offset."""
+    state = tmp_path / "state"
+    async with run_server(config_in(tmp_path)) as running, user_device(running.url, "alice"):
+        pass
+    log_path = state / LOG_FILE
+    offset = log_path.stat().st_size
+    last = decode_record(log_path.read_bytes().splitlines(keepends=True)[-1])
+    assert last is not None
+    record = {"type": "NoSuchEvent", "c": last["c"] + 1}
+    if skip is not None:
+        record = {**last, "c": last["c"] + skip}
+    with log_path.open("ab") as file:
+        file.write(encode_record(record))
+    code, stderr = await run_cli(state)
+    assert code == 1
+    assert "Traceback" not in stderr
+    refusal = [line for line in stderr.splitlines() if "cannot run" in line]
+    assert len(refusal) == 1
+    assert str(log_path) in refusal[0]
+    assert f"byte offset {offset}" in refusal[0]
