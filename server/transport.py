@@ -212,6 +212,9 @@ class GuardedConnection(ServerConnection):
         self.owner.metrics.inc("messenger_connections_closed_total", reason="login_timeout")
         if self.protocol.state is State.OPEN and self.session is not None:
             self.session.peer.close(CLOSE_POLICY_VIOLATION, "log in sooner")
+            # A peer that does not read may never take the close frame: then it goes.
+            grace = self.owner.config.login_timeout
+            self.deadline = self.loop.call_later(grace, self.transport.abort)
         else:
             self.transport.abort()
 
@@ -363,7 +366,7 @@ class Transport:
             connection.claimed = address
         return refusal
 
-    def refused(self, connection: GuardedConnection, refusal: Refusal) -> str:
+    def count_refusal(self, connection: GuardedConnection, refusal: Refusal) -> str:
         self.metrics.inc("messenger_connections_refused_total", reason=refusal)
         self.refusing.warn("refusing connections: %s (last from %s)", refusal, connection.client)
         return "server full\n" if refusal is Refusal.SERVER_FULL else "too many connections\n"
@@ -376,7 +379,7 @@ class Transport:
             self.admission.leave()
             connection.entered = False
         transport = connection.transport
-        transport.write(_unavailable(self.refused(connection, refusal)))
+        transport.write(_unavailable(self.count_refusal(connection, refusal)))
         if self.lingering >= LINGERING_MAX or not transport.can_write_eof():
             transport.close()
             return
@@ -414,7 +417,7 @@ class Transport:
             )
             refusal = self.claim(guarded, guarded.client)
             if refusal is not None:
-                text = self.refused(guarded, refusal)
+                text = self.count_refusal(guarded, refusal)
                 return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, text)
         path = request.path.partition("?")[0]
         if request.method != "GET":

@@ -471,28 +471,39 @@ class SlowDevice:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.sock.setblocking(False)
 
-    async def login(self, user: str, token: str) -> dict[str, Any]:
+    async def handshake(self) -> None:
+        """Connect and open the WebSocket."""
         loop = asyncio.get_running_loop()
         uri = parse_uri(self.url)
         await loop.sock_connect(self.sock, (uri.host, uri.port))
         self.protocol.send_request(self.protocol.connect())
         await self.flush()
+        while True:
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), 10)
+            assert data, "the server closed the connection during the handshake"
+            self.protocol.receive_data(data)
+            for event in self.protocol.events_received():
+                assert isinstance(event, Response), event
+                assert event.status_code == 101, event
+                return
+
+    async def login(self, user: str, token: str) -> dict[str, Any]:
+        await self.handshake()
         request = {
             "jsonrpc": "2.0",
             "method": "login",
             "params": {"user": user, "token": token},
             "id": 1,
         }
+        self.protocol.send_text(orjson.dumps(request))
+        await self.flush()
+        loop = asyncio.get_running_loop()
         while True:
             data = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), 10)
             assert data, "the server closed the connection during login"
             self.protocol.receive_data(data)
             for event in self.protocol.events_received():
-                if isinstance(event, Response):
-                    assert event.status_code == 101, event
-                    self.protocol.send_text(orjson.dumps(request))
-                    await self.flush()
-                elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
                     reply: dict[str, Any] = orjson.loads(event.data)
                     if reply.get("id") == 1:
                         return reply

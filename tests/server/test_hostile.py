@@ -573,3 +573,23 @@ async def test_an_invalid_record_is_refused_in_one_line_naming_its_offset(
     assert len(refusal) == 1
     assert str(log_path) in refusal[0]
     assert f"byte offset {offset}" in refusal[0]
+
+
+async def test_a_connection_that_neither_logs_in_nor_reads_goes_at_its_deadline(
+    tmp_path: Path,
+) -> None:
+    """Past the deadline, a connection whose unread replies keep the close frame from
+    being sent is dropped all the same."""
+    async with run_server(config_in(tmp_path, login_timeout=0.3)) as running:
+        slow = SlowDevice(running.url)
+        try:
+            await slow.handshake()
+            for n in range(30):  # some 300 KB of replies: under the cut-off, over any buffer
+                slow.protocol.send_text(request("rpc.discover", n).encode())
+            await slow.flush()
+            await asyncio.sleep(0.2)
+            assert await metric(running, 'messenger_connections{state="anonymous"}') == 1
+            await asyncio.sleep(1.0)
+            assert await metric(running, 'messenger_connections{state="anonymous"}') == 0
+        finally:
+            slow.close()
