@@ -254,6 +254,7 @@ class Transport:
         self.out_of_fds = Occasional(logger, config.occasional_interval, time.monotonic)
         self.refusing = Occasional(logger, config.occasional_interval, time.monotonic)
         self._previous_handler: Any = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._watch_metrics()
 
     def _watch_metrics(self) -> None:
@@ -312,10 +313,39 @@ class Transport:
             create_connection=connection_class,
             logger=WEBSOCKETS_LOGGER,
         )
+        self._sweeper = loop.create_task(self.sweep_stalled(), name="messenger-stall-sweeper")
         return self.server
+
+    async def sweep_stalled(self) -> None:
+        """Every ``stall_timeout``, cut off the WebSocket connections whose reader took
+        nothing since the last sweep while their write buffer was full. Such a
+        connection never gets a keepalive ping out (the ping waits behind the buffer),
+        so it would otherwise hold its buffer, up to ``send_buffer_limit``, for ever."""
+        full: dict[GuardedConnection, int] = {}  # unsent bytes at the last sweep
+        while True:
+            await asyncio.sleep(self.config.stall_timeout)
+            still: dict[GuardedConnection, int] = {}
+            for connection in self.connections:
+                if not connection.paused or connection.protocol.state is not State.OPEN:
+                    continue
+                unsent = connection.transport.get_write_buffer_size()
+                if connection in full and unsent >= full[connection]:
+                    self.metrics.inc("messenger_connections_closed_total", reason="stalled")
+                    logger.warning(
+                        "cutting off %s: %d bytes unsent, none taken for %.0f s",
+                        connection.session or connection.client,
+                        unsent,
+                        self.config.stall_timeout,
+                    )
+                    connection.transport.abort()
+                else:
+                    still[connection] = unsent
+            full = still
 
     async def stop(self) -> None:
         """Stop listening and close every connection with 1001 (going away)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self.stopping = True
         for connection in list(self.connections):
             if connection.protocol.state is State.CONNECTING:  # a download or a slow request

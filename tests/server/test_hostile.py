@@ -593,3 +593,36 @@ async def test_a_connection_that_neither_logs_in_nor_reads_goes_at_its_deadline(
             assert await metric(running, 'messenger_connections{state="anonymous"}') == 0
         finally:
             slow.close()
+
+
+async def test_a_logged_in_reader_that_takes_nothing_is_cut_off(tmp_path: Path) -> None:
+    """A device whose unsent events stay under the bound but that reads nothing at all
+    for stall_timeout is cut off (its keepalive ping could never get out)."""
+    config = config_in(
+        tmp_path, stall_timeout=0.3, fsync=FsyncPolicy.NEVER, send_buffer_limit=16 * 2**20
+    )
+    async with (
+        run_server(config) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        async with user_device(running.url, "carol") as setup:
+            token = setup.token
+            assert token is not None
+        slow = SlowDevice(running.url)
+        try:
+            assert "result" in await slow.login("carol", token)
+            stalled = 'messenger_connections_closed_total{reason="stalled"}'
+            # Past what the kernel's buffers take (a few MB on loopback), under the bound.
+            for n in range(3000):
+                await alice.call("send", chat="general", text=f"{n:05d} " + "x" * 4000)
+                if n % 50 == 0 and await metric(running, stalled):
+                    break
+            for _ in range(40):
+                if await metric(running, stalled):
+                    break
+                await asyncio.sleep(0.05)
+            assert await metric(running, stalled) == 1
+            assert await metric(running, "messenger_slow_cutoffs_total") == 0
+            assert (await alice.call("status"))["user"] == "alice"
+        finally:
+            slow.close()
