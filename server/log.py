@@ -36,7 +36,9 @@ logger = logging.getLogger("messenger.server.log")
 
 
 COMPACTING_SUFFIX = ".compacting"
-_NOT_STATE = frozenset({"LOCK"})  # files that say nothing about users, chats or messages
+# Beside the log, what says nothing of users, chats or messages: the lock, and
+# unfinished uploads (dropped at every start).
+_NOT_STATE = frozenset({"LOCK", "uploads"})
 
 
 class LogCorrupted(Exception):
@@ -117,7 +119,9 @@ def _say_if_anything_else_is_there(path: Path) -> None:
     others = (
         other
         for other in path.parent.rglob("*")
-        if other.is_file() and other != path and other.name not in _NOT_STATE
+        if other.is_file()
+        and other != path
+        and other.relative_to(path.parent).parts[0] not in _NOT_STATE
     )
     found = next(others, None)
     if found is not None:

@@ -337,6 +337,8 @@ async def test_damaged_record_before_good_ones_raises_log_corrupted(
 def test_missing_file_replays_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A state dir without a log yet replays as empty, without a word."""
     (tmp_path / "LOCK").touch()
+    (tmp_path / "uploads").mkdir()
+    (tmp_path / "uploads" / "half-sent").write_bytes(b"a piece")
     assert list(read_records(tmp_path / "events.log")) == []
     (tmp_path / "events.log").touch()
     assert list(read_records(tmp_path / "events.log")) == []
