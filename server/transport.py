@@ -22,6 +22,7 @@ What one client can hold is bounded (protocol.md, section 1, "Limits"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import http
 import logging
@@ -346,6 +347,8 @@ class Transport:
         """Stop listening and close every connection with 1001 (going away)."""
         if self._sweeper is not None:
             self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         self.stopping = True
         for connection in list(self.connections):
             if connection.protocol.state is State.CONNECTING:  # a download or a slow request
