@@ -66,6 +66,14 @@ class Server:
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}/"
 
+    def cpu(self) -> float:
+        """CPU seconds the server process has used (user and system)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss(self) -> int:
         """Resident set size of the server process, in bytes (0 once it is gone)."""
         try:
@@ -344,12 +352,16 @@ async def replay(server: Server, names: list[str], seconds: float) -> None:
     await account(server.url, "bob")
     mallory = await account(server.url, "mallory")
     file_id = await upload(server.url, "mallory", mallory, FILE_SIZE)
-    print(f"server pid {server.process.pid}, RSS at start {server.rss() / MiB:.1f} MiB")
+    print(
+        f"server pid {server.process.pid}, RSS at start {server.rss() / MiB:.1f} MiB, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     for name in names:
         pattern, context = PATTERNS[name]
         context = {**context, "file": file_id, "mallory": mallory}
         before_metrics = await metrics(server)
         before = server.rss()
+        cpu_before, began = server.cpu(), time.monotonic()
         legitimate = Legitimate(server.url, alice)
         stop = asyncio.Event()
         user = asyncio.create_task(legitimate.run(stop))
@@ -359,6 +371,7 @@ async def replay(server: Server, names: list[str], seconds: float) -> None:
             peak = max(peak, server.rss())
             await asyncio.sleep(0.1)
         what = await attack
+        cpu = (server.cpu() - cpu_before) / (time.monotonic() - began)
         stop.set()
         await user
         await asyncio.sleep(2)  # connections gone, buffers freed
@@ -373,7 +386,7 @@ async def replay(server: Server, names: list[str], seconds: float) -> None:
         print(f"\n[{name}] {what}")
         print(
             f"  RSS {before / MiB:.1f} -> peak {peak / MiB:.1f} -> after {after / MiB:.1f} MiB "
-            f"(+{(peak - before) / MiB:.1f} MiB at peak)"
+            f"(+{(peak - before) / MiB:.1f} MiB at peak); server CPU {cpu:.0%} of a core"
         )
         print(f"  legitimate user: {legitimate.summary()}")
         shown = ", ".join(f"{key} +{value:.0f}" for key, value in refused.items()) or "nothing"
