@@ -12,6 +12,7 @@ that the peak RSS printed is the replay's own. Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import hashlib
 import io
@@ -41,7 +42,7 @@ from server.domain.events import (
 )
 from server.domain.model import GENERAL, ChatId, DeviceId, MessageId, UserName
 from server.domain.state import State
-from server.log import decode_record, encode_record
+from server.log import EventLog, decode_record, encode_record
 
 TARGET_SECONDS = 5.0
 START_MS = 1_700_000_000_000  # the first event's time; each event is a few ms later
@@ -234,14 +235,14 @@ def measure(path: Path, history_size: int, window: int, now: int, profile_top: i
     """Replay once as the server starts, in this process (which should be a fresh one)."""
     state = State(history_size)
     started, cpu_started = time.perf_counter(), time.process_time()
-    recent, count = replay(path, state, window, now)
+    recent, count = asyncio.run(replay(EventLog(path).records(), state, window, now))
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     report = ""
     if profile_top > 0:
         profiler = cProfile.Profile()
         profiler.enable()
-        replay(path, State(history_size), window, now)
+        asyncio.run(replay(EventLog(path).records(), State(history_size), window, now))
         profiler.disable()
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(profile_top)

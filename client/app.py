@@ -46,6 +46,18 @@ class Sink(Protocol):
     def progress(self, title: str, total: int) -> transfer.Progress:
         """A bar for a transfer of ``total`` bytes, or nothing where none is wanted."""
 
+    def changed(self) -> None:
+        """Unread counts, the open chat or the connection changed: redraw what shows them."""
+
+    def alert(self) -> None:
+        """A mention or a direct message came: ring, where ringing is wanted."""
+
+    # What the face wants of the app: a script moves no read marker and shows no start
+    # unless asked; the console shows one chat at a time (the others count unread).
+    marks_read: bool
+    shows_start: bool
+    one_view: bool
+
 
 class NoProgress:
     """Where there is nobody to watch a bar (a script)."""
@@ -84,6 +96,8 @@ class App:
         self._marker: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
         self._failure_reported = False
+        self.connected = True
+        self.banned_until: int | None = None
 
     @property
     def failure(self) -> ClientError | None:
@@ -92,6 +106,10 @@ class App:
 
     def now(self) -> float:
         return self._clock()
+
+    def error_text(self, error: RpcError) -> str:
+        """The server's error as one line, with the ids it quotes named as labels."""
+        return self.model.readable(render.error_text(error, self.now(), self._tz))
 
     def show(self, line: render.Line) -> None:
         self.sink.show(line)
@@ -108,10 +126,19 @@ class App:
 
     async def start(self) -> None:
         """What one sees first: unread counts, the general chat's latest, then events."""
-        await self.refresh_status()
-        self.show(render.unread_summary(self.model.chats.values()))
-        await self.show_history(GENERAL, self.history_size, only_new=True)
+        status = await self.refresh_status()
+        self.banned_until = status.get("banned_until")
+        if self.sink.shows_start:
+            self.show(render.unread_summary(self.model.chats.values()))
+            await self.show_history(
+                GENERAL, self.history_size, only_new=True, new_line=self.sink.one_view
+            )
         self._follower = asyncio.create_task(self._follow_events(), name="messenger-events")
+
+    def tell_ban(self) -> None:
+        """Say so at sign-in when the user is banned: sends would fail without warning."""
+        if self.banned_until is not None and self.banned_until > self.now() * 1000:
+            self.show(render.banned_line(self.banned_until, self.now(), self._tz))
 
     async def execute(self, line: str) -> bool:
         """Run one command line; False (and one line on the error sink) when it failed."""
@@ -120,7 +147,7 @@ class App:
             command, values = commands.parse(line)
             await command.run(self, values)
         except RpcError as exc:
-            self.sink.error(render.error_text(exc, self.now(), self._tz))
+            self.sink.error(self.error_text(exc))
             return False
         except ConnectionLost as exc:  # a call not safe to repeat (retry=False)
             self.sink.error(f"{exc}; the command may or may not have been done")
@@ -167,8 +194,13 @@ class App:
         result = await self.session.call("send", params)
         if "scheduled" in result:
             await self.show_scheduled(result["scheduled"])
-        else:  # sent at once: no send_at, or its time came while on the way
-            await self._message_arrived(result["message"])
+            return
+        # Sent at once: no send_at, or its time came while on the way.
+        message: Json = result["message"]
+        await self._message_arrived(message)
+        if not self.in_view(message["chat"]):  # a /dm from another chat: say it went
+            label = self.model.label(message["chat"])
+            self.show(render.message_line(message, label, self.now(), self._tz))
 
     def check_length(self, text: str) -> None:
         """``UsageError`` for a text longer than the server takes."""
@@ -195,8 +227,11 @@ class App:
 
     def show_left(self, chat: str) -> None:
         label = self.model.label(chat)
+        was_open = self.model.current.chat == chat
         if self.model.chat_left(chat):
-            self.show(render.left_line(label))
+            now_in = self.model.current_label if was_open else None
+            self.show(render.left_line(label, now_in))
+            self.sink.changed()
 
     async def chat_label(self, chat: str) -> str:
         """What to call a chat, learning it first when it is new (a direct chat opened
@@ -220,14 +255,26 @@ class App:
             ref = label if seq is None else render.message_ref(label, seq)
             self.show(render.comment_line(comment, ref, self.now(), self._tz))
 
-    async def show_history(self, chat: ChatId, limit: int, *, only_new: bool = False) -> None:
+    async def show_history(
+        self, chat: ChatId, limit: int, *, only_new: bool = False, new_line: bool = False
+    ) -> None:
+        """The latest ``limit`` messages of ``chat``; with ``new_line``, a line where the
+        unread ones begin, and a word when there are none at all."""
         result = await self.session.call("history", {"chat": chat, "limit": limit})
         messages: list[Json] = result["messages"]
         known = self.model.chats.get(chat)
         read_seq = known.read_seq if known is not None else 0
-        await self._show_messages(messages, only_new=only_new)
         if not messages:
+            if not only_new:
+                self.show(render.info(f"No messages in {self.model.label(chat)} yet."))
             return
+        if new_line and messages[-1]["seq"] > read_seq:
+            older = [message for message in messages if message["seq"] <= read_seq]
+            await self._show_messages(older, only_new=only_new)
+            self.show(render.new_messages_line())
+            await self._show_messages(messages[len(older) :], only_new=only_new)
+        else:
+            await self._show_messages(messages, only_new=only_new)
         # Marked read only when nothing unread came before the page: the marker
         # covers every message up to it, shown or not.
         skipped = messages[0]["seq"] - read_seq - 1
@@ -296,6 +343,8 @@ class App:
 
     def want_read(self, chat: ChatId, seq: int) -> None:
         """Move the read marker to ``seq``, soon; several moves go as one ``read``."""
+        if not self.sink.marks_read:
+            return
         # Moved here first, so that the server's echo (a `read` event) is no news.
         self.model.read_moved(chat, seq)
         self._read_wanted[chat] = max(seq, self._read_wanted.get(chat, 0))
@@ -311,7 +360,7 @@ class App:
             try:
                 await self._handle(event)
             except RpcError as exc:
-                self.sink.error(render.error_text(exc, self.now(), self._tz))
+                self.sink.error(self.error_text(exc))
             except ClientError as exc:
                 self._report(exc)
             except Exception:  # a bug; keep following the events
@@ -324,10 +373,13 @@ class App:
             case EventReceived("message", params):
                 await self._message_arrived(params["message"])
             case EventReceived("comment", params):
-                self.show_comment(params["comment"], only_new=True)
+                if self.in_view(params["comment"]["chat"]):
+                    self.show_comment(params["comment"], only_new=True)
             case EventReceived("read", params):
                 if self.model.read_moved(params["chat"], params["read_seq"]):
-                    self.show(render.read_line(self.model.chats[ChatId(params["chat"])]))
+                    self.sink.changed()
+                    if not self.sink.one_view:  # the console's status line shows it
+                        self.show(render.read_line(self.model.chats[ChatId(params["chat"])]))
             case EventReceived("scheduled", params):
                 await self.show_scheduled(params["scheduled"])
             case EventReceived("scheduled.cancelled", params):
@@ -338,21 +390,34 @@ class App:
                 label = await self.chat_label(params["chat"])
                 self.show(render.join_request_line(label, params["user"]))
             case EventReceived("chat.declined", params):
-                # Not a member: the group's title is not ours to know, only its id.
-                chat = params["chat"]
-                label = self.model.label(chat) if self.model.is_known(chat) else f"group {chat}"
-                self.show(render.declined_line(label))
+                # Not a member: the group is known by the title the server tells.
+                self.show(render.declined_line(render.group_label(params.get("title"))))
             case EventReceived("chat.left", params):
                 self.show_left(params["chat"])
+            case EventReceived("chat.member_joined" | "chat.member_left" as method, params):
+                label = await self.chat_label(params["chat"])
+                joined = method == "chat.member_joined"
+                self.show(render.member_line(label, params["user"], joined))
+            case EventReceived("chat.request_declined", params):
+                label = await self.chat_label(params["chat"])
+                self.show(render.info(f"Declined {params['user']}'s request to join {label}."))
+            case EventReceived("reported", params):
+                self.show(render.info(f"Reported {params['user']}."))
             case EventReceived("banned", params):
                 self.show(render.banned_line(params["until"], self.now(), self._tz))
             case EventReceived(method, params):
                 self.show(render.event_line(method, params))
             case ConnectionDropped():
+                self.connected = False
+                self.sink.changed()
                 self.sink.notice("Connection lost; reconnecting...")
             case ConnectionResumed(resumed=True):
+                self.connected = True
+                self.sink.changed()
                 self.sink.notice("Reconnected; nothing was missed.")
             case ConnectionResumed(resumed=False):
+                self.connected = True
+                self.sink.changed()
                 self.sink.notice(
                     "Reconnected, but the server could not replay what was missed; "
                     "here is what is unread."
@@ -366,12 +431,29 @@ class App:
                 self._report(error)
                 self.quit()
 
+    def in_view(self, chat: str) -> bool:
+        """Whether what happens in ``chat`` is shown now (the console shows the open chat
+        only; a script, every chat)."""
+        return not self.sink.one_view or chat == self.model.current.chat
+
     async def _message_arrived(self, message: Json) -> None:
-        """A message from the stream (an event, a send's result): shown once only."""
-        await self._show_messages([message], only_new=True)
+        """A message from the stream (an event, a send's result): shown once only, and
+        in the console only in its chat's view; elsewhere it counts as unread."""
+        chat = message["chat"]
+        if not self.model.is_known(chat):
+            await self.refresh_status()  # a chat new to us: learn its kind and name
+        if not self.model.message_seen(message):
+            return  # told before: a send's reply and its event are one message
+        marked = self.model.wants_attention(message)
+        if self.in_view(chat):
+            label = self.model.label(chat)
+            self.show(render.message_line(message, label, self.now(), self._tz, marked))
+        if marked and not self.model.is_mine(message):
+            self.sink.alert()
         seq = self.model.read_up_to(message)
         if seq is not None:
             self.want_read(ChatId(message["chat"]), seq)
+        self.sink.changed()
 
     async def _show_messages(self, messages: list[Json], *, only_new: bool) -> None:
         if any(not self.model.is_known(message["chat"]) for message in messages):
@@ -379,7 +461,8 @@ class App:
         for message in messages:
             if self.model.message_seen(message) or not only_new:
                 label = self.model.label(message["chat"])
-                self.show(render.message_line(message, label, self.now(), self._tz))
+                marked = self.model.wants_attention(message)
+                self.show(render.message_line(message, label, self.now(), self._tz, marked))
 
     async def _flush_reads(self) -> None:
         if self._marker is not None:
@@ -391,7 +474,7 @@ class App:
             try:
                 await self.session.call("read", {"chat": chat, "seq": seq})
             except RpcError as exc:
-                error = render.error_text(exc, self.now(), self._tz)
+                error = self.error_text(exc)
                 self.sink.error(f"Could not mark {self.model.label(chat)} read: {error}")
             except ClientError as exc:
                 self._report(exc)

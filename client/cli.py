@@ -2,7 +2,9 @@
 
 Interactive on a terminal; with stdin not a terminal, a script: the same commands
 read line by line, each run to its reply, results and events printed as plain lines,
-errors on stderr, exit status 0 when every command succeeded and 1 otherwise.
+errors on stderr, exit status 0 when every command succeeded and 1 otherwise. A
+script moves no read marker and shows no history unless asked (``--history``,
+``--mark-read``): a cron job must not eat a person's unread messages.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from client.app import App, NoProgress, Sink
 from client.connection import Backoff, Session
 from client.console import Console
 from client.errors import ClientError, RpcError
+from client.settings import URL_VARIABLE, BadSetting, Settings, parse_url
+from client.settings import default_path as config_path
+from client.settings import load as load_settings
 from client.signin import Device, Prompter, sign_in
 from client.tokens import TokenStore, default_path
 from wire import DEFAULT_HOST, DEFAULT_PORT, USER_NAME_PATTERN
@@ -46,6 +51,7 @@ class Options:
     device: str | None = None
     register: bool = False
     password: str | None = None
+    bell: bool = True  # the console rings on mentions and direct messages
     tokens: Path = dataclasses.field(default_factory=default_path)
     backoff: Backoff = dataclasses.field(default_factory=Backoff)
 
@@ -86,10 +92,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the commands it reads as a script. The password comes from a prompt or from "
         f"${PASSWORD_VARIABLE}.",
     )
-    parser.add_argument("--user", required=True, type=_user_name, help="who to sign in as")
-    parser.add_argument("--host", default=DEFAULT_HOST, help="server host (%(default)s)")
     parser.add_argument(
-        "--port", default=DEFAULT_PORT, type=_port, help="server port (%(default)s)"
+        "--user", type=_user_name, help="who to sign in as (default: user in the config file)"
+    )
+    parser.add_argument(
+        "--host",
+        help=f"server host (default: from ${URL_VARIABLE}, the config file, or {DEFAULT_HOST})",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        help=f"server port (default: from ${URL_VARIABLE}, the config file, or {DEFAULT_PORT})",
     )
     parser.add_argument(
         "--device",
@@ -100,7 +113,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--register", action="store_true", help="create the user first if it does not exist"
     )
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="script: show the unread counts and the latest messages at the start",
+    )
+    parser.add_argument(
+        "--mark-read",
+        action="store_true",
+        help="script: move read markers over what it shows (by default it moves none)",
+    )
+    parser.add_argument(
+        "--no-bell", action="store_true", help="console: no bell on mentions and direct messages"
+    )
     return parser.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace, environ: dict[str, str], settings: Settings) -> Options:
+    """The run's options: a flag beats ``MESSENGER_URL``, which beats the config file."""
+    host, port = settings.host, settings.port
+    url = environ.get(URL_VARIABLE, "")
+    if url:
+        host, port = parse_url(url)
+    user = args.user or settings.user
+    if user is None:
+        raise BadSetting(f'Expected --user NAME (or user = "NAME" in {config_path()})')
+    return Options(
+        user=user,
+        host=args.host or host or DEFAULT_HOST,
+        port=args.port or port or DEFAULT_PORT,
+        device=args.device or settings.device,
+        register=args.register,
+        password=environ.get(PASSWORD_VARIABLE) or None,
+        bell=settings.bell and not args.no_bell,
+    )
 
 
 class Face(Sink, Prompter, Protocol):
@@ -138,6 +184,7 @@ async def run(options: Options, face: Face) -> int:
             f"Signed in as {login['user']} on {options.url} (device {device.name}); "
             "/help lists the commands."
         )
+        app.tell_ban()
         return await face.run(app)
     except RpcError as exc:
         face.error(render.error_text(exc, time.time()))
@@ -158,10 +205,21 @@ async def run(options: Options, face: Face) -> int:
 class ScriptFace:
     """Plain lines: results and events on stdout, the client's own news on stderr."""
 
-    def __init__(self, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> None:
+    def __init__(
+        self,
+        stdin: TextIO,
+        stdout: TextIO,
+        stderr: TextIO,
+        *,
+        history: bool = False,
+        mark_read: bool = False,
+    ) -> None:
         self._stdin = stdin
         self._stdout = stdout
         self._stderr = stderr
+        self.shows_start = history
+        self.marks_read = mark_read
+        self.one_view = False  # every chat's messages, as they come
 
     def show(self, line: render.Line) -> None:
         print(render.plain(line), file=self._stdout, flush=True)
@@ -174,6 +232,12 @@ class ScriptFace:
 
     def progress(self, title: str, total: int) -> transfer.Progress:
         return NoProgress()  # a script's output is its results, not bars
+
+    def changed(self) -> None:
+        pass  # no status line: counts show where asked for (/chats)
+
+    def alert(self) -> None:
+        pass  # nobody to ring for
 
     async def ask_password(self, prompt: str) -> str | None:
         return None  # stdin is the script; the password comes from the environment
@@ -221,25 +285,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     interactive = sys.stdin.isatty()
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    options = Options(
-        user=args.user,
-        host=args.host,
-        port=args.port,
-        device=args.device,
-        register=args.register,
-        password=os.environ.get(PASSWORD_VARIABLE) or None,
-        backoff=Backoff(give_up_after=None if interactive else SCRIPT_GIVE_UP),
+    try:
+        options = options_from(args, dict(os.environ), load_settings(config_path()))
+    except BadSetting as exc:
+        print(f"messenger-client: {exc}", file=sys.stderr)
+        return 2
+    options = dataclasses.replace(
+        options, backoff=Backoff(give_up_after=None if interactive else SCRIPT_GIVE_UP)
     )
     try:
-        return asyncio.run(_main(options, interactive))
+        return asyncio.run(_main(options, args, interactive))
     except KeyboardInterrupt:
         return 130
 
 
-async def _main(options: Options, interactive: bool) -> int:
+async def _main(options: Options, args: argparse.Namespace, interactive: bool) -> int:
     if interactive:
-        return await run(options, Console())
+        return await run(options, Console(bell=options.bell))
     if isinstance(sys.stdin, io.TextIOWrapper):
         # A byte that is not UTF-8 becomes U+FFFD instead of ending the script.
         sys.stdin.reconfigure(errors="replace")
-    return await run(options, ScriptFace(sys.stdin, sys.stdout, sys.stderr))
+    face = ScriptFace(
+        sys.stdin, sys.stdout, sys.stderr, history=args.history, mark_read=args.mark_read
+    )
+    return await run(options, face)

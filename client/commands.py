@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from client import render, transfer
 from client.errors import UsageError
-from client.model import FileId, Json, Model
+from client.model import GENERAL, FileId, Json, Model
 from client.when import parse_when
 from wire import HISTORY_MAX, USER_NAME_PATTERN
 
@@ -61,6 +61,7 @@ class Command:
     args: tuple[Arg, ...]
     help: str
     run: Handler
+    example: str = ""
 
     @property
     def usage(self) -> str:
@@ -82,7 +83,7 @@ async def _help(app: App, values: Values) -> None:
     command = BY_NAME.get(wanted.lower())
     if command is None:
         raise UsageError(f"Expected one of {', '.join(BY_NAME)}, but got {wanted!r}")
-    app.show(render.info(f"{command.usage}  {command.help}"))
+    app.show_lines(usage_lines(command))
 
 
 async def _chats(app: App, values: Values) -> None:
@@ -96,11 +97,12 @@ async def _open(app: App, values: Values) -> None:
         # Answers no messages for a user not written to yet, -32003 for no such user.
         await app.session.call("history", {**target.params(), "limit": 1})
     app.model.current = target
+    app.sink.changed()
     if target.chat is None:
         app.show(render.info(f"Now in @{target.user}; no messages yet."))
         return
     app.show(render.info(f"Now in {app.model.label(target.chat)}."))
-    await app.show_history(target.chat, app.history_size)
+    await app.show_history(target.chat, app.history_size, new_line=True)
 
 
 async def _dm(app: App, values: Values) -> None:
@@ -148,8 +150,10 @@ async def _report(app: App, values: Values) -> None:
     params = {"user": values["user"]}
     if values["reason"]:
         params["reason"] = values["reason"]
-    await app.session.call("report", params, retry=False)
-    app.show(render.info(f"Reported {values['user']}."))
+    result = await app.session.call("report", params, retry=False)
+    # A report that counted is told by the `reported` event, on every device.
+    if result.get("counted") is False:
+        app.show(render.info(f"You reported {values['user']} before; this report did not count."))
 
 
 async def _schedule(app: App, values: Values) -> None:
@@ -163,9 +167,8 @@ async def _scheduled(app: App, values: Values) -> None:
     app.model.scheduled_listed(pending)
     if not pending:
         app.show(render.info("No scheduled messages."))
-    for scheduled in pending:
-        label = await app.chat_label(scheduled["chat"])
-        app.show(render.scheduled_row(scheduled, label, app.now(), app.tz))
+    labelled = [(scheduled, await app.chat_label(scheduled["chat"])) for scheduled in pending]
+    app.show_lines(render.scheduled_rows(labelled, app.now(), app.tz))
 
 
 async def _cancel(app: App, values: Values) -> None:
@@ -217,8 +220,10 @@ async def _create(app: App, values: Values) -> None:
 
 async def _group(app: App, name: str) -> str:
     target = await app.find_chat(name)
-    if target.chat is None:
-        raise UsageError(f"@{target.user} is a person, not a group")
+    if target.chat is None or app.model.chats[target.chat].kind == "direct":
+        raise UsageError(f"{name} is a person, not a group")
+    if target.chat == GENERAL:
+        raise UsageError("general is everyone's chat: it has no owner, and nobody leaves it")
     return target.chat
 
 
@@ -228,8 +233,8 @@ async def _group(app: App, name: str) -> str:
 
 async def _invite(app: App, values: Values) -> None:
     chat = await _group(app, values["group"])
+    # Told by `chat.member_joined`, on every device of the owner.
     await app.session.call("chat.invite", {"chat": chat, "user": values["user"]}, retry=False)
-    app.show(render.info(f"Added {values['user']} to {app.model.label(chat)}."))
 
 
 async def _link(app: App, values: Values) -> None:
@@ -243,10 +248,11 @@ async def _link(app: App, values: Values) -> None:
 
 async def _join(app: App, values: Values) -> None:
     result = await app.session.call("chat.join", {"link": values["link"]}, retry=False)
+    group = render.group_label(result.get("chat", {}).get("title"))
     if result["status"] == "member":
-        app.show(render.info("You are a member of that group already."))
+        app.show(render.info(f"You are a member of {group} already."))
     else:
-        app.show(render.info("Asked to join; you will be told when the owner decides."))
+        app.show(render.info(f"Asked to join {group}; you will be told when the owner decides."))
 
 
 async def _requests(app: App, values: Values) -> None:
@@ -255,24 +261,26 @@ async def _requests(app: App, values: Values) -> None:
     label = app.model.label(chat)
     if not result["requests"]:
         app.show(render.info(f"No one is asking to join {label}."))
-    for request in result["requests"]:
-        app.show(render.request_row(request, label, app.now(), app.tz))
+    app.show_lines(render.request_rows(result["requests"], label, app.now(), app.tz))
 
 
 async def _approve(app: App, values: Values) -> None:
     chat = await _group(app, values["group"])
+    # Told by `chat.member_joined`, on every device of the owner.
     await app.session.call("chat.approve", {"chat": chat, "user": values["user"]}, retry=False)
-    app.show(render.info(f"{values['user']} is now a member of {app.model.label(chat)}."))
 
 
 async def _decline(app: App, values: Values) -> None:
     chat = await _group(app, values["group"])
+    # Told by `chat.request_declined`, on every device of the owner.
     await app.session.call("chat.decline", {"chat": chat, "user": values["user"]}, retry=False)
-    app.show(render.info(f"Declined {values['user']}'s request to join {app.model.label(chat)}."))
 
 
 async def _members(app: App, values: Values) -> None:
-    chat = await _group(app, values["group"])
+    target = await app.find_chat(values["group"])
+    if target.chat is None:
+        raise UsageError(f"No messages with @{target.user} yet: no chat to list")
+    chat = target.chat
     result = await app.session.call("chat.members", {"chat": chat})
     app.show(render.members_line(app.model.label(chat), result["owner"], result["members"]))
 
@@ -297,107 +305,166 @@ COMMANDS: Final[tuple[Command, ...]] = (
         (Arg("command", Kind.COMMAND, optional=True),),
         "List the commands, or explain one.",
         _help,
+        "/help send-file",
     ),
-    Command("chats", (), "List your chats and their unread counts.", _chats),
+    Command("chats", (), "List your chats and their unread counts.", _chats, "/chats"),
     Command(
         "open",
         (Arg("chat", Kind.CHAT),),
         "Make a chat current (general, @bob, +group), show its latest messages.",
         _open,
+        "/open @bob",
     ),
     Command(
         "dm",
         (Arg("user", Kind.USER), Arg("text", Kind.TEXT)),
         "Send a direct message without leaving the current chat.",
         _dm,
+        "/dm @bob see you at 5",
     ),
     Command(
         "history",
         (Arg("n", Kind.COUNT, optional=True),),
         f"Show the last n messages of the current chat (up to {HISTORY_MAX}).",
         _history,
+        "/history 50",
     ),
-    Command("unread", (), "Show every unread message, and mark them read.", _unread),
-    Command("devices", (), "List your devices and which are online.", _devices),
+    Command("unread", (), "Show every unread message, and mark them read.", _unread, "/unread"),
+    Command("devices", (), "List your devices and which are online.", _devices, "/devices"),
     Command(
         "comment",
         (Arg("message", Kind.MESSAGE), Arg("text", Kind.TEXT)),
         "Comment on a message: #12 in the current chat, or general#12, @bob#3, +club#2.",
         _comment,
+        "/comment #12 agreed",
     ),
     Command(
-        "comments", (Arg("message", Kind.MESSAGE),), "Show the comments on a message.", _comments
+        "comments",
+        (Arg("message", Kind.MESSAGE),),
+        "Show the comments on a message.",
+        _comments,
+        "/comments general#12",
     ),
     Command(
         "report",
         (Arg("user", Kind.USER), Arg("reason", Kind.TEXT, optional=True)),
         "Report a user for abuse; enough reports ban them for a while.",
         _report,
+        "/report @mallory spam links",
     ),
     Command(
         "schedule",
         (Arg("when", Kind.WHEN), Arg("text", Kind.TEXT)),
         "Send text to the current chat later: +10m, +2h, 14:30, 2026-11-24T14:30.",
         _schedule,
+        "/schedule +2h stand-up in 5 minutes",
     ),
-    Command("scheduled", (), "List your scheduled messages not sent yet.", _scheduled),
+    Command(
+        "scheduled", (), "List your scheduled messages not sent yet.", _scheduled, "/scheduled"
+    ),
     Command(
         "cancel",
         (Arg("id", Kind.SCHEDULED),),
         "Cancel a scheduled message (its id as /scheduled shows it).",
         _cancel,
+        "/cancel 3f9a2c",
     ),
     Command(
         "send-file",
         (Arg("path", Kind.PATH), Arg("text", Kind.TEXT, optional=True)),
         'Send a file to the current chat, with text ("quote" a path with spaces).',
         _send_file,
+        '/send-file "~/My Notes.pdf" the minutes',
     ),
     Command(
         "get",
         (Arg("file", Kind.FILE), Arg("path", Kind.PATH, optional=True)),
         "Save a message's file (#12, general#12) here or to path; never overwrites.",
         _get,
+        "/get #12 ~/Downloads/",
     ),
-    Command("create", (Arg("title", Kind.TEXT),), "Create a private group you own.", _create),
+    Command(
+        "create",
+        (Arg("title", Kind.TEXT),),
+        "Create a private group you own.",
+        _create,
+        "/create Book Club",
+    ),
     Command(
         "invite",
         (Arg("group", Kind.GROUP), Arg("user", Kind.USER)),
         "Add someone to your group at once.",
         _invite,
+        "/invite +Book_Club @bob",
     ),
     Command(
         "link",
         (Arg("group", Kind.GROUP),),
         "Make a join link for your group (the last one stops working).",
         _link,
+        "/link +Book_Club",
     ),
-    Command("join", (Arg("link", Kind.LINK),), "Ask to join a group by its link.", _join),
+    Command(
+        "join",
+        (Arg("link", Kind.LINK),),
+        "Ask to join a group by its link.",
+        _join,
+        "/join bOE1VSpqaEo5tTIQvTAP_Q",
+    ),
     Command(
         "requests",
         (Arg("group", Kind.GROUP),),
         "List who asks to join your group.",
         _requests,
+        "/requests +Book_Club",
     ),
     Command(
         "approve",
         (Arg("group", Kind.GROUP), Arg("user", Kind.USER)),
         "Let someone who asked into your group.",
         _approve,
+        "/approve +Book_Club @carol",
     ),
     Command(
         "decline",
         (Arg("group", Kind.GROUP), Arg("user", Kind.USER)),
         "Turn down someone's request to join your group.",
         _decline,
+        "/decline +Book_Club @carol",
     ),
-    Command("members", (Arg("group", Kind.GROUP),), "List a group's members.", _members),
-    Command("leave", (Arg("group", Kind.GROUP),), "Leave a group (its owner cannot).", _leave),
-    Command("logout", (), "Sign this device out (its saved token is forgotten) and quit.", _logout),
-    Command("quit", (), "Quit; this device stays signed in.", _quit),
+    Command(
+        "members",
+        (Arg("group", Kind.GROUP),),
+        "List a group's members.",
+        _members,
+        "/members +Book_Club",
+    ),
+    Command(
+        "leave",
+        (Arg("group", Kind.GROUP),),
+        "Leave a group (its owner cannot).",
+        _leave,
+        "/leave +Book_Club",
+    ),
+    Command(
+        "logout",
+        (),
+        "Sign this device out (its saved token is forgotten) and quit.",
+        _logout,
+        "/logout",
+    ),
+    Command("quit", (), "Quit; this device stays signed in.", _quit, "/quit"),
 )
 BY_NAME: Final = {command.name: command for command in COMMANDS}
 SAY: Final = Command("say", (Arg("text", Kind.TEXT),), "Send text to the current chat.", _say)
+
+
+def usage_lines(command: Command) -> list[render.Line]:
+    """``/help CMD``: the full usage, what it does, and an example."""
+    lines = [[("class:ref", command.usage), ("", "  " + command.help)]]
+    if command.example:
+        lines.append(render.info(f"For example: {command.example}"))
+    return lines
 
 
 def help_lines() -> list[render.Line]:
@@ -464,11 +531,37 @@ def _convert(arg: Arg, word: str) -> Any:
 # -- completion -----------------------------------------------------------------------
 
 
+def words_of(before_cursor: str) -> list[str]:
+    """The words typed so far, the last one being the one under the cursor (maybe
+    empty); a word begun with a quote runs to its closing quote, spaces and all."""
+    words: list[str] = []
+    rest = before_cursor
+    while True:
+        if rest[:1] in ('"', "'"):
+            end = rest.find(rest[0], 1)
+            if end < 0:
+                return [*words, rest]
+            word, rest = rest[: end + 1], rest[end + 1 :]
+            if not rest:
+                return [*words, word]
+            rest = rest[1:] if rest[0] == " " else rest
+            words.append(word)
+            continue
+        word, space, rest = rest.partition(" ")
+        if not space:
+            return [*words, word]
+        words.append(word)
+
+
+def last_word(before_cursor: str) -> str:
+    return words_of(before_cursor)[-1]
+
+
 def kind_at(before_cursor: str) -> Kind | None:
     """What the word being typed is: None for a command's name or an unknown command."""
-    words = before_cursor.split(" ")
     if not before_cursor.startswith("/") or before_cursor.startswith("//"):
         return Kind.TEXT
+    words = words_of(before_cursor)
     command = BY_NAME.get(words[0][1:].lower())
     if len(words) == 1 or command is None:
         return None
@@ -479,10 +572,27 @@ def kind_at(before_cursor: str) -> Kind | None:
     return kinds[index]
 
 
+def more_args_after(before_cursor: str) -> bool:
+    """Whether something follows the word being completed: a command's name, or an
+    argument that is not its command's last."""
+    if not before_cursor.startswith("/") or before_cursor.startswith("//"):
+        return False
+    words = words_of(before_cursor)
+    if len(words) == 1:
+        return True
+    command = BY_NAME.get(words[0][1:].lower())
+    return command is not None and len(words) - 1 < len(command.args)
+
+
+def is_quit(line: str) -> bool:
+    """``/quit``: acted on at once, never queued behind commands waiting for the server."""
+    return line.strip().lower() == "/quit"
+
+
 def complete(before_cursor: str, model: Model) -> tuple[str, list[str]]:
     """The word being typed and what it could become: commands, chats, groups, @users,
     scheduled ids (paths are the console's to complete, from the disk)."""
-    word = before_cursor.rsplit(" ", maxsplit=1)[-1]
+    word = last_word(before_cursor)
     kind = kind_at(before_cursor)
     if kind is None:
         if " " in before_cursor:

@@ -22,6 +22,7 @@ Json = dict[str, Any]
 GENERAL: Final = ChatId(GENERAL_CHAT)
 GROUP_MARK: Final = "+"  # starts every group's label: no group passes for general or @bob
 _SPACES: Final = re.compile(r"\s+")
+_QUOTED_ID: Final = re.compile(r"'([A-Za-z0-9_\-]{1,64})'")
 # What would let other people's text move the cursor, recolour or retitle the terminal,
 # or reorder what is shown: C0/C1 controls and DEL, line and paragraph separators, and
 # the bidirectional controls (U+061C, U+200E/F, U+202A-E, U+2066-9).
@@ -46,6 +47,7 @@ class Chat:
     last_seq: int = 0
     unread: int = 0
     suffix: str = ""  # set by the model when another group has the same label
+    mentions: int = 0  # of the unread: those that mention the user
 
     @classmethod
     def from_wire(cls, chat: Json) -> Chat:
@@ -56,6 +58,7 @@ class Chat:
             chat.get("read_seq", 0),
             chat.get("last_seq", 0),
             chat.get("unread", 0),
+            mentions=chat.get("mentions", 0),
         )
 
     @property
@@ -89,12 +92,18 @@ class Target:
 class Model:
     def __init__(self, me: str) -> None:
         self.me = me
+        # @me not inside a longer name: not @me2, not a@me.
+        self._mention = re.compile(
+            rf"(?<![A-Za-z0-9_.\-@])@{re.escape(me)}(?![A-Za-z0-9_\-]|\.[A-Za-z0-9_\-])",
+            re.IGNORECASE,
+        )
         self.chats: dict[ChatId, Chat] = {}
         self.current = Target(chat=GENERAL)
         self.users: set[str] = set()  # names seen, for completion
         self._shown: set[str] = set()  # ids of the messages and comments shown
         self._by_seq: dict[tuple[ChatId, int], MessageId] = {}
         self._seq_of: dict[MessageId, int] = {}
+        self._chat_of: dict[MessageId, ChatId] = {}
         self.files: dict[FileId, Json] = {}  # the files of messages seen, by id
         self._file_of: dict[MessageId, FileId] = {}
         # Pending scheduled messages seen (for completion; the server has the truth).
@@ -154,6 +163,7 @@ class Model:
         seq: int = message["seq"]
         self._by_seq[(chat_id, seq)] = message_id
         self._seq_of[message_id] = seq
+        self._chat_of[message_id] = chat_id
         if not _same_user(message["author"], self.me):
             self.users.add(message["author"])
         file: Json | None = message.get("file")
@@ -162,8 +172,13 @@ class Model:
             self._file_of[message_id] = FileId(file["id"])
         chat = self.chats.get(chat_id)
         if chat is not None and seq > chat.last_seq:
-            chat.unread += 1 if seq > chat.read_seq else 0
+            if seq > chat.read_seq:
+                chat.unread += 1
+                chat.mentions += self.mentions_me(message)
             chat.last_seq = seq
+        if chat is not None and self.is_mine(message):
+            # The server moves the author's marker: writing in a chat reads it.
+            self.read_moved(chat_id, seq)
         if message_id in self._shown:
             return False
         self._shown.add(message_id)
@@ -206,9 +221,51 @@ class Model:
         chat.last_seq = max(chat.last_seq, read_seq)
         # Expiry removes the oldest messages first, so at most these are still unread.
         chat.unread = min(chat.unread, chat.last_seq - read_seq)
+        # Which of them mention the user is not known here: none, or at most that many.
+        chat.mentions = min(chat.mentions, chat.unread) if read_seq < chat.last_seq else 0
         return True
 
     # -- questions ----------------------------------------------------------------
+
+    def is_mine(self, message: Json) -> bool:
+        return _same_user(message["author"], self.me)
+
+    def mentions_me(self, message: Json) -> bool:
+        """``@me`` in someone else's text (or in the server's ``mentions``, where given)."""
+        if self.is_mine(message):
+            return False
+        named = message.get("mentions")
+        if isinstance(named, list):
+            return any(isinstance(name, str) and _same_user(name, self.me) for name in named)
+        return self._mention.search(message.get("text") or "") is not None
+
+    def wants_attention(self, message: Json) -> bool:
+        """A mention, or a direct message from someone else: highlighted, and a bell."""
+        chat = self.chats.get(ChatId(message["chat"]))
+        direct = chat is not None and chat.kind == "direct"
+        return not self.is_mine(message) and (direct or self.mentions_me(message))
+
+    def position(self, chat_id: str) -> int | None:
+        """The chat's number in the status line (1 for general), for Alt-1..9."""
+        for number, known in enumerate(self.chats, start=1):
+            if known == chat_id:
+                return number
+        return None
+
+    def readable(self, text: str) -> str:
+        """``text`` (a server's error) with the ids it quotes named as people read them:
+        chats by label, messages by ``label#seq``."""
+
+        def name(match: re.Match[str]) -> str:
+            quoted = match.group(1)
+            if ChatId(quoted) in self.chats:
+                return self.chats[ChatId(quoted)].label
+            chat_id = self._chat_of.get(MessageId(quoted))
+            if chat_id is not None:
+                return f"{self.label(chat_id)}#{self._seq_of[MessageId(quoted)]}"
+            return match.group(0)
+
+        return _QUOTED_ID.sub(name, text)
 
     def is_known(self, chat_id: str) -> bool:
         return ChatId(chat_id) in self.chats
@@ -276,21 +333,14 @@ class Model:
     def read_up_to(self, message: Json) -> int | None:
         """The seq to mark read now that ``message`` was shown, or None.
 
-        A message shown in the current chat has been read. So has one's own message,
-        but only when nothing before it is unread: the marker covers all before it.
+        A message shown in the current chat has been read. (One's own message moved
+        the marker on the server already: ``message_seen`` followed it.)
         """
         chat = self.chats.get(ChatId(message["chat"]))
         seq: int = message["seq"]
         if chat is None or seq <= chat.read_seq:
             return None
-        if chat.id == self.current.chat:
-            return seq
-        if _same_user(message["author"], self.me) and chat.read_seq == seq - 1:
-            return seq
-        return None
-
-    def unread_elsewhere(self) -> int:
-        return sum(chat.unread for chat in self.chats.values() if chat.id != self.current.chat)
+        return seq if chat.id == self.current.chat else None
 
 
 def _same_user(a: str, b: str) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from client.errors import RpcError
-from client.model import Chat, Json, clean
+from client.model import Chat, ChatId, Json, clean
 
 __all__ = ["clean"]
 from wire import ErrorCode
@@ -35,27 +35,37 @@ def clock_time(ts: int, now: float, tz: datetime.tzinfo | None = None) -> str:
 
 
 def duration(seconds: float) -> str:
-    """A wait as a person reads it: ``45 s``, ``12 min``, ``3 h 59 min``."""
-    whole = max(1, round(seconds))
+    """A wait as a person reads it: ``45 s``, ``12 min 5 s``, ``3 h 59 min``; rounded
+    up to the unit shown, never promising too early a retry."""
+    whole = max(1, math.ceil(seconds - 0.001))  # a hair over (float error) is not a second
     if whole < 60:
         return f"{whole} s"
-    minutes = -(-whole // 60)  # rounded up: never promise a retry too early
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
+    if whole < 3600:
+        minutes, rest = divmod(whole, 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, minutes = divmod(-(-whole // 60), 60)
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
+def clock_time_at(seconds: float, now: float, tz: datetime.tzinfo | None = None) -> str:
+    """``04:45`` on the minute, ``04:45:30`` otherwise: when a wait ends, to the nearest
+    second (the reply took a moment to come: a window that ends at 04:45:00 is seen
+    from a few ms later, and must not read 04:45:01)."""
+    whole = math.floor(seconds + 0.5)
+    shown = clock_time(whole * 1000, now, tz)
+    return shown if whole % 60 == 0 else shown + f":{whole % 60:02d}"
+
+
 def size_text(size: int) -> str:
-    """``812 bytes``, ``4.2 KiB``, ``5.0 MiB``."""
+    """``812 bytes``, ``4.2 KiB``, ``5 MiB`` (no ``.0``)."""
     if size < 1024:
         return "1 byte" if size == 1 else f"{size} bytes"
     value = float(size)
-    for unit in ("KiB", "MiB"):
+    for unit in ("KiB", "MiB", "GiB"):
         value /= 1024
-        if value < 1024:
-            return f"{value:.1f} {unit}"
-    return f"{value / 1024:.1f} GiB"
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f}".removesuffix(".0") + f" {unit}"
+    raise AssertionError("unreachable")
 
 
 def short_id(scheduled_id: str) -> str:
@@ -68,14 +78,21 @@ def message_ref(label: str, seq: int) -> str:
     return f"{label}#{seq}"
 
 
-def message_line(message: Json, label: str, now: float, tz: datetime.tzinfo | None = None) -> Line:
-    """``14:02 general#12 bob: hello``; later lines of the text are indented."""
+def message_line(
+    message: Json,
+    label: str,
+    now: float,
+    tz: datetime.tzinfo | None = None,
+    marked: bool = False,
+) -> Line:
+    """``14:02 general#12 bob: hello``; later lines of the text are indented; a mention
+    or a direct message (``marked``) stands out."""
     text = clean(message["text"]).replace("\n", "\n" + _INDENT)
     line: Line = [
         ("class:time", clock_time(message["ts"], now, tz) + " "),
         ("class:ref", message_ref(label, message["seq"]) + " "),
-        ("class:author", clean(message["author"])),
-        ("", ": " + text),
+        ("class:mention" if marked else "class:author", clean(message["author"])),
+        ("class:mention" if marked else "", ": " + text),
     ]
     file = message.get("file")
     if file:
@@ -130,12 +147,15 @@ def chat_lines(chats: Iterable[Chat], current: str | None) -> list[Line]:
 
 
 def device_lines(devices: Sequence[Json], this_device: str) -> list[Line]:
+    """One row a device, its name, online or not, and which is this one, in columns."""
+    names = [clean(device.get("name") or device["device"]) for device in devices]
+    width = max(map(len, names), default=0)
     lines: list[Line] = []
-    for device in devices:
-        name = clean(device.get("name") or device["device"])
+    for name, device in zip(names, devices, strict=True):
         state = "online" if device.get("online") else "offline"
-        mine = "  (this device)" if device["device"] == this_device else ""
-        lines.append([("class:ref", name), ("class:dim", f"  {state}{mine}")])
+        if device["device"] == this_device:
+            state = f"{state:<7}  (this device)"
+        lines.append([("class:ref", name.ljust(width)), ("class:dim", f"  {state}")])
     return lines
 
 
@@ -156,18 +176,28 @@ def scheduled_line(
     return line
 
 
-def scheduled_row(scheduled: Json, label: str, now: float, tz: datetime.tzinfo | None) -> Line:
-    """One line of /scheduled: short id, when, where, what."""
-    line: Line = [
-        ("class:ref", short_id(scheduled["id"]) + "  "),
-        ("class:time", clock_time(scheduled["send_at"], now, tz) + "  "),
-        ("class:ref", clean(label) + ": "),
-        ("", clean(scheduled["text"]).replace("\n", "\n" + _INDENT)),
-    ]
-    file = scheduled.get("file")
-    if file:
-        line.append(("class:file", f" [file {clean(file['name'])}, {size_text(file['size'])}]"))
-    return line
+def scheduled_rows(
+    pending: Sequence[tuple[Json, str]], now: float, tz: datetime.tzinfo | None
+) -> list[Line]:
+    """/scheduled, each ``(scheduled, label)`` a row in columns: short id, when, where, what."""
+    times = [clock_time(scheduled["send_at"], now, tz) for scheduled, _ in pending]
+    labels = [clean(label) + ":" for _, label in pending]
+    time_width = max(map(len, times), default=0)
+    label_width = max(map(len, labels), default=0)
+    rows: list[Line] = []
+    for (scheduled, _), at, label in zip(pending, times, labels, strict=True):
+        line: Line = [
+            ("class:ref", short_id(scheduled["id"]) + "  "),
+            ("class:time", at.ljust(time_width) + "  "),
+            ("class:ref", label.ljust(label_width) + " "),
+            ("", clean(scheduled["text"]).replace("\n", "\n" + _INDENT)),
+        ]
+        file = scheduled.get("file")
+        if file:
+            name, size = clean(file["name"]), size_text(file["size"])
+            line.append(("class:file", f" [file {name}, {size}]"))
+        rows.append(line)
+    return rows
 
 
 def cancelled_line(scheduled_id: str) -> Line:
@@ -197,17 +227,65 @@ def declined_line(label: str) -> Line:
     return info(f"Your request to join {clean(label)} was declined.")
 
 
-def left_line(label: str) -> Line:
-    return info(f"You are no longer in {clean(label)}.")
+def left_line(label: str, now_in: str | None = None) -> Line:
+    """A group left; ``now_in``: where plain text goes now, when it was the open chat."""
+    where = f"; you are now in {clean(now_in)}" if now_in else ""
+    return info(f"You are no longer in {clean(label)}{where}.")
 
 
-def request_row(request: Json, label: str, now: float, tz: datetime.tzinfo | None) -> Line:
-    """One line of /requests: who asks, since when, and how to answer."""
-    user = clean(request["user"])
+def member_line(label: str, user: str, joined: bool) -> Line:
+    """``carol joined +club.`` / ``carol left +club.``: news of another member."""
+    did = "joined" if joined else "left"
+    return info(f"{clean(user)} {did} {clean(label)}.")
+
+
+def group_label(title: str | None) -> str:
+    """A group one is not in, named by its title as a label (``+Book_Club``)."""
+    return Chat(ChatId("?"), "group", title).label if title else "a group"
+
+
+def new_messages_line() -> Line:
+    """Where the unread messages of a chat begin, when it is opened."""
+    return [("class:unread", "--- new messages ---")]
+
+
+def status_line(chats: Sequence[Chat], current: str | None, connected: bool, queued: int) -> Line:
+    """The console's bottom line: each chat with its number (Alt-1..9), the open one
+    marked, unread counts (mentions and direct messages stand out), the connection."""
+    line: Line = []
+    for number, chat in enumerate(chats, start=1):
+        if chat.id != current and not chat.unread:
+            continue
+        attention = chat.mentions or (chat.kind == "direct" and chat.unread)
+        style = "class:status.current" if chat.id == current else "class:status"
+        line.append((style, f" {number}:{chat.label}"))
+        if chat.unread and chat.id != current:
+            count = f" {chat.unread}" + (f" ({chat.mentions} @)" if chat.mentions else "")
+            line.append(("class:status.attention" if attention else "class:status.unread", count))
+    if not connected:
+        waiting = f", {queued} queued" if queued else ""
+        line.append(("class:status.offline", f"  reconnecting\N{HORIZONTAL ELLIPSIS}{waiting}"))
+    elif queued:
+        line.append(("class:status", f"  {queued} queued"))
+    return line
+
+
+def request_rows(
+    requests: Sequence[Json], label: str, now: float, tz: datetime.tzinfo | None
+) -> list[Line]:
+    """/requests in columns: who asks, since when, and how to answer."""
+    users = [clean(request["user"]) for request in requests]
+    times = [clock_time(request["ts"], now, tz) for request in requests]
+    user_width = max(map(len, users), default=0)
+    time_width = max(map(len, times), default=0)
+    label = clean(label)
     return [
-        ("class:author", user),
-        ("class:time", f"  asked {clock_time(request['ts'], now, tz)}  "),
-        ("class:dim", f"/approve {clean(label)} @{user} or /decline {clean(label)} @{user}"),
+        [
+            ("class:author", user.ljust(user_width)),
+            ("class:time", f"  asked {at.ljust(time_width)}  "),
+            ("class:dim", f"/approve {label} @{user} or /decline {label} @{user}"),
+        ]
+        for user, at in zip(users, times, strict=True)
     ]
 
 
@@ -245,15 +323,15 @@ def error_text(error: RpcError, now: float, tz: datetime.tzinfo | None = None) -
     code = error.error_code
     if code is ErrorCode.RATE_LIMITED and "retry_after" in data:
         wait: float = data["retry_after"]
-        # Rounded up to the minute shown, like the duration: never too early.
-        at = clock_time(math.ceil((now + wait) / 60) * 60_000, now, tz)
+        # To the second, rounded up like the duration: never too early.
+        at = clock_time_at(now + wait, now, tz)
         return f"Rate limited: try again in {duration(wait)} (at {at})."
     if code is ErrorCode.BANNED and "until" in data:
         until: int = data["until"]
         left = duration(until / 1000 - now)
         return f"You are banned until {clock_time(until, now, tz)} ({left} from now)."
     if code is ErrorCode.TOO_LARGE and "max" in data:
-        return f"Too large: the server takes at most {data['max']} bytes."
+        return f"Too large: the server takes at most {size_text(data['max'])}."
     if code is ErrorCode.METHOD_NOT_FOUND:
         return f"This server does not support {error.method or 'that'}."
     if code is ErrorCode.INTERNAL_ERROR:

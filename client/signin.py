@@ -14,7 +14,7 @@ from client.connection import Session
 from client.errors import RpcError, SignInFailed
 from client.model import Json
 from client.tokens import TokenStore
-from wire import ErrorCode
+from wire import PASSWORD_MAX, PASSWORD_MIN, ErrorCode
 
 
 class Prompter(Protocol):
@@ -54,37 +54,76 @@ async def sign_in(
                 raise
             tokens.forget(device.server, device.user, device.name)
             notice(f"This device was signed out of {device.server}; signing in again.")
-    if password is None:
-        password = await prompter.ask_password(f"Password for {device.user}: ")
-    if not password:
-        raise SignInFailed("No password: set MESSENGER_PASSWORD, or run in a terminal to type it")
+    # A password typed at a prompt may be typed again; one from the environment may not.
+    asking = password is None
+    while True:
+        if asking:
+            password = await prompter.ask_password(f"Password for {device.user}: ")
+        if not password:
+            raise SignInFailed(
+                "No password: set MESSENGER_PASSWORD, or run in a terminal to type it"
+            )
+        result = await _sign_in_once(
+            session, device, prompter, notice, password, register=register, again=asking
+        )
+        if result is not None:
+            tokens.save(device.server, device.user, device.name, result["token"])
+            return result
+        if not asking:
+            raise SignInFailed(
+                f"Wrong password for {device.user}, or no such user (--register creates it)"
+            )
+
+
+async def _sign_in_once(
+    session: Session,
+    device: Device,
+    prompter: Prompter,
+    notice: Callable[[str], None],
+    password: str,
+    *,
+    register: bool,
+    again: bool,
+) -> Json | None:
+    """The ``login`` result, or None (said why through ``notice`` when ``again``:
+    another password may be typed) to ask again."""
     login = {"user": device.user, "password": password, "device_name": device.name}
+    # No user has such a password, nor may have one: not worth asking the server.
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        complaint = (
+            f"Expected a password of {PASSWORD_MIN} to {PASSWORD_MAX} characters, "
+            f"but it has {len(password)}."
+        )
+        if not again:
+            raise SignInFailed(complaint)
+        notice(complaint)
+        return None
     if register:
         await _register(session, device.user, password)
     try:
-        result = await session.login(login)
+        return await session.login(login)
     except RpcError as exc:
         if exc.code not in (ErrorCode.UNAUTHENTICATED, ErrorCode.NOT_FOUND):
             raise
         if register:
             raise SignInFailed(f"Wrong password for {device.user}: the name is taken") from exc
-        if not await prompter.confirm(
-            f"Wrong password, or no user {device.user} on {device.server}. Register {device.user}?"
-        ):
-            raise SignInFailed(
-                f"Wrong password for {device.user}, or no such user (--register creates it)"
-            ) from exc
-        if await prompter.ask_password("The same password again: ") != password:
-            raise SignInFailed("The passwords differ; nothing was registered") from exc
-        await _register(session, device.user, password)
-        try:
-            result = await session.login(login)
-        except RpcError as again:
-            if again.code != ErrorCode.UNAUTHENTICATED:
-                raise
-            raise SignInFailed(f"Wrong password for {device.user}: the name is taken") from again
-    tokens.save(device.server, device.user, device.name, result["token"])
-    return result
+    if not await prompter.confirm(
+        f"Wrong password, or no user {device.user} on {device.server}. Register {device.user}?"
+    ):
+        if again:
+            notice("Then the password again (Ctrl-D gives up).")
+        return None
+    if await prompter.ask_password("The same password again: ") != password:
+        notice("The passwords differ; nothing was registered. Again:")
+        return None
+    await _register(session, device.user, password)
+    try:
+        return await session.login(login)
+    except RpcError as exc:
+        if exc.code != ErrorCode.UNAUTHENTICATED:
+            raise
+        notice(f"The name {device.user} is taken, and that is not its password.")
+        return None
 
 
 async def _register(session: Session, user: str, password: str) -> None:

@@ -16,16 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from client.settings import config_home
 from wire import decode, encode
 
 log = logging.getLogger("messenger.client")
 
 
 def default_path() -> Path:
-    config_home = os.environ.get("XDG_CONFIG_HOME", "")
-    # The spec says a relative XDG_CONFIG_HOME is invalid and must be ignored.
-    base = Path(config_home) if os.path.isabs(config_home) else Path.home() / ".config"
-    return base / "messenger" / "tokens.json"
+    return config_home() / "messenger" / "tokens.json"
 
 
 class TokenStore:

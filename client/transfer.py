@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import IO, Final, Protocol
 
 from client.connection import Session
-from client.errors import ClientError, ConnectionLost, UsageError
+from client.errors import ClientError, ConnectionLost, RpcError, UsageError
 from client.model import Json
+from client.render import size_text
+from wire import ErrorCode
 
 # Room for " (999)" and a little more within the common 255-byte name limit.
 NAME_BYTES_MAX: Final = 240
@@ -62,7 +64,16 @@ async def upload(session: Session, where: str, progress: ProgressFactory) -> Jso
     if content_type is not None:
         params["content_type"] = content_type
     # Not repeated on a reconnection: chunks are appended, a repeat could double one.
-    begun = await session.call("upload.begin", params, retry=False)
+    try:
+        begun = await session.call("upload.begin", params, retry=False)
+    except RpcError as exc:
+        limit = exc.data.get("max") if isinstance(exc.data, dict) else None
+        if exc.error_code is not ErrorCode.TOO_LARGE or not isinstance(limit, int):
+            raise
+        raise TransferFailed(
+            f"Too large: {path.name} is {size_text(size)}; the server takes at most "
+            f"{size_text(limit)}"
+        ) from exc
     upload_id, chunk_size = begun["upload"], max(1, int(begun["chunk_size"]))
     digest = hashlib.sha256()
     bar = progress(f"Sending {path.name}", size)

@@ -10,8 +10,9 @@ import fcntl
 import gc
 import logging
 import os
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +27,11 @@ from server.extras import ExtraMethods
 from server.files import FileMethods
 from server.groups import GroupMethods
 from server.hub import Hub, Recent
-from server.log import COMPACTING_SUFFIX, EventLog, LogCorrupted, read_records
+from server.log import COMPACTING_SUFFIX, EventLog, LogCorrupted
 from server.metrics import Metrics
 from server.rpc import Dispatcher
 from server.service import Clock, Service, encode_event, system_clock
+from server.store import EventStore, Record
 from server.transport import Transport
 
 logger = logging.getLogger("messenger.server")
@@ -58,10 +60,17 @@ class Running:
         return f"ws://{self.host}:{self.port}/"
 
 
-def replay(path: Path, state: State, window: int, now: int | None = None) -> tuple[Recent, int]:
-    """Fold the log at ``path`` into ``state``; the recent events for resume, and
-    how many records were read. With ``now``, messages expired by then are dropped
-    before the recent events are rebuilt."""
+async def replay(
+    chunks: AsyncIterator[list[Record]],
+    state: State,
+    window: int,
+    now: int | None = None,
+    source: str = "the log",
+) -> tuple[Recent, int]:
+    """Fold the records of ``chunks`` (``EventStore.records``) into ``state``; the
+    recent events for resume, and how many records after the snapshot were read.
+    With ``now``, messages expired by then are dropped before the recent events
+    are rebuilt."""
     tail: collections.deque[Event] = collections.deque(maxlen=max(window, 0))
     count = 0
     # The fold makes millions of objects that all stay (the state) and no garbage
@@ -71,23 +80,26 @@ def replay(path: Path, state: State, window: int, now: int | None = None) -> tup
     gc.disable()
     try:
         fold = state.fold
-        for record in read_records(path):
-            cursor = record.pop("c", None)
-            try:
-                event = from_record(record)
-            except (TypeError, ValueError, KeyError) as error:
-                raise LogCorrupted(
-                    f"{path}: record {count + 1} after the snapshot is not an event: {error}"
-                ) from None
-            if cursor is None:  # a snapshot's event, at the head of a compacted log
+        async for chunk in chunks:
+            for record in chunk:
+                cursor = record.pop("c", None)
+                try:
+                    event = from_record(record)
+                except (TypeError, ValueError, KeyError) as error:
+                    raise LogCorrupted(
+                        f"{source}: record {count + 1} after the snapshot is not an event: {error}"
+                    ) from None
+                if cursor is None:  # a snapshot's event, at the head of a compacted log
+                    fold(event)
+                    continue
+                if cursor != state.cursor + 1:
+                    raise LogCorrupted(
+                        f"{source}: expected cursor {state.cursor + 1}, but got {cursor}"
+                    )
                 fold(event)
-                continue
-            if cursor != state.cursor + 1:
-                raise LogCorrupted(f"{path}: expected cursor {state.cursor + 1}, but got {cursor}")
-            fold(event)
-            state.cursor = cursor
-            tail.append(event)
-            count += 1
+                state.cursor = cursor
+                tail.append(event)
+                count += 1
     finally:
         if collecting:
             gc.enable()
@@ -98,9 +110,7 @@ def replay(path: Path, state: State, window: int, now: int | None = None) -> tup
     recent = Recent(window, state.cursor - len(tail))
     first = state.cursor - len(tail) + 1
     for cursor, event in enumerate(tail, start=first):
-        told = views.notification(state, event)
-        if told is not None:
-            audience, method, params = told
+        for audience, method, params in views.notifications(state, event):
             frame = encode_event(method, params, cursor)
             recent.add(cursor, audience, frame, views.told_until(state, event))
     return recent, count
@@ -116,33 +126,45 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
     state_dir = config.state_dir
     async with contextlib.AsyncExitStack() as started:
         state_dir.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        started.callback(os.close, lock_fd)  # closing the file releases the lock
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StateDirBusy(f"{state_dir} is in use by another server") from None
         began = time.perf_counter()
-        aside = (state_dir / LOG_FILE).with_name(LOG_FILE + COMPACTING_SUFFIX)
-        if aside.exists():  # a compaction that did not finish: the log itself is whole
-            logger.warning("removing %s left by an unfinished compaction", aside)
-            aside.unlink()
         state = State(config.history_size, config.rate_period * 1000)
-        recent, count = replay(state_dir / LOG_FILE, state, config.resume_window, clock())
+        node = None
+        if config.cluster:
+            # Imported here: nats-py is needed (and installed) only for a cluster.
+            from server import cluster, jetstream  # noqa: PLC0415
+
+            name = config.node_name or f"{socket.gethostname()}:{os.getpid()}"
+            shared = await jetstream.connect(
+                list(config.cluster), config.cluster_name, config.lease_ttl, name
+            )
+            started.push_async_callback(shared.close)
+            cluster_store = jetstream.JetStreamStore(shared)
+            store: EventStore = cluster_store
+            source = f"stream {shared.names.stream}"
+        else:
+            _lock(state_dir, started)
+            aside = (state_dir / LOG_FILE).with_name(LOG_FILE + COMPACTING_SUFFIX)
+            if aside.exists():  # a compaction that did not finish: the log itself is whole
+                logger.warning("removing %s left by an unfinished compaction", aside)
+                aside.unlink()
+            log = EventLog(state_dir / LOG_FILE, config.fsync, config.batch_interval)
+            store = log
+            source = str(state_dir / LOG_FILE)
+        recent, count = await replay(store.records(), state, config.resume_window, clock(), source)
         logger.info(
             "replayed %d events from %s in %.2f s: %d users, %d chats, %d messages",
             count,
-            state_dir / LOG_FILE,
+            source,
             time.perf_counter() - began,
             len(state.users),
             len(state.chats),
             len(state.messages),
         )
-        log = EventLog(state_dir / LOG_FILE, config.fsync, config.batch_interval)
-        log.open()
-        started.push_async_callback(_close_log, log)
+        if not config.cluster:
+            log.open()
+        started.push_async_callback(_close_store, store)
         hub = Hub(config.send_buffer_limit, recent, state.cursor, clock)
-        service = Service(config, state, log, hub, clock)
+        service = Service(config, state, store, hub, clock)
         files = FileMethods(service, state_dir)
         started.callback(files.close)
         for methods in (ExtraMethods(service), GroupMethods(service), files):
@@ -150,27 +172,49 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         dispatcher = Dispatcher(
             service.registry,
             lambda session: session.user is not None,
-            log.barrier,
+            store.barrier,
             config.frame_limit,
         )
+        health: Callable[[], tuple[bool, str]] = _healthy
+        if config.cluster:
+            files.blobs = jetstream.ObjectBlobs(shared, files.stored)
+            node = cluster.ClusterNode(
+                shared,
+                cluster_store,
+                service,
+                dispatcher,
+                node=name,
+                lease_ttl=config.lease_ttl,
+                forward_timeout=config.forward_timeout,
+            )
+            health = node.health
         openrpc = orjson.dumps(service.registry.openrpc())
         metrics = Metrics()
-        metrics.watch_log(log)
+        if not config.cluster:
+            metrics.watch_log(log)
+
+        def healthz() -> tuple[int, str, bytes]:
+            healthy, said = health()
+            return (200 if healthy else 503), "text/plain; charset=utf-8", said.encode()
+
         transport = Transport(
             config,
             hub,
             dispatcher,
             {
-                "/healthz": lambda: ("text/plain; charset=utf-8", b"ok"),
-                "/openrpc.json": lambda: ("application/json", openrpc),
+                "/healthz": healthz,
+                "/openrpc.json": lambda: (200, "application/json", openrpc),
             },
             files,
             metrics=metrics,
         )
-        if count:  # start time tracks live state, not history
+        if count and not config.cluster:  # start time tracks live state, not history
             await service.compact()
         service.start()
         started.push_async_callback(service.stop)
+        if node is not None:
+            await node.start()
+            started.push_async_callback(node.stop)
         server = await transport.start()
         started.push_async_callback(transport.stop)
         host, port = server.sockets[0].getsockname()[:2]
@@ -178,6 +222,20 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         yield Running(host, port, service)
 
 
-async def _close_log(log: EventLog) -> None:
-    await log.close()
-    logger.info("stopped; %d events written this run", log.appended)
+def _healthy() -> tuple[bool, str]:
+    return True, "ok"
+
+
+def _lock(state_dir: Path, started: contextlib.AsyncExitStack) -> None:
+    """Only one server may use a state directory (its log)."""
+    lock_fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    started.callback(os.close, lock_fd)  # closing the file releases the lock
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise StateDirBusy(f"{state_dir} is in use by another server") from None
+
+
+async def _close_store(store: EventStore) -> None:
+    await store.close()
+    logger.info("stopped; %d events written this run", store.appended)

@@ -7,6 +7,7 @@ import asyncio
 import ctypes
 import gc
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from pathlib import Path
 from server.admission import FD_RESERVE, addresses, default_max_connections, raise_fd_limit
 from server.app import LOG_FILE, StateDirBusy, run_server
 from server.config import Config, FsyncPolicy
-from server.log import LogCorrupted, LogFailed, last_record_offset
+from server.log import LogCorrupted, last_record_offset
+from server.store import StoreFailed
 from wire import DEFAULT_HOST, DEFAULT_PORT
 
 logger = logging.getLogger("messenger.server")
@@ -79,6 +81,29 @@ def parse_args(argv: list[str] | None = None) -> Config:
         metavar="ADDRESS",
         help="a proxy whose X-Forwarded-For names the client (repeatable)",
     )
+    cluster = parser.add_argument_group(
+        "cluster", "several servers as one, on a shared NATS JetStream (protocol.md, Cluster)"
+    )
+    cluster.add_argument(
+        "--cluster",
+        metavar="nats://HOST:PORT[,...]",
+        default="",
+        help="join the cluster whose state lives in these NATS servers' JetStream",
+    )
+    cluster.add_argument(
+        "--cluster-name",
+        type=_cluster_name,
+        default=defaults.cluster_name,
+        help="the stream, buckets and subjects' prefix (default %(default)s)",
+    )
+    cluster.add_argument("--node-name", default="", help="this node's name (default host:pid)")
+    cluster.add_argument(
+        "--lease-ttl",
+        type=_positive_seconds,
+        default=defaults.lease_ttl,
+        help="seconds before another node takes over from a writer that stopped "
+        "renewing its lease (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -99,6 +124,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
         max_connections=args.max_connections,
         max_connections_per_address=args.max_connections_per_address,
         trusted_proxies=frozenset(args.trusted_proxy),
+        cluster=tuple(url.strip() for url in args.cluster.split(",") if url.strip()),
+        cluster_name=args.cluster_name,
+        node_name=args.node_name,
+        lease_ttl=args.lease_ttl,
     )
 
 
@@ -124,6 +153,12 @@ def _address(text: str) -> str:
         return next(iter(addresses([text])))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _cluster_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+        raise argparse.ArgumentTypeError(f"expected 1-64 of A-Z a-z 0-9 _ -, but got {text!r}")
+    return text
 
 
 def _non_negative(text: str) -> int:
@@ -220,6 +255,6 @@ def main(argv: list[str] | None = None) -> None:
             message += f" (the record at byte offset {at})"
         logger.error("cannot run: %s", message)
         sys.exit(1)
-    except (StateDirBusy, LogFailed, OSError) as error:
+    except (StateDirBusy, OSError, StoreFailed) as error:
         logger.error("cannot run: %s", error)
         sys.exit(1)

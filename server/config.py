@@ -49,3 +49,9 @@ class Config:
     max_downloads: int = 64  # GET /files/{id} streaming at once; more get HTTP 503
     stall_timeout: float = 60.0  # a download whose reader took nothing for this long is cut
     occasional_interval: float = 60.0  # shortest gap between repeats of a flood warning
+    # Cluster mode (protocol-contract.md v2, "Cluster"): the shared log in NATS JetStream.
+    cluster: tuple[str, ...] = ()  # NATS server URLs; empty = the local file log
+    cluster_name: str = "messenger"  # prefix of the stream, buckets and subjects
+    node_name: str = ""  # this node's name in logs and the writer lease; "" = host:pid
+    lease_ttl: float = 3.0  # seconds a writer's lease lasts unless renewed
+    forward_timeout: float = 5.0  # seconds a follower waits for the writer's answer

@@ -82,5 +82,15 @@ class Conflict(MessengerError):
     code = ErrorCode.CONFLICT
 
 
+class Unavailable(MessengerError):
+    """Cluster mode: the shared log cannot be written now (protocol-contract.md v2)."""
+
+    code = ErrorCode.UNAVAILABLE
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message, {"retry_after": round(retry_after, 3)})
+        self.retry_after = retry_after
+
+
 class InternalError(MessengerError):
     code = ErrorCode.INTERNAL_ERROR

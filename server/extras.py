@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from server.domain import rules, views
 from server.domain.model import CommentId, user_key
+from server.domain.state import State
 from server.errors import NotFound
 from server.hub import Session
 from server.rpc import Doc, Length, Range, rpc_method
@@ -22,7 +23,10 @@ MessageParam = Annotated[str, Length(1, 64), Doc("a message id")]
 class ExtraMethods:
     def __init__(self, service: Service) -> None:
         self.service = service
-        self.state = service.state
+
+    @property
+    def state(self) -> State:
+        return self.service.state  # replaced when a cluster node re-reads the log
 
     @rpc_method("comment")
     async def comment(
@@ -116,4 +120,4 @@ class ExtraMethods:
         if len(events) > 1:
             banned = self.state.users[user_key(user)]
             logger.info("user %s banned until %d", banned.name, banned.banned_until)
-        return {}
+        return {"counted": bool(events)}

@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Final
 
 from server.auth import token_hash
+from server.blobs import Blobs, LocalBlobs
 from server.domain import rules, views
 from server.domain.events import FileDropped, FileUploaded
 from server.domain.model import FileId, StoredFile, UserKey, user_key
+from server.domain.state import State
 from server.errors import Forbidden, InvalidParams, NotFound, TooLarge
 from server.hub import Session
 from server.log import fsync_directory
@@ -72,7 +74,6 @@ class Upload:
 class FileMethods:
     def __init__(self, service: Service, state_dir: Path) -> None:
         self.service = service
-        self.state = service.state
         self.config = service.config
         self.stored = state_dir / "files"
         self.incoming = state_dir / "uploads"
@@ -87,8 +88,14 @@ class FileMethods:
             1, thread_name_prefix="messenger-files"
         )
         self.storing: collections.Counter[str] = collections.Counter()  # digests on their way
+        self.blobs: Blobs = LocalBlobs()  # a cluster node's Object Store, set by app
+        self.removing: set[asyncio.Task[None]] = set()
         service.housekeeping_hooks.append(self.drop_idle_uploads)
         service.housekeeping_hooks.append(self.drop_unused_files)
+
+    @property
+    def state(self) -> State:
+        return self.service.state  # replaced when a cluster node re-reads the log
 
     # -- uploads -------------------------------------------------------------------
 
@@ -165,6 +172,7 @@ class FileMethods:
             try:
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(self.blob_io, _store, current.path, self.stored / sha256)
+                await self.blobs.publish(sha256)
                 event = FileUploaded(
                     FileId("f" + secrets.token_hex(8)),
                     current.name,
@@ -213,6 +221,8 @@ class FileMethods:
     def drop_unused_files(self) -> None:
         """Forget the files no live or pending message carries, once a message lifetime
         (at least an hour) has passed since their upload; then delete their bytes."""
+        if not self.service.writing:  # the writer drops them, for the whole cluster
+            return
         now = self.service.clock()
         unused = self.state.unused_files(now, max(self.config.message_ttl, 3600) * 1000)
         if not unused:
@@ -229,6 +239,9 @@ class FileMethods:
             for sha256 in digests - kept - set(self.storing):
                 remove = functools.partial((self.stored / sha256).unlink, missing_ok=True)
                 loop.run_in_executor(self.blob_io, remove)
+                removing = loop.create_task(self.blobs.remove(sha256))
+                self.removing.add(removing)
+                removing.add_done_callback(self.removing.discard)
 
         durable.add_done_callback(delete)
 
@@ -260,6 +273,7 @@ class FileMethods:
         if offset > stored.size:
             raise InvalidParams(f"Expected an offset of at most {stored.size}, but got {offset}")
         length = min(length or self.config.upload_chunk_size, self.config.upload_chunk_size)
+        await self.blobs.fetch(stored.sha256)
         raw = await self.service.off_loop(_read, self.stored / stored.sha256, offset, length)
         return {
             "data": base64.b64encode(raw).decode(),
@@ -268,7 +282,9 @@ class FileMethods:
             "eof": offset + len(raw) >= stored.size,
         }
 
-    def http_file(self, file_id: str, authorization: str | None) -> tuple[StoredFile, Path] | None:
+    async def http_file(
+        self, file_id: str, authorization: str | None
+    ) -> tuple[StoredFile, Path] | None:
         """``GET /files/{id}``: the file and where its bytes are, for a valid bearer
         token that may see it (the transport streams it)."""
         scheme, _, token = (authorization or "").partition(" ")
@@ -280,6 +296,7 @@ class FileMethods:
         self.state.expire(self.service.clock())
         try:
             stored = rules.find_file(self.state, self.state.users[user_key(device.user)], file_id)
+            await self.blobs.fetch(stored.sha256)
         except NotFound:
             return None
         return stored, self.stored / stored.sha256

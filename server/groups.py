@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from server.auth import token_hash
 from server.domain import rules, views
 from server.domain.model import ChatId, user_key
+from server.domain.state import State
 from server.hub import Session
 from server.rpc import Doc, Length, rpc_method
 from server.service import ChatParam, Service, UserParam
@@ -17,7 +18,10 @@ from server.service import ChatParam, Service, UserParam
 class GroupMethods:
     def __init__(self, service: Service) -> None:
         self.service = service
-        self.state = service.state
+
+    @property
+    def state(self) -> State:
+        return self.service.state  # replaced when a cluster node re-reads the log
 
     @rpc_method("chat.create")
     async def create(

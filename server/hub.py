@@ -151,6 +151,10 @@ class Hub:
                 targets.extend(self.by_user.get(key, ()))
             self.deliver(targets, frame)
 
+    def advance(self, cursor: int) -> None:
+        """Every event up to ``cursor`` is durable and told (some concern nobody)."""
+        self.published = max(self.published, cursor)
+
     def deliver(self, targets: list[Session], frame: bytes) -> None:
         limit = self.send_buffer_limit
         self.fanout_bytes += len(frame) * len(targets)

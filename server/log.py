@@ -24,13 +24,14 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from server.config import FsyncPolicy
+from server.store import Record, StoreFailed, in_chunks
 
 logger = logging.getLogger("messenger.server.log")
 
@@ -45,7 +46,7 @@ class LogCorrupted(Exception):
     """A record in the middle of the log is damaged; replaying past it would lie."""
 
 
-class LogFailed(Exception):
+class LogFailed(StoreFailed):
     """A write or fsync failed: memory is ahead of the disk and must not be trusted."""
 
 
@@ -195,6 +196,13 @@ class EventLog:
             self._syncer = asyncio.get_running_loop().create_task(
                 self._sync_periodically(), name="messenger-log-syncer"
             )
+
+    def records(self) -> AsyncIterator[list[Record]]:
+        """``store.EventStore.records``: read before ``open`` (a torn tail is cut)."""
+        return in_chunks(read_records(self.path))
+
+    def wants_compaction(self, threshold: int) -> bool:
+        return self.size > max(threshold, 2 * self.compacted_size)
 
     def _open_file(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

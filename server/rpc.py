@@ -30,7 +30,7 @@ from server.errors import (
     TooLarge,
     Unauthenticated,
 )
-from server.log import LogFailed
+from server.store import StoreFailed
 
 MAX_BATCH: Final = 100  # requests in one batch: bounds the work and memory of one frame
 MAX_CONTAINERS: Final = 4096  # arrays and objects in one frame (a full batch needs 200)
@@ -344,6 +344,12 @@ class Dispatcher:
         self.reply_limit = reply_limit  # bytes of a reply frame
         # Told of every request answered: its method (if a string) and error code.
         self.on_answer: Callable[[str | None, int | None], None] | None = None
+        # Cluster mode: a request that ``forwards`` names is answered by the writer
+        # node through ``forward`` (server/cluster.py), as it would answer it itself.
+        self.forward: Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any] | None]] | None = (
+            None
+        )
+        self.forwards: Callable[[str], bool] = lambda name: False
 
     def parse(self, frame: str | bytes) -> Any:
         if isinstance(frame, str) and _too_many_containers(frame):
@@ -460,6 +466,9 @@ class Dispatcher:
                 raise MethodNotFound(f"No method {quote(name)}")
             if not method.anonymous and not self.logged_in(session):
                 raise Unauthenticated(f"Log in before calling {name!r}")
+            if self.forward is not None and self.forwards(name):
+                method.bind(params)  # a request the writer would refuse is refused here
+                return await self.forward(session, request)
             try:
                 result = await method.handler(session, **method.bind(params))
             finally:
@@ -476,7 +485,7 @@ class Dispatcher:
         except Exception as error:
             # The log said once, in one line, that it cannot write (a full disk): every
             # request after it fails the same way, and none of them is a bug.
-            if not isinstance(error, LogFailed):
+            if not isinstance(error, StoreFailed):
                 logger.exception("method %r failed", request.get("method"))
             internal = InternalError("Internal error")
             return None if notification else _reply_error(request_id, internal)

@@ -22,7 +22,13 @@ from server import __version__
 from server.auth import LoginThrottle, hash_password, new_token, token_hash, verify_password
 from server.config import Config
 from server.domain import rules, views
-from server.domain.events import Event, MessagePosted, MessageScheduled, to_record
+from server.domain.events import (
+    DeviceRevoked,
+    Event,
+    MessagePosted,
+    MessageScheduled,
+    to_record,
+)
 from server.domain.model import (
     Chat,
     ChatId,
@@ -38,8 +44,8 @@ from server.domain.snapshot import snapshot
 from server.domain.state import State
 from server.errors import InvalidParams, NotFound, RateLimited, Unauthenticated
 from server.hub import Hub, Session
-from server.log import EventLog
 from server.rpc import Doc, Length, Pattern, Range, Registry, rpc_method
+from server.store import EventStore
 from wire import (
     DEVICE_NAME_MAX,
     HISTORY_MAX,
@@ -83,7 +89,7 @@ def encode_event(method: str, params: dict[str, Any], cursor: int) -> bytes:
 
 class Service:
     def __init__(
-        self, config: Config, state: State, log: EventLog, hub: Hub, clock: Clock = system_clock
+        self, config: Config, state: State, log: EventStore, hub: Hub, clock: Clock = system_clock
     ) -> None:
         self.config = config
         self.state = state
@@ -99,6 +105,10 @@ class Service:
         self._compacted_at = clock()
         self._housekeeping: asyncio.Task[None] | None = None
         self.housekeeping_hooks: list[Callable[[], None]] = []
+        # Cluster mode (server/cluster.py): a follower neither decides nor runs the
+        # jobs that must run once; what it records goes to the writer instead.
+        self.writing = True
+        self.forward: Callable[[list[Event]], asyncio.Future[None]] | None = None
 
     # -- the one way state changes -----------------------------------------------
 
@@ -110,29 +120,58 @@ class Service:
         is told only after the disk has it, in cursor order (the log's futures
         complete in order, and so do their callbacks).
         """
+        if self.forward is not None:
+            return self.forward(events)
         told: list[tuple[int, views.Audience, bytes, int | None]] = []
         records = []
         for event in events:
             cursor = self.state.apply(event)
+            self._react(event)
             record = to_record(event)
             record["c"] = cursor
             records.append(record)
-            notification = views.notification(self.state, event)
-            if notification is not None:
-                audience, method, params = notification
+            for audience, method, params in views.notifications(self.state, event):
                 frame = encode_event(method, params, cursor)
                 told.append((cursor, audience, frame, views.told_until(self.state, event)))
         durable = self.log.append(records)
         if any(isinstance(event, MessageScheduled) for event in events):
             self.arm_schedule()
 
+        last = self.state.cursor
+
         def publish(_: asyncio.Future[None]) -> None:
             if not durable.cancelled() and durable.exception() is None:
                 for cursor, audience, frame, expires_at in told:
                     self.hub.publish(cursor, audience, frame, expires_at)
+                self.hub.advance(last)
 
         durable.add_done_callback(publish)
         return durable
+
+    def told(self, event: Event) -> None:
+        """Fold an event that is durable already (a follower's, from the shared log)
+        and tell everyone concerned at once."""
+        cursor = self.state.apply(event)
+        self._react(event)
+        notification = views.notification(self.state, event)
+        if notification is not None:
+            audience, method, params = notification
+            frame = encode_event(method, params, cursor)
+            self.hub.publish(cursor, audience, frame, views.told_until(self.state, event))
+        self.hub.advance(cursor)
+
+    def _react(self, event: Event) -> None:
+        """What an event does to this node's connections, whichever node decided it:
+        a revoked device is disconnected wherever it is connected."""
+        if isinstance(event, DeviceRevoked):
+            for session in list(self.hub.sessions_of(user_key(event.user))):
+                if session.device == event.device:
+                    self.hub.detach(session)
+                    session.peer.close(1008, "device logged out")
+                    session.user = session.key = session.device = None
+
+    def new_state(self) -> State:
+        return State(self.config.history_size, self.config.rate_period * 1000)
 
     async def commit(self, events: list[Event]) -> None:
         """``record``, and wait until it is durable (and told)."""
@@ -150,9 +189,13 @@ class Service:
             self._keep_house(), name="messenger-housekeeping"
         )
 
-    async def stop(self) -> None:
+    def disarm_schedule(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
+
+    async def stop(self) -> None:
+        self.disarm_schedule()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -160,10 +203,8 @@ class Service:
 
     def arm_schedule(self) -> None:
         """One timer for all pending messages: it wakes for the earliest."""
-        due = self.state.next_due()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.disarm_schedule()
+        due = self.state.next_due() if self.writing else None
         if due is None:
             return
         delay = max(0.0, (due - self.clock()) / 1000)
@@ -196,7 +237,9 @@ class Service:
                 self.state.expire(now)
                 for hook in self.housekeeping_hooks:
                     hook()
-                if self.log.size > max(self.config.compact_bytes, 2 * self.log.compacted_size):
+                if not self.writing:  # the jobs below run once, on the writer
+                    continue
+                if self.log.wants_compaction(self.config.compact_bytes):
                     await self.compact()
                 elif (
                     self.state.expired_since_snapshot
@@ -209,19 +252,12 @@ class Service:
 
     async def compact(self) -> None:
         """Rewrite the log as a snapshot of the live state (expired messages dropped)."""
-        before = self.log.size
         self.state.expire(self.clock())
         head = [to_record(event) for event in snapshot(self.state)]
         self.state.expired_since_snapshot = 0
         self._compacted_at = self.clock()
         await self.log.compact(head)
-        logger.info(
-            "compacted %s: %d bytes -> %d bytes (%d records)",
-            self.log.path,
-            before,
-            self.log.size,
-            len(head),
-        )
+        logger.info("compacted the log to a snapshot of %d records", len(head))
 
     def _message_id(self) -> MessageId:
         return MessageId(secrets.token_hex(8))
@@ -315,16 +351,12 @@ class Service:
         """Revoke this device's token; every connection of this device is logged out."""
         account = self.account(session)
         device = self.device(session)
-        # The device is gone from the state at once: so are its connections, before
-        # anything else they sent is decided as that device.
-        durable = self.record([rules.revoke_device(device, self.clock())])
-        for other in list(self.hub.sessions_of(user_key(account.name))):
-            if other.device == device.id:
-                self.hub.detach(other)
-                if other is not session:
-                    other.peer.close(1008, "device logged out")
-                other.user = other.key = other.device = None
-        await asyncio.shield(durable)
+        # This connection stays open for its reply; the device's others are closed
+        # when the revocation is folded (``_react``), on every node, before anything
+        # else they sent is decided as that device.
+        self.hub.detach(session)
+        session.user = session.key = session.device = None
+        await asyncio.shield(self.record([rules.revoke_device(device, self.clock())]))
         logger.info("user %s logged out device %s", account.name, device.id)
         return {}
 
@@ -341,7 +373,8 @@ class Service:
         account = self.account(session)
         key = user_key(account.name)
         online = self.hub.online_devices(key)
-        self.state.expire(self.clock())
+        now = self.clock()
+        self.state.expire(now)
         chats = [
             views.chat_view(self.state, self.state.chats[chat_id], key) for chat_id in account.chats
         ]
@@ -353,6 +386,7 @@ class Service:
                 for d in account.devices.values()
             ],
             "chats": chats,
+            "banned_until": account.banned_until if account.banned_until > now else None,
             "server": {"version": __version__},
         }
 

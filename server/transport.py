@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import http
 import logging
@@ -226,7 +227,7 @@ class Transport:
         config: Config,
         hub: Hub,
         dispatcher: Dispatcher,
-        http_routes: dict[str, Callable[[], tuple[str, bytes]]],
+        http_routes: dict[str, Callable[[], tuple[int, str, bytes]]],
         files: FileMethods,
         *,
         metrics: Metrics,
@@ -236,9 +237,9 @@ class Transport:
         self.hub = hub
         self.dispatcher = dispatcher
         self.metrics = metrics
-        self.http_routes: dict[str, Callable[[], tuple[str, bytes]]] = {
+        self.http_routes: dict[str, Callable[[], tuple[int, str, bytes]]] = {
             **http_routes,
-            "/metrics": lambda: (METRICS_CONTENT_TYPE, self.metrics.render()),
+            "/metrics": lambda: (200, METRICS_CONTENT_TYPE, self.metrics.render()),
         }
         self.closing: set[asyncio.Task[None]] = set()
         self.frames = TextFrames()
@@ -466,14 +467,19 @@ class Transport:
         route = self.http_routes.get(path)
         if route is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
-        content_type, body = route()
-        return _respond(connection, content_type, body)
+        status, content_type, body = route()
+        response = _respond(connection, content_type, body)
+        if status != http.HTTPStatus.OK:
+            response = dataclasses.replace(
+                response, status_code=status, reason_phrase=http.HTTPStatus(status).phrase
+            )
+        return response
 
     async def download(
         self, connection: GuardedConnection, file_id: str, authorization: str | None
     ) -> Response:
         """``GET /files/{id}``: the file streamed as the reader takes it."""
-        found = self.files.http_file(file_id, authorization)
+        found = await self.files.http_file(file_id, authorization)
         if found is None:  # unknown, or not for this user: the same answer
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
         if self.downloads >= self.config.max_downloads:

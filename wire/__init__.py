@@ -55,6 +55,7 @@ class ErrorCode(enum.IntEnum):
     BANNED = -32005
     TOO_LARGE = -32006
     CONFLICT = -32007
+    UNAVAILABLE = -32008
 
 
 def encode(value: Any) -> bytes:

@@ -17,6 +17,7 @@ from server.domain.events import (
     DeviceRevoked,
     DirectChatOpened,
     Event,
+    FileUploaded,
     GroupCreated,
     JoinDeclined,
     JoinLinkCreated,
@@ -371,3 +372,28 @@ def leave(state: State, user: User, chat_id: str, now: int) -> MemberLeft:
     if chat.owner is not None and user_key(chat.owner) == user_key(user.name):
         raise Forbidden("The owner cannot leave the group")
     return MemberLeft(chat.id, user.name, now)
+
+
+def admit(state: State, event: Event, now: int) -> Event:
+    """Whether an event decided on another node of a cluster (one that only records
+    what happened there: an account made with its password hash, a device
+    authorised or revoked, a file stored) still fits the writer's state; the event
+    to append, as the writer would have decided it."""
+    if isinstance(event, UserRegistered):
+        return register(state, event.user, event.password_hash, now)
+    user = state.user(getattr(event, "user", getattr(event, "uploader", "")))
+    if user is None:
+        raise NotFound(f"No user {getattr(event, 'user', '')!r}")
+    if isinstance(event, DeviceAuthorized):
+        if event.device in user.devices:
+            raise Conflict(f"Device {event.device!r} exists")
+        return event
+    if isinstance(event, DeviceRevoked):
+        if event.device not in user.devices:
+            raise NotFound(f"No device {event.device!r}")
+        return event
+    if isinstance(event, FileUploaded):
+        if event.file in state.files:
+            raise Conflict(f"File {event.file!r} exists")
+        return event
+    raise Forbidden(f"Expected an event another node may record, but got {type(event).__name__}")

@@ -18,6 +18,7 @@ from server.domain.events import (
     ReadMarkerMoved,
     ScheduledCancelled,
     UserBanned,
+    UserReported,
 )
 from server.domain.model import (
     Chat,
@@ -130,6 +131,39 @@ def told_until(state: State, event: Event) -> int | None:
     if isinstance(event, MessagePosted | CommentAdded):
         message = state.messages.get(event.message)
         return None if message is None else message.expires_at
+    return None
+
+
+def notifications(state: State, event: Event) -> list[Told]:
+    """Everyone who hears of ``event``: what ``notification`` tells, and what the
+    acting user's other devices and the group's other members are told besides.
+
+    The audiences never overlap, so nobody gets two frames of one cursor.
+    """
+    told = notification(state, event)
+    also = also_told(state, event)
+    return ([] if told is None else [told]) + ([] if also is None else [also])
+
+
+def also_told(state: State, event: Event) -> Told | None:
+    """News of a group action for the others concerned (protocol.md, section 7):
+    members hear who joined and left, the owner hears of a decline, a reporter of a
+    report, on every device."""
+    match event:
+        case MemberJoined() | MemberLeft():
+            chat = state.chats[event.chat]
+            others = frozenset(chat.read_markers) - {user_key(event.user)}
+            if not others:
+                return None
+            joined = isinstance(event, MemberJoined)
+            method = "chat.member_joined" if joined else "chat.member_left"
+            return others, method, {"chat": event.chat, "user": event.user}
+        case JoinDeclined():
+            owner = state.chats[event.chat].owner
+            assert owner is not None
+            return _only(owner), "chat.request_declined", {"chat": event.chat, "user": event.user}
+        case UserReported():
+            return _only(event.reporter), "reported", {"user": event.user}
     return None
 
 

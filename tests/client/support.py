@@ -99,7 +99,11 @@ class Clients:
         device: str | None = None,
         backoff: Backoff = FAST,
         stdin_errors: str = "strict",
+        history: bool = False,
+        mark_read: bool = False,
     ) -> ScriptClient:
+        """A script client; ``history`` and ``mark_read`` as ``--history`` and
+        ``--mark-read`` give them."""
         options = Options(
             user=user,
             port=port,
@@ -113,7 +117,8 @@ class Clients:
         stdin = os.fdopen(read_end, encoding="utf-8", errors=stdin_errors)
         keyboard = os.fdopen(write_end, "w", encoding="utf-8")
         stdout, stderr = Transcript(), Transcript()
-        task = asyncio.create_task(run(options, ScriptFace(stdin, stdout, stderr)))
+        face = ScriptFace(stdin, stdout, stderr, history=history, mark_read=mark_read)
+        task = asyncio.create_task(run(options, face))
         client = ScriptClient(task, stdout, stderr, keyboard, stdin)
         self.started.append(client)
         return client

@@ -138,7 +138,7 @@ async def test_a_file_over_the_limit_is_refused_in_one_line(
         alice.type(f"/send-file {big} look", "/get #7", f"/send-file {tmp_path}", "/history")
         assert await alice.end() == 1
     assert alice.stderr.lines()[1:] == [
-        "Too large: the server takes at most 100 bytes.",
+        "Too large: big.bin is 1000 bytes; the server takes at most 100 bytes",
         "No message general#7 (expired, or not there yet)",
         f"Expected a file to send, but {tmp_path} is not a regular file",
     ]
@@ -152,7 +152,8 @@ async def test_a_group_is_joined_by_link_approved_or_declined_and_left(
     running_server: Running, clients: Clients
 ) -> None:
     """Create, link, join, the owner told and approving, the joiner told and then in
-    the conversation; a declined requester told; members listed; leaving."""
+    the conversation; a declined requester told (by the group's title); members listed;
+    leaving, which the others hear of."""
     port = running_server.port
     alice = clients.start(port, "alice")
     await alice.started()
@@ -167,14 +168,14 @@ async def test_a_group_is_joined_by_link_approved_or_declined_and_left(
     link = found(alice, r"Join link for \+Book_Club \(it replaces the last one\): /join (\S+)")[1]
 
     bob.type(f"/join {link}")
-    await bob.stdout.wait_for("Asked to join; you will be told when the owner decides.")
+    await bob.stdout.wait_for("Asked to join +Book_Club; you will be told when the owner decides.")
     await alice.stdout.wait_for(
         "bob asks to join +Book_Club: /approve +Book_Club @bob or /decline +Book_Club @bob"
     )
     alice.type("/requests +Book_Club")
     await alice.stdout.wait_for("bob  asked ")
     alice.type("/approve +Book_Club @bob")
-    await alice.stdout.wait_for("bob is now a member of +Book_Club.")
+    await alice.stdout.wait_for("bob joined +Book_Club.")
     await bob.stdout.wait_for("You are now in +Book_Club (alice's group): /open +Book_Club")
 
     alice.type("/open +Book_Club", "welcome")
@@ -186,24 +187,25 @@ async def test_a_group_is_joined_by_link_approved_or_declined_and_left(
     await alice.stdout.wait_for("carol asks to join +Book_Club")
     alice.type("/decline +Book_Club @carol")
     await alice.stdout.wait_for("Declined carol's request to join +Book_Club.")
-    await carol.stdout.wait_for("Your request to join ")
-    assert "was declined." in carol.stdout.lines()[-1]
+    await carol.stdout.wait_for("Your request to join +Book_Club was declined.")
 
     alice.type("/members +Book_Club")
     await alice.stdout.wait_for("+Book_Club: 2 members: alice (owner), bob")
     bob.type("/leave +Book_Club")
-    await bob.stdout.wait_for("You are no longer in +Book_Club.")
+    await bob.stdout.wait_for("You are no longer in +Book_Club; you are now in general.")
+    await alice.stdout.wait_for("bob left +Book_Club.")
     typed = len(alice.stdout.getvalue())
     alice.type("/members +Book_Club")
     await alice.stdout.wait_for("+Book_Club: 1 member: alice (owner)", after=typed)
 
     alice.type("/invite +Book_Club @carol")
-    await alice.stdout.wait_for("Added carol to +Book_Club.")
+    await alice.stdout.wait_for("carol joined +Book_Club.")
     await carol.stdout.wait_for("You are now in +Book_Club (alice's group)")
     for client in (alice, bob, carol):
         assert await client.end() == 0
     assert alice.stdout.count("You created +Book_Club") == 1  # reply and event: one line
-    assert bob.stdout.count("You are no longer in +Book_Club.") == 1
+    assert bob.stdout.count("You are no longer in +Book_Club") == 1
+    assert alice.stdout.count("Declined carol's request") == 1  # reply and event: one line
 
 
 async def test_group_commands_refused_say_so_in_one_line(
@@ -222,7 +224,65 @@ async def test_group_commands_refused_say_so_in_one_line(
     assert await alice.end() == 1
     assert bob.stderr.lines()[1:] == [
         "Not found: No such link (links are replaced when the owner makes a new one)",
-        "Not allowed: Only group chats can be left, and 'general' is a general chat",
+        "general is everyone's chat: it has no owner, and nobody leaves it",
         "No chat 'nowhere' among yours; /chats lists them",
     ]
+    assert alice.stderr.lines()[1] == "Conflict: alice is already a member of +club"
     assert alice.stderr.lines()[-1] == "Not allowed: The owner cannot leave the group"
+
+
+async def test_one_device_acts_and_the_others_are_told(
+    running_server: Running, clients: Clients
+) -> None:
+    """Invite, approve, decline and report on the phone show on the laptop; members see
+    who joined and left; a second report says it did not count; /leave of the open chat
+    says where one is now."""
+    port = running_server.port
+    who = [("alice", "phone"), ("alice", "laptop"), ("bob", None), ("carol", None), ("dave", None)]
+    phone, laptop, bob, carol, dave = [clients.start(port, u, device=d) for u, d in who]
+    for client in (phone, laptop, bob, carol, dave):
+        await client.started()
+
+    phone.type("/create club", "/invite club @bob", "/link club")
+    await laptop.stdout.wait_for("bob joined +club.")
+    await phone.stdout.wait_for("Join link for +club")
+    link = found(phone, r"/join (\S+)")[1]
+    carol.type(f"/join {link}")
+    dave.type(f"/join {link}")
+    await laptop.stdout.wait_for("dave asks to join +club")
+    phone.type("/approve club @carol", "/decline club @dave", "/report @dave spam")
+    await laptop.stdout.wait_for("carol joined +club.")
+    await bob.stdout.wait_for("carol joined +club.")
+    await laptop.stdout.wait_for("Declined dave's request to join +club.")
+    await laptop.stdout.wait_for("Reported dave.")
+    await dave.stdout.wait_for("Your request to join +club was declined.")
+    phone.type("/report @dave again")
+    await phone.stdout.wait_for("You reported dave before; this report did not count.")
+
+    bob.type("/open +club", "/leave +club")
+    await bob.stdout.wait_for("You are no longer in +club; you are now in general.")
+    await laptop.stdout.wait_for("bob left +club.")
+    await carol.stdout.wait_for("bob left +club.")
+    for client in (phone, laptop, bob, carol, dave):
+        assert await client.end() == 0
+    assert phone.stdout.count("Reported dave.") == 1  # the event's line, not two
+
+
+async def test_small_answers_read_well(running_server: Running, clients: Clients) -> None:
+    """An empty chat's /history says so; two groups of one title: the name lists both;
+    general has no owner; /help CMD gives the usage and an example."""
+    alice = clients.start(running_server.port, "alice")
+    await alice.started()
+    alice.type("/create club", "/create club", "/open club")
+    await alice.stderr.wait_for("'club' could be any of +club~g")
+    alice.type("/history", "/invite general @alice", "/help schedule")
+    assert await alice.end() == 1
+    assert "No messages in general yet." in alice.stdout.lines()
+    assert alice.stderr.lines()[-1] == (
+        "general is everyone's chat: it has no owner, and nobody leaves it"
+    )
+    assert alice.stdout.lines()[-2:] == [
+        "/schedule <when> <text>  Send text to the current chat later: +10m, +2h, 14:30, "
+        "2026-11-24T14:30.",
+        "For example: /schedule +2h stand-up in 5 minutes",
+    ]

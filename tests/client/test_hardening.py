@@ -129,7 +129,7 @@ async def test_starting_with_more_unread_than_shown_keeps_them_unread(
         await alice.started()
         alice.type(*(f"m{n}" for n in range(1, 7)))
         await alice.stdout.wait_for("general#6 alice: m6")
-        bob = clients.start(running.port, "bob", register=False)
+        bob = clients.start(running.port, "bob", register=False, history=True, mark_read=True)
         await bob.stderr.wait_for("Signed in as")
         await bob.stdout.wait_for("3 earlier unread messages: /unread to see them")
         bob.type("/unread")

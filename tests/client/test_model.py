@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from client.model import ChatId, FileId, Model, Target
 
 
@@ -92,13 +94,15 @@ def test_what_is_shown_in_the_current_chat_is_read() -> None:
     assert known.read_up_to(message("d1", 1)) is None
 
 
-def test_ones_own_message_is_read_only_when_nothing_before_it_is_unread() -> None:
-    """Marking one's own message read must not swallow someone else's unread one."""
+def test_ones_own_message_moves_the_marker_as_the_server_does() -> None:
+    """Posting reads the chat on the server: the count follows, and no `read` is asked."""
     known = model()
     known.current = Target(chat=ChatId("d1"))
-    assert known.read_up_to(message("general", 4, author="Alice")) is None  # #3 is unread
-    known.read_moved("general", 3)
-    assert known.read_up_to(message("general", 4, author="Alice")) == 4
+    own = message("general", 4, author="Alice")
+    known.message_seen(own)
+    general = known.chats[ChatId("general")]
+    assert (general.read_seq, general.unread) == (4, 0)
+    assert known.read_up_to(own) is None
 
 
 def test_joining_a_group_is_news_once_until_it_is_left() -> None:
@@ -132,3 +136,43 @@ def test_a_cancellation_is_news_once() -> None:
     assert known.scheduled_cancelled("s1")
     assert not known.scheduled_cancelled("s1")
     assert not known.scheduled
+
+
+@pytest.mark.parametrize(
+    ("text", "mentioned"),
+    [
+        ("hi @alice", True),
+        ("@Alice, look", True),
+        ("see you, @alice.", True),
+        ("@alice2 is someone else", False),
+        ("mail a@alice", False),
+        ("@alice.smith is too", False),
+        ("alice without the at", False),
+    ],
+)
+def test_a_mention_is_at_the_name_and_nothing_longer(text: str, mentioned: bool) -> None:
+    """``@alice`` counts, case aside; ``@alice2``, ``a@alice`` and ``@alice.smith`` do not."""
+    assert model().mentions_me({**message("general", 4), "text": text}) is mentioned
+
+
+def test_mentions_and_direct_messages_want_attention_and_count() -> None:
+    """A DM or a mention from someone else: highlighted and counted; one's own: not."""
+    known = model()
+    direct = message("d1", 1)
+    assert known.wants_attention(direct)
+    assert not known.wants_attention(message("d1", 2, author="ALICE"))
+    assert not known.wants_attention(message("general", 4))
+    mention = {**message("general", 4), "text": "@alice look"}
+    assert known.wants_attention(mention)
+    known.message_seen(mention)
+    assert known.chats[ChatId("general")].mentions == 1
+    known.read_moved("general", 4)
+    assert known.chats[ChatId("general")].mentions == 0
+
+
+def test_ids_in_a_servers_error_read_as_labels() -> None:
+    """Chat ids become labels, message ids ``label#seq``; unknown quotes stay."""
+    known = model()
+    known.message_seen(message("general", 4, id="cc2c77"))
+    text = "No message 'cc2c77' in 'd1', and 'zzz' is unknown"
+    assert known.readable(text) == "No message general#4 in @Bob, and 'zzz' is unknown"

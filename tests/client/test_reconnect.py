@@ -52,7 +52,7 @@ async def test_when_the_server_cannot_replay_the_client_refetches_unread(
         run_server(dataclasses.replace(server_config, resume_window=2)) as running,
         relay_to(running.port) as relay,
     ):
-        alice = clients.start(relay.port, "alice")
+        alice = clients.start(relay.port, "alice", mark_read=True)
         await alice.started()
         bob = clients.start(running.port, "bob")
         await bob.started()

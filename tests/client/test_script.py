@@ -47,12 +47,40 @@ async def test_start_shows_unread_counts_then_the_latest_of_general(
         assert await bob.end() == 1
         assert "Not found: No user 'carol'" in bob.stderr.getvalue()
 
-        carol = clients.start(running.port, "carol")
+        carol = clients.start(running.port, "carol", history=True)
         await carol.started()
         assert await carol.end() == 0
     lines = carol.stdout.lines()
     assert lines[0] == "Unread: general 5"  # a newcomer's unread starts at history size
     assert [line.split(": ", 1)[1] for line in lines[1:]] == [f"note {n}" for n in range(3, 8)]
+
+
+async def test_a_script_shows_no_history_and_marks_nothing_read_unless_asked(
+    running_server: Running, clients: Clients
+) -> None:
+    """A cron job's script sees no start and eats no unread message, even with /open and
+    /unread; ``--history --mark-read`` brings both back."""
+    assert await clients.start(running_server.port, "alice", device="cron").end() == 0
+    bob = clients.start(running_server.port, "bob")
+    await bob.started()
+    bob.type("for alice", "/dm @alice direct")
+    await bob.stdout.wait_for("bob: direct")
+    assert await bob.end() == 0
+
+    cron = clients.start(running_server.port, "alice", device="cron", register=False)
+    await cron.started()
+    cron.type("/open @bob", "/unread", "/chats")
+    assert await cron.end() == 0
+    assert cron.stdout.lines()[0] == "Now in @bob."
+    assert "general 1 unread" in " ".join(cron.stdout.getvalue().split())
+
+    person = clients.start(running_server.port, "alice", history=True, mark_read=True)
+    await person.started()
+    person.type("/chats")
+    assert await person.end() == 0
+    lines = person.stdout.lines()
+    assert lines[0] == "Unread: general 1, @bob 1"
+    assert lines[1].endswith("general#1 bob: for alice")
 
 
 async def test_the_token_is_reused_on_the_second_run(
@@ -71,7 +99,7 @@ async def test_the_token_is_reused_on_the_second_run(
     second.type("/devices")
     assert await second.end() == 0
     devices = [line for line in second.stdout.lines() if "online" in line]
-    assert devices == ["laptop  online  (this device)"]  # the same device, not a new one
+    assert devices == ["laptop  online   (this device)"]  # the same device, not a new one
 
 
 async def test_a_revoked_token_falls_back_to_the_password(
@@ -93,7 +121,7 @@ async def test_two_clients_of_one_user_see_each_others_messages_and_reading(
     running_server: Running, clients: Clients
 ) -> None:
     """Two devices of alice both get bob's message; one reads it, the other's count clears."""
-    laptop = clients.start(running_server.port, "alice", device="laptop")
+    laptop = clients.start(running_server.port, "alice", device="laptop", mark_read=True)
     await laptop.started()
     phone = clients.start(running_server.port, "alice", device="phone")
     await phone.started()
@@ -109,10 +137,10 @@ async def test_two_clients_of_one_user_see_each_others_messages_and_reading(
     phone.type("from the phone")
     await laptop.stdout.wait_for("general#1 alice: from the phone")
     laptop.type("/devices")
-    await laptop.stdout.wait_for("phone  online")
+    await laptop.stdout.wait_for("phone   online")
     for client in (laptop, phone, bob):
         assert await client.end() == 0
-    assert "laptop  online  (this device)" in laptop.stdout.lines()
+    assert "laptop  online   (this device)" in laptop.stdout.lines()
 
 
 async def test_errors_are_one_line_each_and_fail_the_script(
@@ -152,6 +180,15 @@ async def test_a_wrong_password_is_one_clear_line(
     assert wrong.stderr.lines() == [
         "Wrong password for alice, or no such user (--register creates it)"
     ]
+
+
+async def test_a_password_too_short_to_be_anyones_is_one_clear_line(
+    running_server: Running, clients: Clients
+) -> None:
+    """MESSENGER_PASSWORD shorter than any password: said so, without asking the server."""
+    short = clients.start(running_server.port, "alice", password="short")
+    assert await short.end() == 1
+    assert short.stderr.lines() == ["Expected a password of 8 to 1024 characters, but it has 5."]
 
 
 async def test_an_unreachable_server_is_one_clear_line(clients: Clients) -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
-from server.app import LOG_FILE, Running
+from server.app import LOG_FILE
 from server.config import Config
 from tests.wsclient import Peer, RpcError
 
@@ -85,8 +85,16 @@ class HttpReply:
     body: bytes
 
 
+class Address(Protocol):
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+
 async def http_get(
-    running: Running, path: str, headers: dict[str, str] | None = None, method: str = "GET"
+    running: Address, path: str, headers: dict[str, str] | None = None, method: str = "GET"
 ) -> HttpReply:
     """A raw HTTP/1.1 request (a GET unless told) to the server's port."""
     reader, writer = await asyncio.open_connection(running.host, running.port)

@@ -457,17 +457,40 @@ async def test_self_report_is_invalid_and_unknown_user_not_found(tmp_path: Path)
 
 
 async def test_one_reporter_counts_once(tmp_path: Path) -> None:
-    """The same user reporting twice does not reach a threshold of 2."""
+    """The same user reporting twice does not reach a threshold of 2, and is told so."""
     config = config_in(tmp_path, report_threshold=2, ban_duration=100)
     async with (
         run_server(config, Clock()) as running,
         user_device(running.url, "alice") as alice,
         user_device(running.url, "mallory") as mallory,
     ):
-        assert await alice.call("report", user="mallory", reason="spam") == {}
-        assert await alice.call("report", user="mallory", reason="more spam") == {}
+        assert await alice.call("report", user="mallory", reason="spam") == {"counted": True}
+        assert await alice.call("report", user="mallory", reason="more spam") == {"counted": False}
         await mallory.no_event()
         await post(mallory, "general", "still here")
+
+
+async def test_a_report_reaches_the_reporters_devices_and_a_ban_shows_in_status(
+    tmp_path: Path,
+) -> None:
+    """Every device of the reporter gets `reported {user}`; the banned user's status
+    says until when, and nobody else's does."""
+    clock = Clock()
+    config = config_in(tmp_path, report_threshold=1, ban_duration=100)
+    async with (
+        run_server(config, clock) as running,
+        user_device(running.url, "alice") as phone,
+        user_device(running.url, "alice", register=False) as laptop,
+        user_device(running.url, "mallory") as mallory,
+    ):
+        assert (await mallory.call("status"))["banned_until"] is None
+        await phone.call("report", user="mallory")
+        for device in (phone, laptop):
+            assert (await device.next_event("reported"))["params"]["user"] == "mallory"
+        assert (await mallory.call("status"))["banned_until"] == clock.now + 100_000
+        assert (await phone.call("status"))["banned_until"] is None
+        clock.advance(100)
+        assert (await mallory.call("status"))["banned_until"] is None
 
 
 async def test_threshold_of_distinct_reporters_bans_send_and_comment(tmp_path: Path) -> None:

@@ -378,3 +378,75 @@ async def test_a_schedule_in_a_group_left_since_is_cancelled_not_posted(tmp_path
         await alice.no_event()
         assert (await alice.call("history", chat=group))["messages"] == []
         assert await bob.call("scheduled") == {"scheduled": [], "has_more": False}
+
+
+async def test_members_and_the_owners_devices_hear_of_joins_leaves_and_declines(
+    tmp_path: Path,
+) -> None:
+    """Invite, approve and leave tell the other members who joined or left; a decline
+    tells every device of the owner; nobody hears of their own joining twice."""
+    async with (
+        run_server(config_in(tmp_path), Clock()) as running,
+        user_device(running.url, "alice") as phone,
+        user_device(running.url, "alice", register=False) as laptop,
+        user_device(running.url, "bob") as bob,
+        user_device(running.url, "carol") as carol,
+        user_device(running.url, "dave") as dave,
+    ):
+        group = await create_group(phone)
+        await phone.call("chat.invite", chat=group, user="bob")
+        for device in (phone, laptop):
+            event = await device.next_event("chat.member_joined")
+            assert {k: v for k, v in event["params"].items() if k != "cursor"} == {
+                "chat": group,
+                "user": "bob",
+            }
+        assert (await bob.next_event())["method"] == "chat.joined"
+        await bob.no_event()
+
+        link = (await phone.call("chat.link", chat=group))["link"]
+        await carol.call("chat.join", link=link)
+        await dave.call("chat.join", link=link)
+        await laptop.call("chat.approve", chat=group, user="carol")
+        for device in (phone, laptop, bob):
+            event = await device.next_event("chat.member_joined")
+            assert event["params"]["user"] == "carol"
+        await laptop.call("chat.decline", chat=group, user="dave")
+        for device in (phone, laptop):
+            event = await device.next_event("chat.request_declined")
+            assert (event["params"]["chat"], event["params"]["user"]) == (group, "dave")
+        assert (await dave.next_event("chat.declined"))["params"]["chat"] == group
+        await bob.no_event()
+
+        await bob.call("chat.leave", chat=group)
+        for device in (phone, laptop, carol):
+            event = await device.next_event("chat.member_left")
+            assert (event["params"]["chat"], event["params"]["user"]) == (group, "bob")
+        assert (await bob.next_event())["method"] == "chat.left"
+        await bob.no_event()
+        await dave.no_event()
+
+
+async def test_joins_and_leaves_are_resumed_after_a_restart(tmp_path: Path) -> None:
+    """A member's device that was away gets chat.member_joined and chat.member_left on
+    resume, from the log replayed at start."""
+    config = config_in(tmp_path)
+    async with (
+        run_server(config, Clock()) as running,
+        user_device(running.url, "alice") as alice,
+        user_device(running.url, "bob") as bob,
+    ):
+        group = await create_group(alice)
+        await alice.next_event("chat.joined")
+        since, token = alice.cursor, alice.token
+        await alice.call("chat.invite", chat=group, user="bob")
+        await bob.call("chat.leave", chat=group)
+    async with (
+        run_server(config, Clock()) as running,
+        connected(running.url) as again,
+    ):
+        await again.call("login", user="alice", token=token, since=since)
+        joined = await again.next_event()
+        left = await again.next_event()
+        assert [joined["method"], left["method"]] == ["chat.member_joined", "chat.member_left"]
+        assert joined["params"]["user"] == left["params"]["user"] == "bob"

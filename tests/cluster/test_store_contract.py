@@ -1,0 +1,134 @@
+"""One contract for every event store (eventsourcing's recorder test case): the file
+log and the JetStream stream pass the same tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server import jetstream
+from server.errors import Unavailable
+from server.log import EventLog
+from server.store import EventStore, Record
+from tests.cluster.support import Nats
+
+Opener = Callable[[], contextlib.AbstractAsyncContextManager[EventStore]]
+
+
+@pytest.fixture(params=["file", "jetstream"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens the same store again each time it is called (a restart)."""
+    if request.param == "file":
+
+        @contextlib.asynccontextmanager
+        async def file_store() -> AsyncIterator[EventStore]:
+            log = EventLog(tmp_path / "events.log")
+            async for _ in log.records():  # read before opening, as the server does
+                pass
+            log.open()
+            try:
+                yield log
+            finally:
+                await log.close()
+
+        return file_store
+    nats: Nats = request.getfixturevalue("nats")
+
+    @contextlib.asynccontextmanager
+    async def stream_store() -> AsyncIterator[EventStore]:
+        shared = await jetstream.connect([nats.url], "contract", 1.0, "test")
+        store = jetstream.JetStreamStore(shared)
+        async for _ in store.records():
+            pass
+        store.reset(store.position, store.cursor)
+        store.start()
+        try:
+            yield store
+        finally:
+            await store.close()
+            await shared.close()
+
+    return stream_store
+
+
+def records(first: int, count: int) -> list[Record]:
+    return [{"type": "Note", "n": n, "c": n} for n in range(first, first + count)]
+
+
+async def read_back(open_store: Opener) -> list[Record]:
+    async with open_store() as store:
+        return [record async for chunk in store.records() for record in chunk]
+
+
+async def test_an_empty_store_reads_back_nothing(open_store: Opener) -> None:
+    """A new store holds no records."""
+    assert await read_back(open_store) == []
+
+
+async def test_appended_records_read_back_in_order_after_a_restart(open_store: Opener) -> None:
+    """What was appended (and awaited) is there, in order, once the store is reopened."""
+    async with open_store() as store:
+        await store.append(records(1, 3))
+        await asyncio.gather(store.append(records(4, 2)), store.append(records(6, 1)))
+    assert [r["n"] for r in await read_back(open_store)] == list(range(1, 7))
+
+
+async def test_the_barrier_waits_for_everything_appended(open_store: Opener) -> None:
+    """``barrier`` is done only once every append before it is durable."""
+    async with open_store() as store:
+        appends = [store.append(records(n, 1)) for n in range(1, 30)]
+        await store.barrier()
+        assert all(append.done() for append in appends)
+    assert len(await read_back(open_store)) == 29
+
+
+async def test_a_snapshot_replaces_what_it_covers(open_store: Opener) -> None:
+    """After ``compact(head)``, the store reads back the head, then later records."""
+    head: list[Record] = [{"type": "Snap", "v": 1}, {"type": "SnapshotTaken", "cursor": 5}]
+    async with open_store() as store:
+        await store.append(records(1, 5))
+        await store.compact(head)
+        await store.append(records(6, 2))
+    back = await read_back(open_store)
+    assert back == [*head, *records(6, 2)]
+
+
+async def test_many_appends_read_back_whole(open_store: Opener) -> None:
+    """Thousands of records in many batches (some over a message's size) come back whole."""
+    text = "x" * 2000
+    async with open_store() as store:
+        pending = [store.append([{"type": "Note", "c": n, "t": text}]) for n in range(1, 1001)]
+        await asyncio.gather(*pending)
+    back = await read_back(open_store)
+    assert [r["c"] for r in back] == list(range(1, 1001))
+
+
+async def test_a_stale_writer_is_fenced_off(nats: Nats) -> None:
+    """Two JetStream writers that both think they know the end: the second's append
+    is refused (-32008) instead of interleaving, and the store says it is broken."""
+    opened: list[Any] = []
+    try:
+        for name in ("a", "b"):
+            shared = await jetstream.connect([nats.url], "fence", 1.0, name)
+            store = jetstream.JetStreamStore(shared)
+            async for _ in store.records():
+                pass
+            store.reset(store.position, store.cursor)
+            store.start()
+            opened.append((shared, store))
+        (_, first), (_, second) = opened
+        await first.append(records(1, 1))
+        with pytest.raises(Unavailable):
+            await second.append(records(1, 1))
+        assert second.broken.is_set()
+        with pytest.raises(Unavailable):  # and it stays refusing until re-read
+            await second.append(records(2, 1))
+    finally:
+        for shared, store in opened:
+            await store.close()
+            await shared.close()
