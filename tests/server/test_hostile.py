@@ -25,7 +25,7 @@ from server.admission import FD_RESERVE
 from server.app import LOG_FILE, Running, run_server
 from server.cli import parse_args
 from server.config import Config, FsyncPolicy
-from server.log import decode_record, encode_record
+from server.log import EventLog, decode_record, encode_record
 from tests.server.extras_support import Clock, config_in, http_get
 from tests.server.test_durability import SlowDevice, run_cli, server_process
 from tests.wsclient import Peer, connected, user_device
@@ -136,10 +136,10 @@ async def test_a_slow_disk_holds_few_requests_of_one_connection(tmp_path: Path) 
         user_device(running.url, "alice") as alice,
     ):
         disk_back = threading.Event()
+        log = running.service.log
+        assert isinstance(log, EventLog)
         # The log's own I/O thread is busy until the test says so: a disk that stalls.
-        stuck = asyncio.get_running_loop().run_in_executor(
-            running.service.log._io, disk_back.wait, 10
-        )
+        stuck = asyncio.get_running_loop().run_in_executor(log._io, disk_back.wait, 10)
         sends = [
             asyncio.create_task(alice.call("send", chat="general", text=f"m{n}")) for n in range(40)
         ]
