@@ -175,10 +175,11 @@ class Legitimate:
     token: str
     times: list[float] = field(default_factory=list)
     failures: int = 0
+    process: asyncio.subprocess.Process | None = None
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Future[None]) -> None:
         ids = itertools.count(1)
-        while not stop.is_set():
+        while not stop.done():
             began = time.perf_counter()
             try:
                 async with (
@@ -191,6 +192,33 @@ class Legitimate:
             except Exception:
                 self.failures += 1
             await asyncio.sleep(0.05)
+
+    @classmethod
+    async def elsewhere(cls, url: str, token: str) -> Legitimate:
+        """The user as its own process (``--role legitimate``), so that the attackers'
+        work in this process does not count in its round trips; it runs until its
+        stdin closes, then prints its round trips."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--role",
+            "legitimate",
+            url,
+            token,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        user = cls(url, token)
+        user.process = process
+        return user
+
+    async def finish(self) -> None:
+        process = self.process
+        assert process is not None
+        assert process.stdin is not None
+        process.stdin.close()
+        out, _ = await asyncio.wait_for(process.communicate(), 30)
+        self.times, self.failures = orjson.loads(out)
 
     def summary(self) -> str:
         if not self.times:
@@ -362,9 +390,7 @@ async def replay(server: Server, names: list[str], seconds: float) -> None:
         before_metrics = await metrics(server)
         before = server.rss()
         cpu_before, began = server.cpu(), time.monotonic()
-        legitimate = Legitimate(server.url, alice)
-        stop = asyncio.Event()
-        user = asyncio.create_task(legitimate.run(stop))
+        legitimate = await Legitimate.elsewhere(server.url, alice)
         peak = before
         attack = asyncio.create_task(pattern(server, seconds, context))
         while not attack.done():
@@ -372,8 +398,7 @@ async def replay(server: Server, names: list[str], seconds: float) -> None:
             await asyncio.sleep(0.1)
         what = await attack
         cpu = (server.cpu() - cpu_before) / (time.monotonic() - began)
-        stop.set()
-        await user
+        await legitimate.finish()
         await asyncio.sleep(2)  # connections gone, buffers freed
         after = server.rss()
         now = await metrics(server)
@@ -396,7 +421,27 @@ async def replay(server: Server, names: list[str], seconds: float) -> None:
     print(f"\nserver log: {len(errors)} bytes, {errors.count('Traceback')} tracebacks")
 
 
+async def legitimate_user(url: str, token: str) -> None:
+    """``--role legitimate``: round trips until stdin closes; then them, as JSON."""
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def wait_for_stdin() -> None:
+        sys.stdin.read()
+        loop.call_soon_threadsafe(stop.set_result, None)
+
+    loop.run_in_executor(None, wait_for_stdin)
+    user = Legitimate(url, token)
+    await user.run(stop)
+    sys.stdout.write(orjson.dumps([user.times, user.failures]).decode())
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--role"]:
+        _, _, role, url, token = sys.argv
+        assert role == "legitimate"
+        asyncio.run(legitimate_user(url, token))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per pattern")
     parser.add_argument(

@@ -117,9 +117,7 @@ class Occasional:
         now = self.clock()
         if now < self.next_at:
             return
-        self.logger.warning(
-            message + " (%d times in the last %.0f s)", *args, self.count, self.interval
-        )
+        self.logger.warning(message + " (%d times since the last such line)", *args, self.count)
         self.count = 0
         self.next_at = now + self.interval
 

@@ -47,7 +47,7 @@ class Config:
     upload_idle_timeout: float = 600.0  # an upload with no chunk for this long is dropped
     upload_chunk_size: int = 256 * 2**10  # bytes per upload.chunk / download (before base64)
     max_downloads: int = 64  # GET /files/{id} streaming at once; more get HTTP 503
-    stall_timeout: float = 60.0  # a download whose reader took nothing for this long is cut
+    stall_timeout: float = 60.0  # a reader taking nothing for this long (buffer full): cut
     occasional_interval: float = 60.0  # shortest gap between repeats of a flood warning
     # Cluster mode (protocol-contract.md v2, "Cluster"): the shared log in NATS JetStream.
     cluster: tuple[str, ...] = ()  # NATS server URLs; empty = the local file log

@@ -284,9 +284,9 @@ class FileMethods:
 
     async def http_file(
         self, file_id: str, authorization: str | None
-    ) -> tuple[StoredFile, Path] | None:
-        """``GET /files/{id}``: the file and where its bytes are, for a valid bearer
-        token that may see it (the transport streams it)."""
+    ) -> tuple[StoredFile, Path, UserKey] | None:
+        """``GET /files/{id}``: the file, where its bytes are and who asks, for a valid
+        bearer token that may see it (the transport streams it)."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             return None
@@ -294,12 +294,13 @@ class FileMethods:
         if device is None:
             return None
         self.state.expire(self.service.clock())
+        key = user_key(device.user)
         try:
-            stored = rules.find_file(self.state, self.state.users[user_key(device.user)], file_id)
+            stored = rules.find_file(self.state, self.state.users[key], file_id)
             await self.blobs.fetch(stored.sha256)
         except NotFound:
             return None
-        return stored, self.stored / stored.sha256
+        return stored, self.stored / stored.sha256, key
 
 
 def content_disposition(name: str) -> str:

@@ -22,6 +22,7 @@ What one client can hold is bounded (protocol.md, section 1, "Limits"):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -46,6 +47,7 @@ from server.admission import (
     default_max_connections,
 )
 from server.config import Config
+from server.domain.model import UserKey
 from server.files import FileMethods, content_disposition
 from server.hub import Hub, Session
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -58,6 +60,7 @@ logger = logging.getLogger("messenger.server.transport")
 PIPELINE: Final = 8  # requests of one connection in flight at once
 RECEIVE_QUEUE: Final = 2  # frames received but not yet read, before reading pauses
 DOWNLOAD_PIECE: Final = 64 * 2**10  # bytes read from disk at a time for GET /files
+DOWNLOADS_PER_USER: Final = 4  # so that one account cannot take every download slot
 REFUSED_LINGER: Final = 1.0  # seconds a refused connection may take to read its 503
 LINGERING_MAX: Final = 64  # refused connections lingering at once; more are dropped
 
@@ -84,6 +87,12 @@ def _respond(
     response.headers["Content-Length"] = str(len(body))
     for name, value in (headers or {}).items():
         response.headers[name] = value
+    return response
+
+
+def _busy(connection: ServerConnection, text: str) -> Response:
+    response = connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, text)
+    response.headers["Retry-After"] = "1"
     return response
 
 
@@ -251,6 +260,7 @@ class Transport:
         self.connections: set[GuardedConnection] = set()
         self.lingering = 0
         self.downloads = 0
+        self.downloads_by_user: collections.Counter[UserKey] = collections.Counter()
         self.in_flight = 0  # requests of all connections
         self.stopping = False
         self.out_of_fds = Occasional(logger, config.occasional_interval, time.monotonic)
@@ -482,19 +492,21 @@ class Transport:
         found = await self.files.http_file(file_id, authorization)
         if found is None:  # unknown, or not for this user: the same answer
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
-        if self.downloads >= self.config.max_downloads:
+        stored, path, user = found
+        if (
+            self.downloads >= self.config.max_downloads
+            or self.downloads_by_user[user] >= DOWNLOADS_PER_USER
+        ):
             self.metrics.inc("messenger_connections_refused_total", reason="downloads_busy")
-            response = connection.respond(
-                http.HTTPStatus.SERVICE_UNAVAILABLE, "too many downloads\n"
-            )
-            response.headers["Retry-After"] = "1"
-            return response
-        stored, path = found
+            return _busy(connection, "too many downloads\n")
         loop = asyncio.get_running_loop()
         try:
             file = await loop.run_in_executor(None, _open_file, path)
         except FileNotFoundError:  # deleted as unused between the check and the open
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        except OSError as error:  # out of fds, say: not a bug, and not for ever
+            self.out_of_fds.warn("cannot open %s for a download: %s", path, error.strerror)
+            return _busy(connection, "try again\n")
         head = _respond(
             connection,
             stored.content_type,
@@ -503,11 +515,15 @@ class Transport:
         )
         head.headers["Content-Length"] = str(stored.size)
         self.downloads += 1
+        self.downloads_by_user[user] += 1
         connection.downloading = True
         try:
             await self.stream(connection, head.serialize(), file, stored.size)
         finally:
             self.downloads -= 1
+            self.downloads_by_user[user] -= 1
+            if not self.downloads_by_user[user]:
+                del self.downloads_by_user[user]
             connection.downloading = False
             await loop.run_in_executor(None, file.close)
         # The response is out: once the connection is closed, websockets sends nothing.

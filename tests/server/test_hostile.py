@@ -302,7 +302,7 @@ async def open_download(running: Running, peer: Peer, file_id: str) -> socket.so
 
 
 def download_config(tmp_path: Path, **changes: Any) -> Config:
-    return config_in(tmp_path, max_file_size=8 * 2**20, stall_timeout=0.3, **changes)
+    return config_in(tmp_path, **{"max_file_size": 8 * 2**20, "stall_timeout": 0.3, **changes})
 
 
 async def test_a_slow_reader_gets_the_whole_file_however_long_it_takes(tmp_path: Path) -> None:
@@ -356,6 +356,33 @@ async def test_a_download_nobody_reads_is_cut_off_and_frees_its_slot(tmp_path: P
             assert await metric(running, stalled) == 1
         finally:
             sock.close()
+
+
+async def test_one_user_cannot_take_every_download_slot(tmp_path: Path) -> None:
+    """A user with 4 downloads that read nothing gets 503 for a fifth; another user's
+    download of the same file goes through."""
+    async with (
+        run_server(download_config(tmp_path, stall_timeout=30), Clock()) as running,
+        user_device(running.url, "alice") as alice,
+        user_device(running.url, "bob") as bob,
+    ):
+        stored = await stored_file(alice, 6 * 2**20)
+        await alice.call("send", chat="general", text="", file=stored["id"])
+        held = [await open_download(running, alice, stored["id"]) for _ in range(4)]
+        try:
+            for _ in range(100):
+                if await metric(running, "messenger_downloads_in_progress") == 4:
+                    break
+                await asyncio.sleep(0.02)
+            path = f"/files/{stored['id']}"
+            refused = await http_get(running, path, {"Authorization": f"Bearer {alice.token}"})
+            assert refused.status == 503
+            served = await http_get(running, path, {"Authorization": f"Bearer {bob.token}"})
+            assert served.status == 200
+            assert len(served.body) == stored["size"]
+        finally:
+            for sock in held:
+                sock.close()
 
 
 # -- the operator's view -----------------------------------------------------------
