@@ -27,7 +27,7 @@ from server.cli import parse_args
 from server.config import Config, FsyncPolicy
 from server.log import EventLog, decode_record, encode_record
 from tests.server.extras_support import Clock, config_in, http_get
-from tests.server.test_durability import SlowDevice, run_cli, server_process
+from tests.server.test_durability import SlowDevice, run_cli, server_process, slow_device
 from tests.wsclient import Peer, connected, user_device
 
 
@@ -108,24 +108,16 @@ async def test_replies_count_towards_the_unsent_bound(tmp_path: Path) -> None:
     """A client that sends requests and never reads their replies is cut off once its
     unsent bytes pass the bound, as it would be for events."""
     config = config_in(tmp_path, send_buffer_limit=64 * 2**10)
-    async with run_server(config) as running:
-        async with user_device(running.url, "mallory") as setup:
-            token = setup.token
-            assert token is not None
-        slow = SlowDevice(running.url)
-        try:
-            assert "result" in await slow.login("mallory", token)
-            for n in range(2, 2000):  # each reply is some 10 KB
-                slow.protocol.send_text(request("rpc.discover", n).encode())
-                try:
-                    await asyncio.wait_for(slow.flush(), 5)
-                except (ConnectionError, TimeoutError):
-                    break
-                if n % 20 == 0 and await metric(running, "messenger_slow_cutoffs_total") == 1:
-                    break
-            assert await metric(running, "messenger_slow_cutoffs_total") == 1
-        finally:
-            slow.close()
+    async with run_server(config) as running, slow_device(running.url, "mallory") as slow:
+        for n in range(2, 2000):  # each reply is some 10 KB
+            slow.protocol.send_text(request("rpc.discover", n).encode())
+            try:
+                await asyncio.wait_for(slow.flush(), 5)
+            except (ConnectionError, TimeoutError):
+                break
+            if n % 20 == 0 and await metric(running, "messenger_slow_cutoffs_total") == 1:
+                break
+        assert await metric(running, "messenger_slow_cutoffs_total") == 1
 
 
 async def test_a_slow_disk_holds_few_requests_of_one_connection(tmp_path: Path) -> None:
@@ -628,28 +620,21 @@ async def test_a_logged_in_reader_that_takes_nothing_is_cut_off(tmp_path: Path) 
     config = config_in(
         tmp_path, stall_timeout=0.3, fsync=FsyncPolicy.NEVER, send_buffer_limit=16 * 2**20
     )
+    stalled = 'messenger_connections_closed_total{reason="stalled"}'
     async with (
         run_server(config) as running,
         user_device(running.url, "alice") as alice,
+        slow_device(running.url, "carol"),
     ):
-        async with user_device(running.url, "carol") as setup:
-            token = setup.token
-            assert token is not None
-        slow = SlowDevice(running.url)
-        try:
-            assert "result" in await slow.login("carol", token)
-            stalled = 'messenger_connections_closed_total{reason="stalled"}'
-            # Past what the kernel's buffers take (a few MB on loopback), under the bound.
-            for n in range(3000):
-                await alice.call("send", chat="general", text=f"{n:05d} " + "x" * 4000)
-                if n % 50 == 0 and await metric(running, stalled):
-                    break
-            for _ in range(40):
-                if await metric(running, stalled):
-                    break
-                await asyncio.sleep(0.05)
-            assert await metric(running, stalled) == 1
-            assert await metric(running, "messenger_slow_cutoffs_total") == 0
-            assert (await alice.call("status"))["user"] == "alice"
-        finally:
-            slow.close()
+        # Past what the kernel's buffers take (a few MB on loopback), under the bound.
+        for n in range(3000):
+            await alice.call("send", chat="general", text=f"{n:05d} " + "x" * 4000)
+            if n % 50 == 0 and await metric(running, stalled):
+                break
+        for _ in range(40):
+            if await metric(running, stalled):
+                break
+            await asyncio.sleep(0.05)
+        assert await metric(running, stalled) == 1
+        assert await metric(running, "messenger_slow_cutoffs_total") == 0
+        assert (await alice.call("status"))["user"] == "alice"
