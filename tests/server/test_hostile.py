@@ -1,6 +1,8 @@
 """Hostile clients over loopback, on a real server: what one connection may hold, the
-login deadline, connection caps (also behind a trusted proxy), streamed downloads,
-pipelined HTTP, deeply nested JSON, secrets kept out of the log, and /metrics."""
+login deadline and readers that take nothing, connection caps (also behind a trusted
+proxy), streamed downloads, pipelined HTTP, deeply nested JSON, secrets kept out of the
+log, /metrics, running out of file descriptors, the limit flags, and refusals to start
+in one line."""
 
 from __future__ import annotations
 
@@ -162,6 +164,52 @@ async def test_a_connection_not_logged_in_in_time_is_closed_1008(tmp_path: Path)
             writer.close()
             await asyncio.sleep(0.3)
             assert (await alice.call("status"))["user"] == "alice"
+
+
+async def test_a_connection_that_neither_logs_in_nor_reads_goes_at_its_deadline(
+    tmp_path: Path,
+) -> None:
+    """Past the deadline, a connection whose unread replies keep the close frame from
+    being sent is dropped all the same."""
+    async with run_server(config_in(tmp_path, login_timeout=0.3)) as running:
+        slow = SlowDevice(running.url)
+        try:
+            await slow.handshake()
+            for n in range(30):  # some 300 KB of replies: under the cut-off, over any buffer
+                slow.protocol.send_text(request("rpc.discover", n).encode())
+            await slow.flush()
+            await asyncio.sleep(0.2)
+            assert await metric(running, 'messenger_connections{state="anonymous"}') == 1
+            await asyncio.sleep(1.0)
+            assert await metric(running, 'messenger_connections{state="anonymous"}') == 0
+        finally:
+            slow.close()
+
+
+async def test_a_logged_in_reader_that_takes_nothing_is_cut_off(tmp_path: Path) -> None:
+    """A device whose unsent events stay under the bound but that reads nothing at all
+    for stall_timeout is cut off (its keepalive ping could never get out)."""
+    config = config_in(
+        tmp_path, stall_timeout=0.3, fsync=FsyncPolicy.NEVER, send_buffer_limit=16 * 2**20
+    )
+    stalled = 'messenger_connections_closed_total{reason="stalled"}'
+    async with (
+        run_server(config) as running,
+        user_device(running.url, "alice") as alice,
+        slow_device(running.url, "carol"),
+    ):
+        # Past what the kernel's buffers take (a few MB on loopback), under the bound.
+        for n in range(3000):
+            await alice.call("send", chat="general", text=f"{n:05d} " + "x" * 4000)
+            if n % 50 == 0 and await metric(running, stalled):
+                break
+        for _ in range(40):
+            if await metric(running, stalled):
+                break
+            await asyncio.sleep(0.05)
+        assert await metric(running, stalled) == 1
+        assert await metric(running, "messenger_slow_cutoffs_total") == 0
+        assert (await alice.call("status"))["user"] == "alice"
 
 
 # -- connection caps ---------------------------------------------------------------
@@ -592,49 +640,3 @@ async def test_an_invalid_record_is_refused_in_one_line_naming_its_offset(
     assert len(refusal) == 1
     assert str(log_path) in refusal[0]
     assert f"byte offset {offset}" in refusal[0]
-
-
-async def test_a_connection_that_neither_logs_in_nor_reads_goes_at_its_deadline(
-    tmp_path: Path,
-) -> None:
-    """Past the deadline, a connection whose unread replies keep the close frame from
-    being sent is dropped all the same."""
-    async with run_server(config_in(tmp_path, login_timeout=0.3)) as running:
-        slow = SlowDevice(running.url)
-        try:
-            await slow.handshake()
-            for n in range(30):  # some 300 KB of replies: under the cut-off, over any buffer
-                slow.protocol.send_text(request("rpc.discover", n).encode())
-            await slow.flush()
-            await asyncio.sleep(0.2)
-            assert await metric(running, 'messenger_connections{state="anonymous"}') == 1
-            await asyncio.sleep(1.0)
-            assert await metric(running, 'messenger_connections{state="anonymous"}') == 0
-        finally:
-            slow.close()
-
-
-async def test_a_logged_in_reader_that_takes_nothing_is_cut_off(tmp_path: Path) -> None:
-    """A device whose unsent events stay under the bound but that reads nothing at all
-    for stall_timeout is cut off (its keepalive ping could never get out)."""
-    config = config_in(
-        tmp_path, stall_timeout=0.3, fsync=FsyncPolicy.NEVER, send_buffer_limit=16 * 2**20
-    )
-    stalled = 'messenger_connections_closed_total{reason="stalled"}'
-    async with (
-        run_server(config) as running,
-        user_device(running.url, "alice") as alice,
-        slow_device(running.url, "carol"),
-    ):
-        # Past what the kernel's buffers take (a few MB on loopback), under the bound.
-        for n in range(3000):
-            await alice.call("send", chat="general", text=f"{n:05d} " + "x" * 4000)
-            if n % 50 == 0 and await metric(running, stalled):
-                break
-        for _ in range(40):
-            if await metric(running, stalled):
-                break
-            await asyncio.sleep(0.05)
-        assert await metric(running, stalled) == 1
-        assert await metric(running, "messenger_slow_cutoffs_total") == 0
-        assert (await alice.call("status"))["user"] == "alice"
