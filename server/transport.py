@@ -453,10 +453,10 @@ class Transport:
     ) -> Response | None:
         guarded = cast(GuardedConnection, connection)
         if guarded.peer_address in self.config.trusted_proxies:
+            # Several header lines are one list (RFC 9110 section 5.3), in order.
+            forwarded = ",".join(request.headers.get_all("X-Forwarded-For"))
             guarded.client = client_address(
-                guarded.peer_address,
-                request.headers.get("X-Forwarded-For"),
-                self.config.trusted_proxies,
+                guarded.peer_address, forwarded, self.config.trusted_proxies
             )
             refusal = self.claim(guarded, guarded.client)
             if refusal is not None:
@@ -470,8 +470,12 @@ class Transport:
         if path == "/":
             return None  # the WebSocket handshake goes on
         if path.startswith(FILES_PREFIX):
+            # Two Authorization lines (a websockets MultipleValuesError) mean none.
+            authorization = request.headers.get_all("Authorization")
             return await self.download(
-                guarded, path.removeprefix(FILES_PREFIX), request.headers.get("Authorization")
+                guarded,
+                path.removeprefix(FILES_PREFIX),
+                authorization[0] if len(authorization) == 1 else None,
             )
         route = self.http_routes.get(path)
         if route is None:

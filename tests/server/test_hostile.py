@@ -254,9 +254,13 @@ async def test_connections_over_the_per_address_cap_get_503(tmp_path: Path) -> N
 
 
 @contextlib.asynccontextmanager
-async def forwarded_device(url: str, forwarded_for: str, register: bool) -> AsyncIterator[Peer]:
-    """alice logged in over a connection that says it forwards for ``forwarded_for``."""
-    async with connect(url, additional_headers={"X-Forwarded-For": forwarded_for}) as ws:
+async def forwarded_device(
+    url: str, *forwarded_for: str, register: bool = False
+) -> AsyncIterator[Peer]:
+    """alice logged in over a connection that says it forwards for ``forwarded_for``
+    (an X-Forwarded-For line each)."""
+    headers = [("X-Forwarded-For", value) for value in forwarded_for]
+    async with connect(url, additional_headers=headers) as ws:
         peer = Peer(ws)
         try:
             if register:
@@ -289,7 +293,7 @@ async def test_a_trusted_proxy_is_counted_and_logged_by_its_client(
     untrusted = config_in(tmp_path, max_connections_per_address=1)
     async with (
         run_server(untrusted) as running,
-        forwarded_device(running.url, "10.0.0.1", register=False),
+        forwarded_device(running.url, "10.0.0.1"),
     ):
         assert await refused_with(running.url, **{"X-Forwarded-For": "10.0.0.2"}) == 503
     assert "from 127.0.0.1" in caplog.text
@@ -312,6 +316,31 @@ async def test_pipelined_http_requests_get_one_answer_and_no_traceback(
     assert response.startswith(b"HTTP/1.1 200 OK\r\n")
     assert response.count(b"HTTP/1.1") == 1
     assert response.endswith(b"\r\n\r\nok")
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+async def test_repeated_headers_are_answered_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two Authorization lines on GET /files are no authorization (404); two
+    X-Forwarded-For lines from a trusted proxy are one list. Nothing is logged as an
+    error."""
+    caplog.set_level(logging.INFO, "messenger.server")
+    config = config_in(tmp_path, trusted_proxies=frozenset({"127.0.0.1"}))
+    async with (
+        run_server(config, Clock()) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        reader, writer = await asyncio.open_connection(running.host, running.port)
+        writer.write(
+            f"GET /files/f0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice.token}\r\n"
+            f"Authorization: Bearer {alice.token}\r\n\r\n".encode()
+        )
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 404 ")
+        writer.close()
+        async with forwarded_device(running.url, "10.0.0.9", "10.0.0.7"):
+            pass
+    assert "from 10.0.0.7" in caplog.text
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
