@@ -197,6 +197,10 @@ class GuardedConnection(ServerConnection):
             if self.protocol.state is State.CONNECTING:
                 return  # RFC 6455 section 4.1: nothing may follow the request before the response
             super().data_received(data)
+            # websockets answers pings (and closes) by itself, at the rate they come:
+            # a peer that pings and never reads would grow its buffer without end.
+            if self.transport.get_write_buffer_size() > self.owner.config.send_buffer_limit:
+                self.owner.cut_off(self)
             return
         # The request head ends with an empty line (RFC 9112 section 2.1); what follows
         # it before the response is out is dropped, so that a pipelined second request
@@ -380,6 +384,13 @@ class Transport:
             self._previous_handler(loop, context)
         else:
             loop.default_exception_handler(context)
+
+    def cut_off(self, connection: GuardedConnection) -> None:
+        """A connection past the unsent bound by what websockets wrote on its own."""
+        if connection.session is not None:
+            self.hub.cut_off(connection.session)  # counted and logged with the others
+        else:
+            connection.transport.abort()
 
     # -- admission -------------------------------------------------------------------
 

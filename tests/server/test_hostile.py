@@ -122,6 +122,25 @@ async def test_replies_count_towards_the_unsent_bound(tmp_path: Path) -> None:
         assert await metric(running, "messenger_slow_cutoffs_total") == 1
 
 
+async def test_pings_that_are_never_read_count_towards_the_unsent_bound(tmp_path: Path) -> None:
+    """The pongs websockets writes by itself count too: a client that pings and never
+    reads is cut off past the bound."""
+    async with run_server(config_in(tmp_path, send_buffer_limit=64 * 2**10)) as running:
+        slow = SlowDevice(running.url)
+        try:
+            await slow.handshake()
+            for _ in range(400):  # up to 5 MB of pongs: past what the kernel buffers
+                for _ in range(100):
+                    slow.protocol.send_ping(b"p" * 125)
+                try:
+                    await asyncio.wait_for(slow.flush(), 5)
+                except (ConnectionError, TimeoutError):
+                    break
+            assert await metric(running, "messenger_slow_cutoffs_total") == 1
+        finally:
+            slow.close()
+
+
 async def test_a_slow_disk_holds_few_requests_of_one_connection(tmp_path: Path) -> None:
     """While the log cannot write, one connection's pipelined requests stop being read
     at a small number in flight; all are answered once the disk is back."""
