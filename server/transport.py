@@ -5,11 +5,13 @@ orjson bytes. Requests of one connection are decided in the order they arrive
 and may then wait for the disk together (up to ``PIPELINE`` at a time); a frame
 with a session method (``login``...) is handled alone, after those before it.
 
-What one client can hold is bounded (protocol.md, section 1, "Limits"):
+What one client can hold is bounded (protocol.md, sections 1 and 2):
 - replies are written like events, without waiting for the peer, and count
-  towards the same unsent bound (``send_buffer_limit``): past it the connection
-  is cut off. A client that never reads holds at most that, its frames queued
-  unread (``RECEIVE_QUEUE``) and ``PIPELINE`` requests;
+  towards the same unsent bound (``send_buffer_limit``), as do the pongs
+  websockets writes by itself: past it the connection is cut off. A client that
+  never reads holds at most that, its frames queued unread (``RECEIVE_QUEUE``)
+  and ``PIPELINE`` requests; one that takes nothing for ``stall_timeout`` behind
+  a full buffer is cut off too;
 - a connection not logged in within ``login_timeout`` is closed (1008, or dropped
   before its handshake);
 - connections are capped in all and per client address (the address behind a
