@@ -5,11 +5,13 @@ orjson bytes. Requests of one connection are decided in the order they arrive
 and may then wait for the disk together (up to ``PIPELINE`` at a time); a frame
 with a session method (``login``...) is handled alone, after those before it.
 
-What one client can hold is bounded (protocol.md, section 1, "Limits"):
+What one client can hold is bounded (protocol.md, sections 1 and 2):
 - replies are written like events, without waiting for the peer, and count
-  towards the same unsent bound (``send_buffer_limit``): past it the connection
-  is cut off. A client that never reads holds at most that, its frames queued
-  unread (``RECEIVE_QUEUE``) and ``PIPELINE`` requests;
+  towards the same unsent bound (``send_buffer_limit``), as do the pongs
+  websockets writes by itself: past it the connection is cut off. A client that
+  never reads holds at most that, its frames queued unread (``RECEIVE_QUEUE``)
+  and ``PIPELINE`` requests; one that takes nothing for ``stall_timeout`` behind
+  a full buffer is cut off too;
 - a connection not logged in within ``login_timeout`` is closed (1008, or dropped
   before its handshake);
 - connections are capped in all and per client address (the address behind a
@@ -198,6 +200,10 @@ class GuardedConnection(ServerConnection):
             if self.protocol.state is State.CONNECTING:
                 return  # RFC 6455 section 4.1: nothing may follow the request before the response
             super().data_received(data)
+            # websockets answers pings (and closes) by itself, at the rate they come:
+            # a peer that pings and never reads would grow its buffer without end.
+            if self.transport.get_write_buffer_size() > self.owner.config.send_buffer_limit:
+                self.owner.cut_off(self)
             return
         # The request head ends with an empty line (RFC 9112 section 2.1); what follows
         # it before the response is out is dropped, so that a pipelined second request
@@ -382,6 +388,13 @@ class Transport:
         else:
             loop.default_exception_handler(context)
 
+    def cut_off(self, connection: GuardedConnection) -> None:
+        """A connection past the unsent bound by what websockets wrote on its own."""
+        if connection.session is not None:
+            self.hub.cut_off(connection.session)  # counted and logged with the others
+        else:
+            connection.transport.abort()
+
     # -- admission -------------------------------------------------------------------
 
     def connection_made(self, connection: GuardedConnection) -> None:
@@ -454,10 +467,10 @@ class Transport:
     ) -> Response | None:
         guarded = cast(GuardedConnection, connection)
         if guarded.peer_address in self.config.trusted_proxies:
+            # Several header lines are one list (RFC 9110 section 5.3), in order.
+            forwarded = ",".join(request.headers.get_all("X-Forwarded-For"))
             guarded.client = client_address(
-                guarded.peer_address,
-                request.headers.get("X-Forwarded-For"),
-                self.config.trusted_proxies,
+                guarded.peer_address, forwarded, self.config.trusted_proxies
             )
             refusal = self.claim(guarded, guarded.client)
             if refusal is not None:
@@ -471,8 +484,12 @@ class Transport:
         if path == "/":
             return None  # the WebSocket handshake goes on
         if path.startswith(FILES_PREFIX):
+            # Two Authorization lines (a websockets MultipleValuesError) mean none.
+            authorization = request.headers.get_all("Authorization")
             return await self.download(
-                guarded, path.removeprefix(FILES_PREFIX), request.headers.get("Authorization")
+                guarded,
+                path.removeprefix(FILES_PREFIX),
+                authorization[0] if len(authorization) == 1 else None,
             )
         route = self.http_routes.get(path)
         if route is None:

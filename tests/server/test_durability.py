@@ -535,6 +535,20 @@ class SlowDevice:
         self.sock.close()
 
 
+@contextlib.asynccontextmanager
+async def slow_device(url: str, user: str) -> AsyncIterator[SlowDevice]:
+    """``user``, registered, logged in on a ``SlowDevice`` (closed at the end)."""
+    async with user_device(url, user) as setup:
+        token = setup.token
+    assert token is not None
+    slow = SlowDevice(url)
+    try:
+        assert "result" in await slow.login(user, token)
+        yield slow
+    finally:
+        slow.close()
+
+
 async def test_slow_reader_is_cut_off_while_others_keep_receiving(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -546,12 +560,7 @@ async def test_slow_reader_is_cut_off_while_others_keep_receiving(
         user_device(running.url, "alice") as alice,
         user_device(running.url, "bob") as bob,
     ):
-        async with user_device(running.url, "carol") as carol_setup:
-            token = carol_setup.token
-            assert token is not None
-        slow = SlowDevice(running.url)
-        try:
-            assert "result" in await slow.login("carol", token)
+        async with slow_device(running.url, "carol") as slow:
             sent = 0
             # Sends in small pipelined bursts, so that the fast devices' buffers stay
             # far below the limit, until the slow one is cut off (then a few more).
@@ -575,8 +584,6 @@ async def test_slow_reader_is_cut_off_while_others_keep_receiving(
             got = [e["params"]["message"]["text"][:5] for e in await slow.drain_until_closed()]
             assert got == [f"{n:05d}" for n in range(len(got))]
             assert len(got) < sent
-        finally:
-            slow.close()
         cut = [r.getMessage() for r in caplog.records if "cutting off" in r.getMessage()]
         assert len(cut) == 1, cut
         assert "user=carol" in cut[0]

@@ -1,6 +1,8 @@
 """Hostile clients over loopback, on a real server: what one connection may hold, the
-login deadline, connection caps (also behind a trusted proxy), streamed downloads,
-pipelined HTTP, deeply nested JSON, secrets kept out of the log, and /metrics."""
+login deadline and readers that take nothing, connection caps (also behind a trusted
+proxy), streamed downloads, pipelined HTTP, deeply nested JSON, secrets kept out of the
+log, /metrics, running out of file descriptors, the limit flags, and refusals to start
+in one line."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from server.cli import parse_args
 from server.config import Config, FsyncPolicy
 from server.log import EventLog, decode_record, encode_record
 from tests.server.extras_support import Clock, config_in, http_get
-from tests.server.test_durability import SlowDevice, run_cli, server_process
+from tests.server.test_durability import SlowDevice, run_cli, server_process, slow_device
 from tests.wsclient import Peer, connected, user_device
 
 
@@ -108,20 +110,31 @@ async def test_replies_count_towards_the_unsent_bound(tmp_path: Path) -> None:
     """A client that sends requests and never reads their replies is cut off once its
     unsent bytes pass the bound, as it would be for events."""
     config = config_in(tmp_path, send_buffer_limit=64 * 2**10)
-    async with run_server(config) as running:
-        async with user_device(running.url, "mallory") as setup:
-            token = setup.token
-            assert token is not None
+    async with run_server(config) as running, slow_device(running.url, "mallory") as slow:
+        for n in range(2, 2000):  # each reply is some 10 KB
+            slow.protocol.send_text(request("rpc.discover", n).encode())
+            try:
+                await asyncio.wait_for(slow.flush(), 5)
+            except (ConnectionError, TimeoutError):
+                break
+            if n % 20 == 0 and await metric(running, "messenger_slow_cutoffs_total") == 1:
+                break
+        assert await metric(running, "messenger_slow_cutoffs_total") == 1
+
+
+async def test_pings_that_are_never_read_count_towards_the_unsent_bound(tmp_path: Path) -> None:
+    """The pongs websockets writes by itself count too: a client that pings and never
+    reads is cut off past the bound."""
+    async with run_server(config_in(tmp_path, send_buffer_limit=64 * 2**10)) as running:
         slow = SlowDevice(running.url)
         try:
-            assert "result" in await slow.login("mallory", token)
-            for n in range(2, 2000):  # each reply is some 10 KB
-                slow.protocol.send_text(request("rpc.discover", n).encode())
+            await slow.handshake()
+            for _ in range(400):  # up to 5 MB of pongs: past what the kernel buffers
+                for _ in range(100):
+                    slow.protocol.send_ping(b"p" * 125)
                 try:
                     await asyncio.wait_for(slow.flush(), 5)
                 except (ConnectionError, TimeoutError):
-                    break
-                if n % 20 == 0 and await metric(running, "messenger_slow_cutoffs_total") == 1:
                     break
             assert await metric(running, "messenger_slow_cutoffs_total") == 1
         finally:
@@ -172,6 +185,52 @@ async def test_a_connection_not_logged_in_in_time_is_closed_1008(tmp_path: Path)
             assert (await alice.call("status"))["user"] == "alice"
 
 
+async def test_a_connection_that_neither_logs_in_nor_reads_goes_at_its_deadline(
+    tmp_path: Path,
+) -> None:
+    """Past the deadline, a connection whose unread replies keep the close frame from
+    being sent is dropped all the same."""
+    async with run_server(config_in(tmp_path, login_timeout=0.3)) as running:
+        slow = SlowDevice(running.url)
+        try:
+            await slow.handshake()
+            for n in range(30):  # some 300 KB of replies: under the cut-off, over any buffer
+                slow.protocol.send_text(request("rpc.discover", n).encode())
+            await slow.flush()
+            await asyncio.sleep(0.2)
+            assert await metric(running, 'messenger_connections{state="anonymous"}') == 1
+            await asyncio.sleep(1.0)
+            assert await metric(running, 'messenger_connections{state="anonymous"}') == 0
+        finally:
+            slow.close()
+
+
+async def test_a_logged_in_reader_that_takes_nothing_is_cut_off(tmp_path: Path) -> None:
+    """A device whose unsent events stay under the bound but that reads nothing at all
+    for stall_timeout is cut off (its keepalive ping could never get out)."""
+    config = config_in(
+        tmp_path, stall_timeout=0.3, fsync=FsyncPolicy.NEVER, send_buffer_limit=16 * 2**20
+    )
+    stalled = 'messenger_connections_closed_total{reason="stalled"}'
+    async with (
+        run_server(config) as running,
+        user_device(running.url, "alice") as alice,
+        slow_device(running.url, "carol"),
+    ):
+        # Past what the kernel's buffers take (a few MB on loopback), under the bound.
+        for n in range(3000):
+            await alice.call("send", chat="general", text=f"{n:05d} " + "x" * 4000)
+            if n % 50 == 0 and await metric(running, stalled):
+                break
+        for _ in range(40):
+            if await metric(running, stalled):
+                break
+            await asyncio.sleep(0.05)
+        assert await metric(running, stalled) == 1
+        assert await metric(running, "messenger_slow_cutoffs_total") == 0
+        assert (await alice.call("status"))["user"] == "alice"
+
+
 # -- connection caps ---------------------------------------------------------------
 
 
@@ -214,9 +273,13 @@ async def test_connections_over_the_per_address_cap_get_503(tmp_path: Path) -> N
 
 
 @contextlib.asynccontextmanager
-async def forwarded_device(url: str, forwarded_for: str, register: bool) -> AsyncIterator[Peer]:
-    """alice logged in over a connection that says it forwards for ``forwarded_for``."""
-    async with connect(url, additional_headers={"X-Forwarded-For": forwarded_for}) as ws:
+async def forwarded_device(
+    url: str, *forwarded_for: str, register: bool = False
+) -> AsyncIterator[Peer]:
+    """alice logged in over a connection that says it forwards for ``forwarded_for``
+    (an X-Forwarded-For line each)."""
+    headers = [("X-Forwarded-For", value) for value in forwarded_for]
+    async with connect(url, additional_headers=headers) as ws:
         peer = Peer(ws)
         try:
             if register:
@@ -249,7 +312,7 @@ async def test_a_trusted_proxy_is_counted_and_logged_by_its_client(
     untrusted = config_in(tmp_path, max_connections_per_address=1)
     async with (
         run_server(untrusted) as running,
-        forwarded_device(running.url, "10.0.0.1", register=False),
+        forwarded_device(running.url, "10.0.0.1"),
     ):
         assert await refused_with(running.url, **{"X-Forwarded-For": "10.0.0.2"}) == 503
     assert "from 127.0.0.1" in caplog.text
@@ -272,6 +335,31 @@ async def test_pipelined_http_requests_get_one_answer_and_no_traceback(
     assert response.startswith(b"HTTP/1.1 200 OK\r\n")
     assert response.count(b"HTTP/1.1") == 1
     assert response.endswith(b"\r\n\r\nok")
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+async def test_repeated_headers_are_answered_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two Authorization lines on GET /files are no authorization (404); two
+    X-Forwarded-For lines from a trusted proxy are one list. Nothing is logged as an
+    error."""
+    caplog.set_level(logging.INFO, "messenger.server")
+    config = config_in(tmp_path, trusted_proxies=frozenset({"127.0.0.1"}))
+    async with (
+        run_server(config, Clock()) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        reader, writer = await asyncio.open_connection(running.host, running.port)
+        writer.write(
+            f"GET /files/f0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice.token}\r\n"
+            f"Authorization: Bearer {alice.token}\r\n\r\n".encode()
+        )
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 404 ")
+        writer.close()
+        async with forwarded_device(running.url, "10.0.0.9", "10.0.0.7"):
+            pass
+    assert "from 10.0.0.7" in caplog.text
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
@@ -600,56 +688,3 @@ async def test_an_invalid_record_is_refused_in_one_line_naming_its_offset(
     assert len(refusal) == 1
     assert str(log_path) in refusal[0]
     assert f"byte offset {offset}" in refusal[0]
-
-
-async def test_a_connection_that_neither_logs_in_nor_reads_goes_at_its_deadline(
-    tmp_path: Path,
-) -> None:
-    """Past the deadline, a connection whose unread replies keep the close frame from
-    being sent is dropped all the same."""
-    async with run_server(config_in(tmp_path, login_timeout=0.3)) as running:
-        slow = SlowDevice(running.url)
-        try:
-            await slow.handshake()
-            for n in range(30):  # some 300 KB of replies: under the cut-off, over any buffer
-                slow.protocol.send_text(request("rpc.discover", n).encode())
-            await slow.flush()
-            await asyncio.sleep(0.2)
-            assert await metric(running, 'messenger_connections{state="anonymous"}') == 1
-            await asyncio.sleep(1.0)
-            assert await metric(running, 'messenger_connections{state="anonymous"}') == 0
-        finally:
-            slow.close()
-
-
-async def test_a_logged_in_reader_that_takes_nothing_is_cut_off(tmp_path: Path) -> None:
-    """A device whose unsent events stay under the bound but that reads nothing at all
-    for stall_timeout is cut off (its keepalive ping could never get out)."""
-    config = config_in(
-        tmp_path, stall_timeout=0.3, fsync=FsyncPolicy.NEVER, send_buffer_limit=16 * 2**20
-    )
-    async with (
-        run_server(config) as running,
-        user_device(running.url, "alice") as alice,
-    ):
-        async with user_device(running.url, "carol") as setup:
-            token = setup.token
-            assert token is not None
-        slow = SlowDevice(running.url)
-        try:
-            assert "result" in await slow.login("carol", token)
-            stalled = 'messenger_connections_closed_total{reason="stalled"}'
-            # Past what the kernel's buffers take (a few MB on loopback), under the bound.
-            for n in range(3000):
-                await alice.call("send", chat="general", text=f"{n:05d} " + "x" * 4000)
-                if n % 50 == 0 and await metric(running, stalled):
-                    break
-            for _ in range(40):
-                if await metric(running, stalled):
-                    break
-                await asyncio.sleep(0.05)
-            assert await metric(running, stalled) == 1
-            assert await metric(running, "messenger_slow_cutoffs_total") == 0
-            assert (await alice.call("status"))["user"] == "alice"
-        finally:
-            slow.close()
