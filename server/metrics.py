@@ -131,13 +131,6 @@ class Metrics:
     def inc(self, name: str, amount: int = 1, **labels: str) -> None:
         self.counts[name][tuple(sorted(labels.items()))] += amount
 
-    def value(self, name: str, **labels: str) -> float:
-        """The current value of one series (for tests and the benchmark)."""
-        key = tuple(sorted(labels.items()))
-        if name in self.counts:
-            return self.counts[name][key]
-        return dict(self.readers[name]()).get(key, 0.0)
-
     def render(self) -> bytes:
         lines: list[str] = []
         for name, (kind, help_text) in self.described.items():
