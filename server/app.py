@@ -28,6 +28,7 @@ from server.files import FileMethods
 from server.groups import GroupMethods
 from server.hub import Hub, Recent
 from server.log import COMPACTING_SUFFIX, EventLog, LogCorrupted
+from server.metrics import Metrics
 from server.rpc import Dispatcher
 from server.service import Clock, Service, encode_event, system_clock
 from server.store import EventStore, Record
@@ -190,6 +191,9 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
             )
             health = node.health
         openrpc = orjson.dumps(service.registry.openrpc())
+        metrics = Metrics()
+        if not config.cluster:
+            metrics.watch_log(log)
 
         def healthz() -> tuple[int, str, bytes]:
             healthy, said = health()
@@ -204,6 +208,7 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
                 "/openrpc.json": lambda: (200, "application/json", openrpc),
             },
             files,
+            metrics=metrics,
         )
         if count and not config.cluster:  # start time tracks live state, not history
             await service.compact()

@@ -42,6 +42,10 @@ class Config:
     invite_limit: int = 100  # invitations one user may send per hour
     max_user_storage: int = 100 * 2**20  # bytes of stored files one user uploaded
     max_storage: int = 2**30  # bytes of stored files in all
+    login_timeout: float = 20.0  # seconds a connection may take to log in; then 1008
+    max_connections: int | None = None  # None: derived from the fd limit at start
+    max_connections_per_address: int = 256
+    trusted_proxies: frozenset[str] = frozenset()  # their X-Forwarded-For names the client
     # Not on the contract's command line, but tunable for tests and operators.
     frame_limit: int = FRAME_LIMIT
     send_buffer_limit: int = 2**20  # a device whose unsent bytes pass this is cut off
@@ -61,6 +65,9 @@ class Config:
     expired_compaction_delay: float = 600.0  # expired messages leave the disk within this
     upload_idle_timeout: float = 600.0  # an upload with no chunk for this long is dropped
     upload_chunk_size: int = 256 * 2**10  # bytes per upload.chunk / download (before base64)
+    max_downloads: int = 64  # GET /files/{id} streaming at once; more get HTTP 503
+    stall_timeout: float = 60.0  # a reader taking nothing for this long (buffer full): cut
+    occasional_interval: float = 60.0  # shortest gap between repeats of a flood warning
     # Cluster mode (protocol-contract.md v2, "Cluster"): the shared log in NATS JetStream.
     cluster: tuple[str, ...] = ()  # NATS server URLs; empty = the local file log
     cluster_name: str = "messenger"  # prefix of the stream, buckets and subjects

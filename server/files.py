@@ -46,7 +46,6 @@ from server.service import Service
 logger = logging.getLogger("messenger.server.files")
 
 FILE_URL_TTL_MS: Final = 600_000  # a file.url works this long (the contract's maximum)
-HTTP_READS: Final = 8  # GET /files/{id} reading at once (each holds a whole file)
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*")
 UploadParam = Annotated[str, Length(1, 64), Doc("an upload id from upload.begin")]
 # What a full disk (or a file size limit) looks like to write(): the file did not fit.
@@ -92,7 +91,6 @@ class FileMethods:
             1, thread_name_prefix="messenger-files"
         )
         self.storing: collections.Counter[str] = collections.Counter()  # digests on their way
-        self.http_reads = asyncio.Semaphore(HTTP_READS)
         self.blobs: Blobs = LocalBlobs()  # a cluster node's Object Store, set by app
         self.removing: set[asyncio.Task[None]] = set()
         service.housekeeping_hooks.append(self.drop_idle_uploads)
@@ -340,11 +338,12 @@ class FileMethods:
         query = signed_query(stored.id, self.service.device(session), expires_at)
         return {"url": f"/files/{stored.id}?{query}", "expires_at": expires_at}
 
-    async def http_get(
+    async def http_file(
         self, file_id: str, authorization: str | None, query: str = ""
-    ) -> tuple[StoredFile, bytes] | None:
-        """``GET /files/{id}``: the file for a valid bearer token, or a URL signed
-        by ``file.url`` and not expired, of a user who may (still) see it."""
+    ) -> tuple[StoredFile, Path, UserKey] | None:
+        """``GET /files/{id}``: the file, where its bytes are and who asks, for a valid
+        bearer token, or a URL signed by ``file.url`` and not expired, of a user who
+        may (still) see it (the transport streams it)."""
         now = self.service.clock()
         if authorization is None and query:
             device = self._signer(file_id, query, now)
@@ -356,16 +355,13 @@ class FileMethods:
         if device is None:
             return None
         self.state.expire(now)
+        key = user_key(device.user)
         try:
-            stored = rules.find_file(self.state, self.state.users[user_key(device.user)], file_id)
+            stored = rules.find_file(self.state, self.state.users[key], file_id)
             await self.blobs.fetch(stored.sha256)
-            async with self.http_reads:  # whole files in memory: a few at a time
-                body = await self.service.off_loop(
-                    _read, self.stored / stored.sha256, 0, stored.size
-                )
         except NotFound:
             return None
-        return stored, body
+        return stored, self.stored / stored.sha256, key
 
     def _signer(self, file_id: str, query: str, now: int) -> Device | None:
         """The device whose ``file.url`` signed this query, if valid and not expired."""

@@ -33,7 +33,9 @@ class Peer(Protocol):
 
 
 class Session:
-    """One connection; logged in once ``user`` is set."""
+    """One connection; logged in once ``user`` is set. ``remote`` is the client's
+    address (behind a trusted proxy, the one it forwarded for): what per-address
+    limits count and log lines name."""
 
     __slots__ = ("device", "key", "peer", "remote", "user")
 
@@ -108,6 +110,8 @@ class Hub:
         self.clock = clock  # ms since the epoch; decides which resumed events expired
         self.published = published  # cursor of the last event handed to the devices
         self.sessions: set[Session] = set()  # logged-in ones
+        self.fanout_bytes = 0  # bytes of events handed to devices, for /metrics
+        self.cut_offs = 0  # devices cut off as too slow, for /metrics
         self.by_user: dict[UserKey, set[Session]] = {}
 
     def attach(self, session: Session) -> None:
@@ -153,11 +157,20 @@ class Hub:
 
     def deliver(self, targets: list[Session], frame: bytes) -> None:
         limit = self.send_buffer_limit
+        self.fanout_bytes += len(frame) * len(targets)
         for session in targets:
             peer = session.peer
             peer.write_text(frame)
             if peer.buffered() > limit:
                 self.cut_off(session)
+
+    def reply(self, session: Session, frame: bytes) -> None:
+        """Hand a reply to its connection: like an event, without waiting for the peer,
+        and counted towards the same bound, so that a client that sends requests and
+        never reads is cut off instead of holding its replies in memory."""
+        session.peer.write_text(frame)
+        if session.peer.buffered() > self.send_buffer_limit:
+            self.cut_off(session)
 
     def resume(self, session: Session, since: int) -> bool:
         """Push what ``session`` missed after ``since``; False (pushing nothing) if not
@@ -182,5 +195,6 @@ class Hub:
             session.peer.buffered(),
             self.send_buffer_limit,
         )
+        self.cut_offs += 1
         self.detach(session)
         session.peer.abort()

@@ -7,10 +7,11 @@ while the previous group was being written is made durable by one write and one
 fsync (group commit).
 
 Recovery rules, checked at replay:
-- a damaged or incomplete *last* record is a torn write from a crash: it is cut
-  off, with a warning;
-- a damaged record followed by good ones means the file was damaged some other
-  way: the start stops with ``LogCorrupted`` naming the file and the byte offset.
+- damage after the last valid record (a torn write, or garbage or zeros a crash
+  left past the last fsync) was never acknowledged: it is cut off, with a warning;
+- a damaged record followed by a valid one means the file was damaged some other
+  way: the start stops with ``LogCorrupted`` naming the file and the byte offsets;
+- an empty or missing log is a fresh start, said loudly if other state is there.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -35,6 +37,9 @@ logger = logging.getLogger("messenger.server.log")
 
 
 COMPACTING_SUFFIX = ".compacting"
+# Beside the log, what says nothing of users, chats or messages: the lock, and
+# unfinished uploads (dropped at every start).
+_NOT_STATE = frozenset({"LOCK", "uploads"})
 
 
 class LogCorrupted(Exception):
@@ -66,31 +71,68 @@ def decode_record(line: bytes) -> dict[str, Any] | None:
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
     """Every record of the log at ``path``, in order, cutting a torn tail off the file."""
-    if not path.exists():
+    if not path.exists() or not path.stat().st_size:
+        _say_if_anything_else_is_there(path)
         return
     offset = 0
     damaged_at: int | None = None
+    key = str(path)
     with path.open("rb", buffering=2**20) as file:
         for line in file:
             record = decode_record(line)
-            if damaged_at is not None:
+            if record is None:
+                if damaged_at is None:
+                    damaged_at = offset
+            elif damaged_at is not None:
                 raise LogCorrupted(
                     f"{path}: damaged record at byte offset {damaged_at} "
-                    f"is followed by more records; refusing to start"
+                    f"is followed by a valid one at byte offset {offset}; refusing to start"
                 )
-            if record is None:
-                damaged_at = offset
             else:
+                _last_yielded[key] = offset
                 yield record
             offset += len(line)
     if damaged_at is not None:
+        # Nothing valid follows: the tail was never acknowledged (a torn write, or
+        # the garbage or zeros a file system may leave past the last fsync).
         logger.warning(
-            "%s: cutting off a torn last record at byte offset %d (%d bytes)",
+            "%s: cutting off a torn last record at byte offset %d (%d bytes of damage, "
+            "nothing valid after it)",
             path,
             damaged_at,
             offset - damaged_at,
         )
         os.truncate(path, damaged_at)
+
+
+_last_yielded: dict[str, int] = {}  # log path -> byte offset of the record last read
+
+
+def last_record_offset(path: Path) -> int | None:
+    """Where the record ``read_records(path)`` gave last starts: when its reader refuses
+    that record (not an event, a cursor out of sequence), the offset to name."""
+    return _last_yielded.get(str(path))
+
+
+def _say_if_anything_else_is_there(path: Path) -> None:
+    """An empty or missing log beside other state (stored files, say) is most likely
+    a log lost or emptied by mistake: starting empty is allowed, but said loudly."""
+    others = (
+        other
+        for other in path.parent.rglob("*")
+        if other.is_file()
+        and other != path
+        and other.relative_to(path.parent).parts[0] not in _NOT_STATE
+    )
+    found = next(others, None)
+    if found is not None:
+        logger.warning(
+            "%s is %s, but %s holds other state (%s): starting with no users, chats or messages",
+            path,
+            "empty" if path.exists() else "missing",
+            path.parent,
+            found.relative_to(path.parent),
+        )
 
 
 def fsync_directory(path: Path) -> None:
@@ -136,6 +178,7 @@ class EventLog:
         self.compacted_size = 0  # bytes right after the last compaction
         self.failed = asyncio.Event()  # set once a write or fsync failed: stop serving
         self._last: asyncio.Future[None] | None = None  # the newest queued item's
+        self.fsync_observer: Callable[[float], None] | None = None  # told each fsync's seconds
 
     def open(self) -> None:
         """Open for appending; call after the records were read (and a torn tail cut)."""
@@ -186,6 +229,11 @@ class EventLog:
         self._last = future
         self._wakeup.set()
         return future
+
+    @property
+    def queued(self) -> int:
+        """Appends and compactions waiting for the writer."""
+        return len(self._queue)
 
     def barrier(self) -> asyncio.Future[None]:
         """Done once everything queued so far is durable (items complete in order)."""
@@ -259,7 +307,13 @@ class EventLog:
         try:
             await asyncio.get_running_loop().run_in_executor(self._io, job, *args)
         except Exception as exc:
-            logger.critical("%s: write failed; no more records accepted", self.path, exc_info=True)
+            # One line, no traceback: a full disk is an operator's matter, not a bug.
+            logger.critical(
+                "%s: write failed at byte offset %d: %s; no more records accepted",
+                self.path,
+                self.size,
+                exc,
+            )
             self._fail(exc)
             for waiter in waiters + [f for _, f in queued + self._queue]:
                 if not waiter.done():
@@ -277,7 +331,10 @@ class EventLog:
             view = view[written:]
         self.size += len(data)
         if sync:
+            started = time.perf_counter()
             os.fsync(self._fd)
+            if self.fsync_observer is not None:
+                self.fsync_observer(time.perf_counter() - started)
 
     def _compact(self, head: list[dict[str, Any]]) -> None:
         # Crash-safe at every step: until the rename the old log is whole (a stale
@@ -306,6 +363,9 @@ class EventLog:
                     await loop.run_in_executor(self._io, os.fsync, self._fd)
                 except OSError as exc:
                     logger.critical(
-                        "%s: fsync failed; no more records accepted", self.path, exc_info=True
+                        "%s: fsync failed at byte offset %d: %s; no more records accepted",
+                        self.path,
+                        self.size,
+                        exc,
                     )
                     self._fail(exc)

@@ -31,8 +31,12 @@ from server.errors import (
     TooLarge,
     Unauthenticated,
 )
+from server.store import StoreFailed
 
 MAX_BATCH: Final = 100  # requests in one batch: bounds the work and memory of one frame
+MAX_CONTAINERS: Final = 4096  # arrays and objects in one frame (a full batch needs 200)
+QUOTED_CHARS: Final = 32  # of a client's string that an error message may quote
+QUOTED_ITEMS: Final = 3  # unexpected param names an error message may list
 
 logger = logging.getLogger("messenger.server.rpc")
 
@@ -115,7 +119,7 @@ class Param:
                 raise InvalidParams(f"Expected {self.name!r} {wanted}, but got {value}")
         if self.pattern is not None and not self.pattern.regex.fullmatch(value):
             raise InvalidParams(
-                f"Expected {self.name!r} to be {self.pattern.what}, but got {value!r}"
+                f"Expected {self.name!r} to be {self.pattern.what}, but got {quote(value)}"
             )
         return value
 
@@ -131,6 +135,18 @@ class Param:
         if self.pattern is not None:
             schema["pattern"] = f"^(?:{self.pattern.regex.pattern})$"  # fullmatch, as checked
         return schema
+
+
+def quote(value: Any) -> str:
+    """``value`` as an error message may show it: a string as the repr of at most its
+    first ``QUOTED_CHARS`` characters, anything else by its JSON type. Never the whole
+    input: a frame of 1 MiB must not come back as a message five times larger, and
+    the repr of a value nested 1,000 deep would exceed the recursion limit."""
+    if not isinstance(value, str):
+        return _json_type(value)
+    if len(value) <= QUOTED_CHARS:
+        return repr(value)
+    return f"{value[:QUOTED_CHARS]!r}... ({len(value)} characters)"
 
 
 def _json_type(value: Any) -> str:
@@ -165,8 +181,11 @@ class Method:
         known = {param.name: param for param in self.params}
         unexpected = sorted(set(params) - set(known))
         if unexpected:
+            shown = ", ".join(quote(name) for name in unexpected[:QUOTED_ITEMS])
+            hidden = len(unexpected) - QUOTED_ITEMS
+            more = f" and {hidden} more" if hidden > 0 else ""
             raise InvalidParams(
-                f"Expected params among {sorted(known)}, but got unexpected {unexpected}"
+                f"Expected params among {sorted(known)}, but got unexpected [{shown}]{more}"
             )
         bound: dict[str, Any] = {}
         for param in self.params:
@@ -324,6 +343,8 @@ class Dispatcher:
         self.logged_in = logged_in
         self.settled = settled
         self.reply_limit = reply_limit  # bytes of a reply frame
+        # Told of every request answered: its method (if a string) and error code.
+        self.on_answer: Callable[[str | None, int | None], None] | None = None
         # Cluster mode: a request that ``forwards`` names is answered by the writer
         # node through ``forward`` (server/cluster.py), as it would answer it itself.
         self.forward: Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any] | None]] | None = (
@@ -335,6 +356,8 @@ class Dispatcher:
         self.admit: Callable[[], contextlib.AbstractAsyncContextManager[None]] = _nothing
 
     def parse(self, frame: str | bytes) -> Any:
+        if isinstance(frame, str) and _too_many_containers(frame):
+            return _TOO_MANY_CONTAINERS
         try:
             return orjson.loads(frame)
         except orjson.JSONDecodeError:
@@ -343,6 +366,16 @@ class Dispatcher:
     async def handle(self, session: Any, payload: Any) -> bytes | None:
         if payload is _PARSE_ERROR:
             return orjson.dumps(_reply_error(None, ParseError("Expected a JSON text")))
+        if payload is _TOO_MANY_CONTAINERS:
+            return orjson.dumps(
+                _reply_error(
+                    None,
+                    InvalidRequest(
+                        f"Expected at most {MAX_CONTAINERS} arrays and objects in a frame, "
+                        "but got more"
+                    ),
+                )
+            )
         if isinstance(payload, list):
             if not payload:
                 return orjson.dumps(
@@ -404,6 +437,14 @@ class Dispatcher:
         return False
 
     async def call(self, session: Any, request: Any) -> dict[str, Any] | None:
+        reply = await self._call(session, request)
+        if self.on_answer is not None:
+            name = request.get("method") if isinstance(request, dict) else None
+            error = None if reply is None else reply.get("error")
+            self.on_answer(name if isinstance(name, str) else None, error and error["code"])
+        return reply
+
+    async def _call(self, session: Any, request: Any) -> dict[str, Any] | None:
         if not isinstance(request, dict):
             return _reply_error(None, InvalidRequest("Expected a request object"))
         request_id = request.get("id")
@@ -412,7 +453,8 @@ class Dispatcher:
         notification = "id" not in request
         try:
             if request.get("jsonrpc") != "2.0":
-                raise InvalidRequest(f"Expected jsonrpc '2.0', but got {request.get('jsonrpc')!r}")
+                version = quote(request.get("jsonrpc"))
+                raise InvalidRequest(f"Expected jsonrpc '2.0', but got {version}")
             name = request.get("method")
             if not isinstance(name, str):
                 raise InvalidRequest("Expected method to be a string")
@@ -425,7 +467,7 @@ class Dispatcher:
                 )
             method = self.registry.methods.get(name)
             if method is None:
-                raise MethodNotFound(f"No method {name!r}")
+                raise MethodNotFound(f"No method {quote(name)}")
             if not method.anonymous and not self.logged_in(session):
                 raise Unauthenticated(f"Log in before calling {name!r}")
             if self.forward is not None and self.forwards(name):
@@ -446,8 +488,11 @@ class Dispatcher:
             return _reply_error(request_id, error)
         except MessengerError as error:
             return None if notification else _reply_error(request_id, error)
-        except Exception:
-            logger.exception("method %r failed", request.get("method"))
+        except Exception as error:
+            # The log said once, in one line, that it cannot write (a full disk): every
+            # request after it fails the same way, and none of them is a bug.
+            if not isinstance(error, StoreFailed):
+                logger.exception("method %r failed", request.get("method"))
             internal = InternalError("Internal error")
             return None if notification else _reply_error(request_id, internal)
         if notification:
@@ -456,6 +501,20 @@ class Dispatcher:
 
 
 _PARSE_ERROR: Final = object()
+_TOO_MANY_CONTAINERS: Final = object()
+_STRINGS: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def _too_many_containers(frame: str) -> bool:
+    """Whether ``frame`` holds more than ``MAX_CONTAINERS`` JSON arrays and objects. The
+    brackets are counted first (fast); only when there are many are those inside
+    strings left out (a text may be all brackets). 1 MiB of ``[[],[],...]`` parses
+    into 350k lists: 20 MB and 0.4 s of the event loop, for nothing; the check takes
+    1 ms."""
+    if frame.count("[") + frame.count("{") <= MAX_CONTAINERS:
+        return False
+    outside = _STRINGS.sub("", frame)
+    return outside.count("[") + outside.count("{") > MAX_CONTAINERS
 
 
 @contextlib.asynccontextmanager

@@ -107,7 +107,9 @@ async def http_get(
         await writer.wait_closed()
     head, _, body = response.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    fields = dict(line.split(": ", 1) for line in header_lines)
-    return HttpReply(
-        int(status_line.split()[1]), {name.lower(): value for name, value in fields.items()}, body
-    )
+    fields: dict[str, str] = {}
+    for line in header_lines:  # a repeated header shows as its values joined (RFC 9110 5.3)
+        name, value = line.split(": ", 1)
+        name = name.lower()
+        fields[name] = f"{fields[name]}, {value}" if name in fields else value
+    return HttpReply(int(status_line.split()[1]), fields, body)

@@ -68,18 +68,27 @@ class ServerProcess:
 
 @contextlib.asynccontextmanager
 async def server_process(
-    state_dir: Path, *args: str, file_size_blocks: int | None = None
+    state_dir: Path,
+    *args: str,
+    file_size_blocks: int | None = None,
+    open_files: tuple[int, int] | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """``messenger-server`` on port 0, as a child process; killed if still running at exit.
 
     With ``file_size_blocks`` the process may not grow a file past that many blocks
     (``ulimit -f``; SIGXFSZ ignored): its writes beyond fail with EFBIG, a real disk error.
+    With ``open_files`` (soft, hard) it starts with those limits on open files.
     """
     stderr = state_dir.parent / f"server-{os.urandom(4).hex()}.err"
     command = [sys.executable, "-m", "server", "--port", "0", "--state-dir", str(state_dir)]
     command += ["--rate-limit", str(RATE_LIMIT), *LIMITS_OFF_ARGS, *args]
+    limits = []
     if file_size_blocks is not None:
-        script = f"ulimit -f {file_size_blocks} && trap '' XFSZ && exec \"$@\""
+        limits.append(f"ulimit -f {file_size_blocks} && trap '' XFSZ")
+    if open_files is not None:
+        limits.append(f"ulimit -S -n {open_files[0]} && ulimit -H -n {open_files[1]}")
+    if limits:
+        script = " && ".join([*limits, 'exec "$@"'])
         command = ["sh", "-c", script, "sh", *command]
     with stderr.open("wb") as err:
         process = await asyncio.create_subprocess_exec(
@@ -273,6 +282,9 @@ async def test_log_that_cannot_be_written_stops_the_server_losing_nothing_acknow
         assert bob.connection.close_code == 1001
         assert await asyncio.wait_for(server.process.wait(), 10) == 1
         assert "the event log cannot be written" in server.errors()
+        # One line naming the file and where it stopped, and no traceback.
+        assert f"{tmp_path / 'state' / LOG_FILE}: write failed at byte offset" in server.errors()
+        assert "Traceback" not in server.errors()
         token = alice.token
     assert len(acknowledged) >= 10
     async with run_server(config_in(tmp_path)) as running, connected(running.url) as alice:
@@ -459,28 +471,39 @@ class SlowDevice:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.sock.setblocking(False)
 
-    async def login(self, user: str, token: str) -> dict[str, Any]:
+    async def handshake(self) -> None:
+        """Connect and open the WebSocket."""
         loop = asyncio.get_running_loop()
         uri = parse_uri(self.url)
         await loop.sock_connect(self.sock, (uri.host, uri.port))
         self.protocol.send_request(self.protocol.connect())
         await self.flush()
+        while True:
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), 10)
+            assert data, "the server closed the connection during the handshake"
+            self.protocol.receive_data(data)
+            for event in self.protocol.events_received():
+                assert isinstance(event, Response), event
+                assert event.status_code == 101, event
+                return
+
+    async def login(self, user: str, token: str) -> dict[str, Any]:
+        await self.handshake()
         request = {
             "jsonrpc": "2.0",
             "method": "login",
             "params": {"user": user, "token": token},
             "id": 1,
         }
+        self.protocol.send_text(orjson.dumps(request))
+        await self.flush()
+        loop = asyncio.get_running_loop()
         while True:
             data = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), 10)
             assert data, "the server closed the connection during login"
             self.protocol.receive_data(data)
             for event in self.protocol.events_received():
-                if isinstance(event, Response):
-                    assert event.status_code == 101, event
-                    self.protocol.send_text(orjson.dumps(request))
-                    await self.flush()
-                elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
                     reply: dict[str, Any] = orjson.loads(event.data)
                     if reply.get("id") == 1:
                         return reply
@@ -512,6 +535,20 @@ class SlowDevice:
         self.sock.close()
 
 
+@contextlib.asynccontextmanager
+async def slow_device(url: str, user: str) -> AsyncIterator[SlowDevice]:
+    """``user``, registered, logged in on a ``SlowDevice`` (closed at the end)."""
+    async with user_device(url, user) as setup:
+        token = setup.token
+    assert token is not None
+    slow = SlowDevice(url)
+    try:
+        assert "result" in await slow.login(user, token)
+        yield slow
+    finally:
+        slow.close()
+
+
 async def test_slow_reader_is_cut_off_while_others_keep_receiving(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -523,12 +560,7 @@ async def test_slow_reader_is_cut_off_while_others_keep_receiving(
         user_device(running.url, "alice") as alice,
         user_device(running.url, "bob") as bob,
     ):
-        async with user_device(running.url, "carol") as carol_setup:
-            token = carol_setup.token
-            assert token is not None
-        slow = SlowDevice(running.url)
-        try:
-            assert "result" in await slow.login("carol", token)
+        async with slow_device(running.url, "carol") as slow:
             sent = 0
             # Sends in small pipelined bursts, so that the fast devices' buffers stay
             # far below the limit, until the slow one is cut off (then a few more).
@@ -552,8 +584,6 @@ async def test_slow_reader_is_cut_off_while_others_keep_receiving(
             got = [e["params"]["message"]["text"][:5] for e in await slow.drain_until_closed()]
             assert got == [f"{n:05d}" for n in range(len(got))]
             assert len(got) < sent
-        finally:
-            slow.close()
         cut = [r.getMessage() for r in caplog.records if "cutting off" in r.getMessage()]
         assert len(cut) == 1, cut
         assert "user=carol" in cut[0]

@@ -259,10 +259,40 @@ def spoil_last_checksum(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def append_garbage_lines(path: Path) -> None:
+    with path.open("ab") as file:
+        file.write(b"not a record\n\x00\x00\n" + b"1234abcd {}\n" * 3 + b"\xff" * 100)
+
+
+def append_zeros(path: Path) -> None:
+    with path.open("ab") as file:
+        file.write(bytes(4096))
+
+
+def cut_and_zero_fill(path: Path) -> None:
+    cut_mid_line(path)
+    with path.open("ab") as file:
+        file.write(b"\n" + bytes(8192) + b"\n" + bytes(100))
+
+
 @pytest.mark.parametrize(
     ("damage", "survivors"),
-    [(cut_mid_line, 4), (append_garbage, 5), (spoil_last_checksum, 4)],
-    ids=["cut-mid-line", "garbage-without-newline", "bad-last-checksum"],
+    [
+        (cut_mid_line, 4),
+        (append_garbage, 5),
+        (spoil_last_checksum, 4),
+        (append_garbage_lines, 5),
+        (append_zeros, 5),
+        (cut_and_zero_fill, 4),
+    ],
+    ids=[
+        "cut-mid-line",
+        "garbage-without-newline",
+        "bad-last-checksum",
+        "garbage-lines",
+        "zeros",
+        "torn-then-zeros",
+    ],
 )
 async def test_torn_last_record_is_cut_off_with_a_warning(
     damage: Callable[[Path], None],
@@ -304,9 +334,30 @@ async def test_damaged_record_before_good_ones_raises_log_corrupted(
     assert path.read_bytes() == bytes(data)  # left as found, for the operator
 
 
-def test_missing_file_replays_nothing(tmp_path: Path) -> None:
-    """A state dir without a log yet replays as empty."""
+def test_missing_file_replays_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A state dir without a log yet replays as empty, without a word."""
+    (tmp_path / "LOCK").touch()
+    (tmp_path / "uploads").mkdir()
+    (tmp_path / "uploads" / "half-sent").write_bytes(b"a piece")
     assert list(read_records(tmp_path / "events.log")) == []
+    (tmp_path / "events.log").touch()
+    assert list(read_records(tmp_path / "events.log")) == []
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("log_there", [False, True], ids=["missing", "empty"])
+def test_a_log_gone_beside_stored_files_is_said(
+    log_there: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An empty or missing log beside stored files replays as empty, with a warning."""
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "ab12").write_bytes(b"a stored file")
+    if log_there:
+        (tmp_path / "events.log").touch()
+    with caplog.at_level(logging.WARNING, logger="messenger.server.log"):
+        assert list(read_records(tmp_path / "events.log")) == []
+    assert f"{tmp_path / 'events.log'} is {'empty' if log_there else 'missing'}" in caplog.text
+    assert "files/ab12" in caplog.text
 
 
 def test_record_line_format_is_checksum_space_json_newline() -> None:
