@@ -142,6 +142,7 @@ class ClusterNode:
         self._caught_up = asyncio.Event()
         service.forward = self.forward_events
         service.writing = False
+        service.login_failures = self
         dispatcher.forward = self.forward_call
         dispatcher.forwards = lambda name: not self.writer and name not in ANSWERED_HERE
 
@@ -305,6 +306,40 @@ class ClusterNode:
         if "error" in found:
             raise Forwarded(found["error"])
 
+    # -- failed logins, counted by the writer for the whole cluster ---------------
+
+    async def retry_after(self, pair: str, address: str) -> float:
+        if self.writer:
+            return await self.service.counted_here.retry_after(pair, address)
+        found = await self._ask_writer(
+            {"op": "throttle", "ask": "retry_after", "pair": pair, "address": address}
+        )
+        return float(found["retry_after"])
+
+    async def failed(self, pair: str, address: str) -> None:
+        if self.writer:
+            await self.service.counted_here.failed(pair, address)
+        else:
+            await self._ask_writer(
+                {"op": "throttle", "ask": "failed", "pair": pair, "address": address}
+            )
+
+    async def succeeded(self, pair: str) -> None:
+        if self.writer:
+            await self.service.counted_here.succeeded(pair)
+        else:
+            await self._ask_writer({"op": "throttle", "ask": "succeeded", "pair": pair})
+
+    async def _count_login(self, asked: dict[str, Any]) -> dict[str, Any]:
+        here, ask = self.service.counted_here, asked["ask"]
+        if ask == "retry_after":
+            return {"retry_after": await here.retry_after(asked["pair"], asked["address"])}
+        if ask == "failed":
+            await here.failed(asked["pair"], asked["address"])
+        elif ask == "succeeded":
+            await here.succeeded(asked["pair"])
+        return {}
+
     # -- the writer ----------------------------------------------------------------
 
     async def _answer(self, message: Msg) -> None:
@@ -319,6 +354,8 @@ class ClusterNode:
                     session.device = DeviceId(asked["device"])
                 reply = await self.dispatcher.call(session, asked["request"])
                 answer: dict[str, Any] = {"reply": reply}
+            elif asked["op"] == "throttle":
+                answer = await self._count_login(asked)
             else:
                 try:
                     async with service.pause.request():  # as the dispatcher's calls do

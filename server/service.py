@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import orjson
 
@@ -100,6 +100,35 @@ def encode_event(method: str, params: dict[str, Any], cursor: int) -> bytes:
     return orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
 
 
+class LoginFailures(Protocol):
+    """Failed password logins by (name, address) and by address: the throttles."""
+
+    async def retry_after(self, pair: str, address: str) -> float: ...
+
+    async def failed(self, pair: str, address: str) -> None: ...
+
+    async def succeeded(self, pair: str) -> None: ...
+
+
+class CountedHere:
+    """``LoginFailures`` counted by this process."""
+
+    def __init__(self, by_pair: LoginThrottle, by_address: LoginThrottle) -> None:
+        self.by_pair = by_pair
+        self.by_address = by_address
+
+    async def retry_after(self, pair: str, address: str) -> float:
+        now = time.monotonic()
+        return max(self.by_pair.retry_after(pair, now), self.by_address.retry_after(address, now))
+
+    async def failed(self, pair: str, address: str) -> None:
+        self.by_pair.failed(pair, time.monotonic())
+        self.by_address.failed(address, time.monotonic())
+
+    async def succeeded(self, pair: str) -> None:
+        self.by_pair.succeeded(pair)
+
+
 class Pause:
     """Requests run together; ``paused`` waits for the running ones to finish, holds
     new ones meanwhile, and lets them go after. A compaction reads the state in
@@ -147,6 +176,9 @@ class Service:
         self.throttle = LoginThrottle(config.login_attempts, config.login_backoff)
         self.address_throttle = LoginThrottle(config.address_login_attempts, config.login_backoff)
         self.registrations = RegistrationLimit(config.register_limit)
+        # Where failed logins are counted: here, or (a cluster's follower) on the writer.
+        self.counted_here = CountedHere(self.throttle, self.address_throttle)
+        self.login_failures: LoginFailures = self.counted_here
         self.kdf = KdfPool(config.kdf_threads, config.kdf_queue)
         self.registry = Registry(self, title="messenger", version=__version__)
         # One hash to verify against when the user does not exist, so that a
@@ -394,10 +426,7 @@ class Service:
         key = user_key(name)
         address = address_of(session.remote)
         pair = f"{key} {address}"  # no name has a space
-        retry_after = max(
-            self.throttle.retry_after(pair, time.monotonic()),
-            self.address_throttle.retry_after(address, time.monotonic()),
-        )
+        retry_after = await self.login_failures.retry_after(pair, address)
         if retry_after > 0:
             raise RateLimited("Too many failed logins; try again later", retry_after)
         account = self.state.users.get(key)
@@ -406,11 +435,10 @@ class Service:
             ok = await self.kdf.run(verify_password, password, stored)
         account = self.state.users.get(key)
         if account is None or not ok:
-            self.throttle.failed(pair, time.monotonic())
-            self.address_throttle.failed(address, time.monotonic())
+            await self.login_failures.failed(pair, address)
             logger.info("failed login for %r from %s", name, session.remote)
             raise Unauthenticated("Wrong user name or password")
-        self.throttle.succeeded(pair)
+        await self.login_failures.succeeded(pair)
         device_id = DeviceId(secrets.token_hex(4))
         while device_id in account.devices:
             device_id = DeviceId(secrets.token_hex(4))

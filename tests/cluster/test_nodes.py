@@ -173,3 +173,23 @@ async def test_a_device_logged_out_on_one_node_is_cut_off_on_another(
                 with pytest.raises(RpcError) as caught:
                     await again.call("login", user="alice", token=here.token)
                 assert caught.value.code == -32001
+
+
+async def test_failed_logins_count_across_nodes(tmp_path: Path, nats: Nats) -> None:
+    """Wrong passwords tried through both nodes count together: the guesses allowed
+    before the throttle are the cluster's, not N times as many with N nodes."""
+    async with nodes(tmp_path, [nats.url], 2, login_attempts=3) as (writer, follower):
+        async with user_device(writer.url, "alice"):
+            pass
+        codes = []
+        for attempt in range(4):
+            node = (writer, follower)[attempt % 2]
+            async with connected(node.url) as guesser:
+                with pytest.raises(RpcError) as caught:
+                    await guesser.call("login", user="alice", password="wrong-guess")
+                codes.append(caught.value.code)
+        assert codes == [-32001, -32001, -32001, -32004]
+        async with connected(follower.url) as guesser:  # also right through the other node
+            with pytest.raises(RpcError) as caught:
+                await guesser.call("login", user="alice", password="password1")
+            assert caught.value.code == -32004
