@@ -31,7 +31,7 @@ from server.log import COMPACTING_SUFFIX, EventLog, LogCorrupted
 from server.metrics import Metrics
 from server.rpc import Dispatcher
 from server.service import Clock, Service, encode_event, system_clock
-from server.store import EventStore, Record
+from server.store import EventStore, Gap, Record, StoreFailed
 from server.transport import Transport
 
 logger = logging.getLogger("messenger.server")
@@ -149,7 +149,16 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
             log = EventLog(state_dir / LOG_FILE, config.fsync, config.batch_interval)
             store = log
             source = str(state_dir / LOG_FILE)
-        recent, count = await replay(store.records(), state, config.resume_window, clock(), source)
+        for _ in range(5):
+            try:
+                recent, count = await replay(
+                    store.records(), state, config.resume_window, clock(), source
+                )
+                break
+            except Gap:  # a newer snapshot purged what was to follow: read it instead
+                state = State(config.history_size, config.rate_period * 1000, config.quotas)
+        else:
+            raise StoreFailed(f"{source}: snapshots replaced faster than one could be read")
         logger.info(
             "replayed %d events from %s in %.2f s: %d users, %d chats, %d messages",
             count,

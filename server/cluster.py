@@ -45,7 +45,8 @@ from server.domain.events import Event, from_record, to_record
 from server.domain.model import DeviceId, UserName, user_key
 from server.errors import MessengerError, Unavailable
 from server.hub import Session
-from server.jetstream import Gap, JetStreamStore, Shared
+from server.jetstream import JetStreamStore, Shared
+from server.store import Gap
 
 if TYPE_CHECKING:
     from server.rpc import Dispatcher
@@ -180,22 +181,28 @@ class ClusterNode:
     # -- following the stream ------------------------------------------------------
 
     async def _follow_stream(self) -> None:
+        """Fold the stream as it grows, for as long as the node runs: a failure of
+        any kind is logged and followed by a pause, a re-read, or both."""
+        reread = False
         while True:
             try:
+                if reread:
+                    await self._rebuild()
+                    reread = False
                 async for seq, records in self.store.tail(self.position + 1):
                     self._fold(seq, records)
             except asyncio.CancelledError:
                 raise
             except Gap as gap:
                 logger.warning("node %s missed messages (%s): re-reading the log", self.node, gap)
-                await self._rebuild()
+                reread = True
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError) as exc:
                 logger.info("node %s: following the log paused: %r", self.node, exc)
                 await asyncio.sleep(0.5)
             except Exception:
                 logger.exception("node %s: following the log failed; re-reading it", self.node)
+                reread = True
                 await asyncio.sleep(0.5)
-                await self._rebuild()
 
     def _fold(self, seq: int, records: list[dict[str, Any]]) -> None:
         state = self.service.state
@@ -211,6 +218,15 @@ class ClusterNode:
 
     async def _rebuild(self) -> None:
         """Fold the stream into a fresh state, then go on from there."""
+        # Only one task folds: the follow loop must not fold into the old state
+        # while the fresh one is read (what it folded would be missing from it).
+        follow = self._follow
+        restart = follow is not None and follow is not asyncio.current_task() and not follow.done()
+        if restart:
+            assert follow is not None
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
         self.rebuilding = True
         began = time.perf_counter()
         try:
@@ -227,10 +243,21 @@ class ClusterNode:
                     logger.info("node %s: re-reading the log paused: %r", self.node, exc)
                     await asyncio.sleep(0.5)
             hub = self.service.hub
+            if recent.floor > hub.published:
+                # Events this node never told are gone from the window (a snapshot
+                # covers them): its devices cannot be told them; they come back with
+                # ``since`` and learn ``resumed: false``.
+                hub.recent = recent
+                hub.published = fresh.cursor
+                for session in list(hub.sessions):
+                    hub.detach(session)
+                    session.peer.close(1012, "this node re-read the log: log in again")
             for cursor, audience, frame, expires_at in recent.events:
                 if cursor > hub.published:  # stored, but never told: a publish that timed out
                     hub.publish(cursor, audience, frame, expires_at)
+            hub.advance(fresh.cursor)
             self.service.state = fresh
+            self.service.arm_schedule()  # the old state's timer (or none) is not the fresh one's
             self.position = self.store.position
             self.store.reset(self.store.position, fresh.cursor)
             logger.info(
@@ -242,6 +269,10 @@ class ClusterNode:
             )
         finally:
             self.rebuilding = False
+            if restart:
+                self._follow = asyncio.get_running_loop().create_task(
+                    self._follow_stream(), name="messenger-follow"
+                )
         self._release()
 
     async def caught_up(self, cursor: int) -> None:
@@ -450,5 +481,9 @@ class ClusterNode:
             with contextlib.suppress(Exception):
                 await self._rpc.unsubscribe()
             self._rpc = None
-        if self.store.broken.is_set():
+        # Appends still on their way may yet be stored or fenced: wait for them, and
+        # re-read the stream unless everything this node applied is known stored.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.store.barrier(), self.store.publish_timeout)
+        if self.store.broken.is_set() or self.service.state.cursor > self.service.hub.published:
             await self._rebuild()

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import io
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import nats
 import nats.errors
@@ -38,13 +41,14 @@ from nats.js.object_store import ObjectStore
 
 from server.errors import Unavailable
 from server.log import decode_record, encode_record
-from server.store import READ_CHUNK, Record, StoreFailed
+from server.store import READ_CHUNK, Gap, Record, StoreFailed
 
 logger = logging.getLogger("messenger.server.cluster")
 
 WRONG_LAST_SEQUENCE: Final = 10071  # JetStream's error code for a failed expectation
 REPLICAS_UNSUPPORTED: Final = 10074  # a JetStream that runs alone keeps one replica
 SNAPSHOT: Final = "snapshot"
+FETCH_TIMEOUT: Final = 60.0  # seconds a file may take to come from the Object Store
 READY_WITHIN: Final = 60.0  # seconds a starting node waits for JetStream to answer
 # Room left in a message for the headers and the JSON array around the records.
 HEADROOM: Final = 4096
@@ -305,7 +309,11 @@ class JetStreamStore:
                     parts.append(more)
                     waiters.append(waiter)
                     size += len(more) + 1
-                await self._publish(b"[" + b",".join(parts) + b"]", waiters)
+                try:
+                    await self._publish(b"[" + b",".join(parts) + b"]", waiters)
+                except Exception as exc:  # a bug: fail what waits, and go on
+                    logger.exception("appending to %s failed", self.names.stream)
+                    self._broken(StoreFailed(f"the append failed: {exc!r}"), waiters)
 
     async def _publish(self, payload: bytes, waiters: list[asyncio.Future[None]]) -> None:
         headers = {"Nats-Expected-Last-Sequence": str(self.position)}
@@ -352,16 +360,29 @@ class JetStreamStore:
 
     async def _snapshot(self, head: list[Record], future: asyncio.Future[None]) -> None:
         """Store ``head`` as covering everything published so far, then purge the
-        stream below it. Failing here loses nothing: the stream is still whole."""
+        stream below it. Failing here loses nothing: the stream is still whole.
+
+        The records go to an object of their own, ``snapshot-<seq>``; then the small
+        object ``snapshot`` is pointed at it; the one before the previous is deleted.
+        A node reading the previous snapshot meanwhile still finds it whole (nats-py
+        waits for ever for the chunks of an object replaced under it)."""
         position = self.position
         cursor = next((r["cursor"] for r in reversed(head) if r.get("type") == "SnapshotTaken"), 0)
-        lines = [orjson.dumps({"seq": position, "cursor": cursor}) + b"\n"]
-        lines.extend(encode_record(record) for record in head)
+        name = f"{SNAPSHOT}-{position}"
         began = time.perf_counter()
         try:
-            await self.shared.snapshots.put(SNAPSHOT, b"".join(lines))
+            before = await self._pointer()
+            await self.shared.snapshots.put(name, b"".join(encode_record(r) for r in head))
+            pointer = {"name": name, "seq": position, "cursor": cursor}
+            if before is not None and before["name"] != name:
+                pointer["previous"] = before["name"]
+            await self.shared.snapshots.put(SNAPSHOT, orjson.dumps(pointer))
             if position:
                 await self.shared.js.purge_stream(self.names.stream, seq=position + 1)
+            old = None if before is None else before.get("previous")
+            if old is not None and old != name:
+                with contextlib.suppress(nats.js.errors.ObjectNotFoundError):
+                    await self.shared.snapshots.delete(old)
         except (nats.errors.Error, TimeoutError, OSError) as exc:
             logger.warning("snapshot at stream sequence %d not stored: %r", position, exc)
             if not future.done():
@@ -379,33 +400,44 @@ class JetStreamStore:
         if not future.done():
             future.set_result(None)
 
+    async def _pointer(self) -> dict[str, Any] | None:
+        try:
+            data = await read_object(self.shared.snapshots, SNAPSHOT, self.publish_timeout)
+        except nats.js.errors.ObjectNotFoundError:
+            return None
+        pointer: dict[str, Any] = orjson.loads(data)
+        return pointer
+
     # -- reading back ------------------------------------------------------------
 
     async def records(self) -> AsyncIterator[list[Record]]:
         """The snapshot's records, then the stream's after it, up to the stream's
-        last message when this was called; ``position`` follows what was read."""
+        last message when this was called; ``position`` follows what was read.
+        Raises ``Gap`` when a newer snapshot purged what was to follow this one:
+        read again, into a fresh state."""
         start = 1
-        try:
-            found = await self.shared.snapshots.get(SNAPSHOT)
-        except nats.js.errors.ObjectNotFoundError:
-            found = None
-        if found is not None and found.data:
-            header, _, body = found.data.partition(b"\n")
-            meta = orjson.loads(header)
-            start = meta["seq"] + 1
-            self.snapshot_position = meta["seq"]
+        pointer = await self._pointer()
+        if pointer is not None:
+            try:
+                body = await read_object(
+                    self.shared.snapshots, pointer["name"], self.publish_timeout
+                )
+            except (nats.js.errors.ObjectNotFoundError, TimeoutError):
+                raise Gap(pointer["seq"] + 1, 0) from None  # replaced meanwhile
+            start = pointer["seq"] + 1
+            self.snapshot_position = pointer["seq"]
             chunk: list[Record] = []
             for line in body.splitlines(keepends=True):
                 record = decode_record(line)
                 if record is None:
-                    raise StoreFailed(f"{self.names.snapshots}/{SNAPSHOT}: a damaged record")
+                    raise StoreFailed(f"{self.names.snapshots}/{pointer['name']}: a damaged record")
                 chunk.append(record)
                 if len(chunk) == READ_CHUNK:
                     yield chunk
                     chunk = []
             if chunk:
                 yield chunk
-            self.position, self.cursor = meta["seq"], meta["cursor"]
+            self.position, self.cursor = pointer["seq"], pointer["cursor"]
         info = await self.shared.js.stream_info(self.names.stream)
         last = info.state.last_seq
         if last < start:
@@ -423,6 +455,9 @@ class JetStreamStore:
         """(stream sequence, records) of each message from ``start`` on, in order; up
         to ``until`` if given, else for ever. Checks that the first message is the
         one asked for: JetStream silently starts later when it was purged."""
+        info = await self.shared.js.stream_info(self.names.stream)
+        if start < info.state.first_seq:  # purged below what is asked: a quiet stream
+            raise Gap(start, info.state.first_seq)  # would never say so by itself
         config = api.ConsumerConfig(
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
         )
@@ -451,14 +486,6 @@ class JetStreamStore:
                 await subscription.unsubscribe()
 
 
-class Gap(StoreFailed):
-    """The stream no longer holds a message this node needs: start from the snapshot."""
-
-    def __init__(self, expected: int, got: int) -> None:
-        super().__init__(f"expected stream sequence {expected}, but got {got}")
-        self.expected, self.got = expected, got
-
-
 # -- files -------------------------------------------------------------------------
 
 
@@ -477,26 +504,47 @@ class ObjectBlobs:
         self.cache = cache
         self.in_use = in_use
         self.grace = grace
+        self._fetching: dict[str, asyncio.Future[None]] = {}
 
     async def publish(self, sha256: str) -> None:
+        try:
+            await self.shared.files.get_info(sha256)
+            return  # the same content is there already: re-putting would replace it
+        except nats.js.errors.ObjectNotFoundError:
+            pass
         data = await asyncio.get_running_loop().run_in_executor(
             None, (self.cache / sha256).read_bytes
         )
         await self.shared.files.put(sha256, data)
 
     async def fetch(self, sha256: str) -> None:
+        """Into the cache, once: concurrent fetches of one file wait for the first."""
+        if (self.cache / sha256).exists():
+            return
+        fetching = self._fetching.get(sha256)
+        if fetching is None:
+            fetching = asyncio.ensure_future(self._fetch(sha256))
+            self._fetching[sha256] = fetching
+            fetching.add_done_callback(lambda _: self._fetching.pop(sha256, None))
+        await asyncio.shield(fetching)
+
+    async def _fetch(self, sha256: str) -> None:
         path = self.cache / sha256
-        if path.exists():
-            return
-        try:
-            found = await self.shared.files.get(sha256)
-        except nats.js.errors.ObjectNotFoundError:
-            return
-        data = found.data or b""
-        partial = path.with_name(sha256 + ".part")
+        partial = path.with_name(f"{sha256}.{secrets.token_hex(4)}.part")
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, partial.write_bytes, data)
-        await loop.run_in_executor(None, partial.replace, path)
+        try:
+            with partial.open("wb") as file:
+                try:
+                    await asyncio.wait_for(
+                        self.shared.files.get(sha256, writeinto=file), FETCH_TIMEOUT
+                    )
+                except nats.js.errors.ObjectNotFoundError:
+                    return
+                except TimeoutError:
+                    raise Unavailable("The file store did not answer; try again", 1.0) from None
+            await loop.run_in_executor(None, partial.replace, path)
+        finally:
+            await loop.run_in_executor(None, functools.partial(partial.unlink, missing_ok=True))
 
     async def remove(self, sha256: str) -> None:
         await asyncio.sleep(self.grace)
@@ -511,3 +559,12 @@ class ObjectBlobs:
         for path in self.cache.iterdir():
             if not path.name.endswith(".part") and path.name not in keep:
                 path.unlink(missing_ok=True)
+
+
+async def read_object(store: ObjectStore, name: str, within: float) -> bytes:
+    """An object's bytes, or TimeoutError: nats-py waits for ever for the chunks of an
+    object replaced while it reads, and joins chunks with ``bytes +=`` (quadratic:
+    64 MB took 11 s of the event loop) unless given a file to write into."""
+    into = io.BytesIO()
+    await asyncio.wait_for(store.get(name, writeinto=into), within)
+    return into.getvalue()

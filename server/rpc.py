@@ -391,7 +391,9 @@ class Dispatcher:
                         ),
                     )
                 )
-            if self.needs_order(payload):  # a login must take effect before what follows
+            if self.needs_order(payload) or self._forwarded_in(payload):
+                # A login must take effect before what follows; so must a call the
+                # writer decides before the reads after it on this node (a follower).
                 replies = [await self.call(session, request) for request in payload]
             else:  # each call decides in order, then they wait for the disk together
                 replies = await asyncio.gather(*(self.call(session, r) for r in payload))
@@ -425,6 +427,16 @@ class Dispatcher:
             size += len(instead) - len(encoded[index])
             encoded[index] = instead
         return b"[" + b",".join(encoded) + b"]"
+
+    def _forwarded_in(self, batch: list[Any]) -> bool:
+        if self.forward is None:
+            return False
+        return any(
+            isinstance(request, dict)
+            and isinstance(request.get("method"), str)
+            and self.forwards(request["method"])
+            for request in batch
+        )
 
     def needs_order(self, payload: Any) -> bool:
         """True when the frame holds a session method: it must finish before the next."""

@@ -27,6 +27,15 @@ class StoreFailed(Exception):
     durable point may or may not be stored."""
 
 
+class Gap(StoreFailed):
+    """The store no longer holds a record the reader needs (a snapshot replaced it):
+    start again from the snapshot."""
+
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(f"expected position {expected}, but got {got}")
+        self.expected, self.got = expected, got
+
+
 class EventStore(Protocol):
     """Where events are kept. ``append`` is the only write; ``records`` reads back."""
 
