@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from server import __version__
+from server import __version__, presence
 from server.config import Config
 from server.domain import views
 from server.domain.events import Event, from_record
@@ -28,6 +28,7 @@ from server.files import FileMethods
 from server.groups import GroupMethods
 from server.hub import Hub, Recent
 from server.log import COMPACTING_SUFFIX, EventLog, LogCorrupted
+from server.messaging import MessagingMethods
 from server.rpc import Dispatcher
 from server.service import Clock, Service, encode_event, system_clock
 from server.store import EventStore, Record
@@ -111,7 +112,8 @@ async def replay(
     for cursor, event in enumerate(tail, start=first):
         for audience, method, params in views.notifications(state, event):
             frame = encode_event(method, params, cursor)
-            recent.add(cursor, audience, frame, views.told_until(state, event))
+            until = views.told_until(state, event)
+            recent.add(cursor, audience, frame, until, views.told_about(event))
     return recent, count
 
 
@@ -166,7 +168,8 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         service = Service(config, state, store, hub, clock)
         files = FileMethods(service, state_dir)
         started.callback(files.close)
-        for methods in (ExtraMethods(service), GroupMethods(service), files):
+        messaging = MessagingMethods(service)
+        for methods in (ExtraMethods(service), GroupMethods(service), files, messaging):
             service.registry.add(methods)
         dispatcher = Dispatcher(
             service.registry,
@@ -187,6 +190,19 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
                 forward_timeout=config.forward_timeout,
             )
             health = node.health
+            messaging.watch(
+                presence.NatsPresence(
+                    config.presence_grace,
+                    clock,
+                    messaging.presence_changed,
+                    nc=shared.nc,
+                    cluster=config.cluster_name,
+                    node=name,
+                    heartbeat=config.presence_heartbeat,
+                )
+            )
+        else:
+            messaging.watch(messaging.presence)
         openrpc = orjson.dumps(service.registry.openrpc())
 
         def healthz() -> tuple[int, str, bytes]:
@@ -207,6 +223,8 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
             await service.compact()
         service.start()
         started.push_async_callback(service.stop)
+        await messaging.presence.start()
+        started.push_async_callback(messaging.presence.stop)
         if node is not None:
             await node.start()
             started.push_async_callback(node.stop)

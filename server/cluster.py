@@ -228,7 +228,7 @@ class ClusterNode:
             hub = self.service.hub
             for cursor, audience, frame, expires_at in recent.events:
                 if cursor > hub.published:  # stored, but never told: a publish that timed out
-                    hub.publish(cursor, audience, frame, expires_at)
+                    hub.publish(cursor, audience, frame, expires_at, recent.about.get(cursor))
             self.service.state = fresh
             self.position = self.store.position
             self.store.reset(self.store.position, fresh.cursor)

@@ -42,6 +42,9 @@ class Config:
     expired_compaction_delay: float = 600.0  # expired messages leave the disk within this
     upload_idle_timeout: float = 600.0  # an upload with no chunk for this long is dropped
     upload_chunk_size: int = 256 * 2**10  # bytes per upload.chunk / download (before base64)
+    presence_grace: float = 5.0  # seconds a user stays online after the last device left
+    presence_persist_every: float = 60.0  # at most one durable last_seen per user per this
+    presence_heartbeat: float = 5.0  # cluster: seconds between a node's presence heartbeats
     # Cluster mode (protocol-contract.md v2, "Cluster"): the shared log in NATS JetStream.
     cluster: tuple[str, ...] = ()  # NATS server URLs; empty = the local file log
     cluster_name: str = "messenger"  # prefix of the stream, buckets and subjects

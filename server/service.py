@@ -25,6 +25,7 @@ from server.domain import rules, views
 from server.domain.events import (
     DeviceRevoked,
     Event,
+    MessageDeleted,
     MessagePosted,
     MessageScheduled,
     to_record,
@@ -122,7 +123,7 @@ class Service:
         """
         if self.forward is not None:
             return self.forward(events)
-        told: list[tuple[int, views.Audience, bytes, int | None]] = []
+        told: list[tuple[int, views.Audience, bytes, int | None, str | None]] = []
         records = []
         for event in events:
             cursor = self.state.apply(event)
@@ -132,7 +133,8 @@ class Service:
             records.append(record)
             for audience, method, params in views.notifications(self.state, event):
                 frame = encode_event(method, params, cursor)
-                told.append((cursor, audience, frame, views.told_until(self.state, event)))
+                until = views.told_until(self.state, event)
+                told.append((cursor, audience, frame, until, views.told_about(event)))
         durable = self.log.append(records)
         if any(isinstance(event, MessageScheduled) for event in events):
             self.arm_schedule()
@@ -141,8 +143,8 @@ class Service:
 
         def publish(_: asyncio.Future[None]) -> None:
             if not durable.cancelled() and durable.exception() is None:
-                for cursor, audience, frame, expires_at in told:
-                    self.hub.publish(cursor, audience, frame, expires_at)
+                for cursor, audience, frame, expires_at, about in told:
+                    self.hub.publish(cursor, audience, frame, expires_at, about)
                 self.hub.advance(last)
 
         durable.add_done_callback(publish)
@@ -157,12 +159,16 @@ class Service:
         if notification is not None:
             audience, method, params = notification
             frame = encode_event(method, params, cursor)
-            self.hub.publish(cursor, audience, frame, views.told_until(self.state, event))
+            until = views.told_until(self.state, event)
+            self.hub.publish(cursor, audience, frame, until, views.told_about(event))
         self.hub.advance(cursor)
 
     def _react(self, event: Event) -> None:
         """What an event does to this node's connections, whichever node decided it:
-        a revoked device is disconnected wherever it is connected."""
+        a revoked device is disconnected wherever it is connected; a deleted
+        message's events are not resumed any more."""
+        if isinstance(event, MessageDeleted):
+            self.hub.recent.retract(event.message)
         if isinstance(event, DeviceRevoked):
             for session in list(self.hub.sessions_of(user_key(event.user))):
                 if session.device == event.device:

@@ -44,6 +44,7 @@ class User:
     reporters: set[UserKey] = dataclasses.field(default_factory=set)  # since the last ban
     banned_until: int = 0
     scheduled: dict[ScheduledId, None] = dataclasses.field(default_factory=dict)  # pending
+    last_seen: int | None = None  # when the last device went away (durable, UserSeen)
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -56,6 +57,9 @@ class Message:
     ts: int
     expires_at: int | None
     file: FileId | None = None
+    edited_at: int | None = None
+    mentions: tuple[UserName, ...] = ()  # decided when posted or edited
+    order: int = 0  # its place among all messages, oldest first (the search index's)
     # A list from the first comment on: most messages never get one, and an empty
     # list each would cost a million allocations in a replay of a million messages.
     comments: list[Comment] | tuple[()] = ()

@@ -1,0 +1,217 @@
+"""Words and names in message texts: the search index and the mentions.
+
+The index maps each word (Unicode case-folded, ``\\w+``) to the ``order`` numbers
+of the live messages containing it, ascending (``array('q')``: 8 bytes a posting,
+where a list of ints would cost 8 plus a 32-byte int each). ``order`` is given by
+the fold in posting order, and a snapshot lists messages in that order, so a
+rebuilt index needs no sort. A query walks the rarest word's postings from the
+newest down and checks the other words by binary search: it reads about
+``limit`` times the inverse of the other words' co-occurrence, never every message.
+
+Expired messages leave their postings behind (expiry must stay O(1) per message);
+``messages`` then holds None for them, a query skips them, and once the dead
+postings outnumber the live ones a sweep rewrites the arrays (amortised O(1)).
+Edited and deleted messages are taken out at once.
+"""
+
+from __future__ import annotations
+
+import re
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from server.domain.model import Message, UserKey, UserName
+
+WORD: Final = re.compile(r"\w+")
+MENTION: Final = re.compile(r"(?<![\w@])@([A-Za-z0-9_.\-]{1,32})")
+QUERY_WORDS_MAX: Final = 16
+MENTIONS_MAX: Final = 50
+
+
+def words(text: str) -> set[str]:
+    """The distinct words of ``text``, case-folded (``Straße`` finds ``STRASSE``)."""
+    return set(WORD.findall(text.casefold()))
+
+
+def mentioned(text: str, known: Callable[[str], UserName | None]) -> list[UserName]:
+    """The users ``@name`` in ``text`` names, as registered, in order, once each;
+    ``known`` says whether a name is a user who may be mentioned (sees the chat).
+    A name's trailing dots and dashes are punctuation unless the name has them."""
+    found: list[UserName] = []
+    for match in MENTION.finditer(text):
+        name = match[1]
+        user = known(name)
+        while user is None and name and name[-1] in ".-":
+            name = name[:-1]
+            user = known(name) if name else None
+        if user is not None and user not in found:
+            found.append(user)
+            if len(found) == MENTIONS_MAX:
+                break
+    return found
+
+
+class SearchIndex:
+    def __init__(self) -> None:
+        self.postings: dict[str, array[int]] = {}
+        self.messages: list[Message | None] = []  # messages[o - base] has order o
+        self.base = 1
+        self.live_postings = 0
+        self.dead_postings = 0
+
+    @property
+    def next_order(self) -> int:
+        return self.base + len(self.messages)
+
+    def add(self, message: Message) -> None:
+        """A new message, newest of all: its order is the next one."""
+        message.order = self.next_order
+        self.messages.append(message)
+        self._post(message.order, words(message.text))
+
+    def _post(self, order: int, found: set[str]) -> None:
+        postings = self.postings
+        for word in found:
+            posted = postings.get(word)
+            if posted is None:
+                postings[word] = array("q", (order,))
+            elif posted[-1] < order:
+                posted.append(order)
+            else:  # an edit's new word: into its place
+                posted.insert(bisect_left(posted, order), order)
+        self.live_postings += len(found)
+
+    def _unpost(self, order: int, gone: set[str]) -> None:
+        for word in gone:
+            posted = self.postings[word]
+            index = bisect_left(posted, order)
+            if index < len(posted) and posted[index] == order:
+                del posted[index]
+                self.live_postings -= 1
+                if not posted:
+                    del self.postings[word]
+
+    def edit(self, message: Message, old_text: str) -> None:
+        before, after = words(old_text), words(message.text)
+        self._unpost(message.order, before - after)
+        self._post(message.order, after - before)
+
+    def delete(self, message: Message) -> None:
+        self._unpost(message.order, words(message.text))
+        self._slot_cleared(message)
+
+    def expired(self, message: Message) -> None:
+        """Its postings stay until the sweep (they are skipped meanwhile)."""
+        count = len(words(message.text))
+        self.live_postings -= count
+        self.dead_postings += count
+        self._slot_cleared(message)
+        if self.dead_postings > max(self.live_postings, 100_000):
+            self.sweep()
+
+    def _slot_cleared(self, message: Message) -> None:
+        index = message.order - self.base
+        if 0 <= index < len(self.messages):
+            self.messages[index] = None
+        messages = self.messages
+        leading = 0
+        while leading < len(messages) and messages[leading] is None:
+            leading += 1
+        if leading > 1024 or leading == len(messages):  # trimmed in batches: O(1) amortised
+            del messages[:leading]
+            self.base += leading
+
+    def sweep(self) -> None:
+        """Drop every posting of an expired message."""
+        messages, base = self.messages, self.base
+        for word in list(self.postings):
+            kept = array(
+                "q",
+                (
+                    o
+                    for o in self.postings[word]
+                    if 0 <= o - base < len(messages) and messages[o - base] is not None
+                ),
+            )
+            if kept:
+                self.postings[word] = kept
+            else:
+                del self.postings[word]
+        self.dead_postings = 0
+
+    def search(
+        self, query: str, visible: Callable[[Message], bool], before: int | None = None
+    ) -> Iterator[Message]:
+        """Live messages containing every word of ``query`` that ``visible`` lets
+        through, newest first, older than order ``before`` when given."""
+        wanted = words(query)
+        if not wanted or len(wanted) > QUERY_WORDS_MAX:
+            return
+        lists = []
+        for word in wanted:
+            posted = self.postings.get(word)
+            if posted is None:
+                return
+            lists.append(posted)
+        lists.sort(key=len)
+        rarest, others = lists[0], lists[1:]
+        messages, base = self.messages, self.base
+        end = len(rarest) if before is None else bisect_left(rarest, before)
+        for index in range(end - 1, -1, -1):
+            order = rarest[index]
+            slot = order - base
+            if slot < 0:
+                return  # older than every live message
+            message = messages[slot]
+            if message is None or not visible(message):
+                continue
+            if all(_holds(posted, order) for posted in others):
+                yield message
+
+
+def _holds(posted: array[int], order: int) -> bool:
+    index = bisect_left(posted, order)
+    return index < len(posted) and posted[index] == order
+
+
+class MentionIndex:
+    """Per chat and user, the seqs of the messages that mention them, ascending."""
+
+    def __init__(self) -> None:
+        self.seqs: dict[tuple[str, UserKey], list[int]] = {}
+
+    def add(self, chat: str, key: UserKey, seq: int) -> None:
+        seqs = self.seqs.setdefault((chat, key), [])
+        if not seqs or seqs[-1] < seq:
+            seqs.append(seq)
+        else:
+            index = bisect_left(seqs, seq)
+            if index == len(seqs) or seqs[index] != seq:
+                seqs.insert(index, seq)
+
+    def remove(self, chat: str, key: UserKey, seq: int) -> None:
+        seqs = self.seqs.get((chat, key))
+        if not seqs:
+            return
+        index = bisect_left(seqs, seq)
+        if index < len(seqs) and seqs[index] == seq:
+            del seqs[index]
+        if not seqs:
+            del self.seqs[(chat, key)]
+
+    def unread(
+        self, chat: str, key: UserKey, read_seq: int, first_seq: int, live: Callable[[int], bool]
+    ) -> int:
+        """How many live messages after ``read_seq`` mention ``key``; the seqs of
+        messages expired from the chat's front are forgotten on the way."""
+        seqs = self.seqs.get((chat, key))
+        if not seqs:
+            return 0
+        if seqs[0] < first_seq:
+            del seqs[: bisect_left(seqs, first_seq)]
+            if not seqs:
+                del self.seqs[(chat, key)]
+                return 0
+        return sum(1 for seq in seqs[bisect_left(seqs, read_seq + 1) :] if live(seq))

@@ -1,0 +1,62 @@
+"""The search index and mention parsing, driven directly (no server)."""
+
+from __future__ import annotations
+
+from server.domain.model import ChatId, Message, MessageId, UserName
+from server.domain.search import SearchIndex, mentioned, words
+
+
+def message(number: int, text: str, chat: str = "general") -> Message:
+    return Message(
+        MessageId(f"m{number}"), ChatId(chat), number, UserName("alice"), text, number, None
+    )
+
+
+def found(index: SearchIndex, query: str, before: int | None = None) -> list[str]:
+    return [m.id for m in index.search(query, lambda m: m.chat == "general", before)]
+
+
+def test_words_fold_case_the_unicode_way() -> None:
+    """Words are runs of letters and digits, case-folded (ß is ss)."""
+    assert words("Die STRASSE, die Straße! x_1") == {"die", "strasse", "x_1"}
+
+
+def test_every_word_must_be_present_newest_first() -> None:
+    """A query finds messages holding all its words, newest first, before an order."""
+    index = SearchIndex()
+    posted = [message(n, text) for n, text in enumerate(["a b", "b c", "a b c", "c"], 1)]
+    for each in posted:
+        index.add(each)
+    assert found(index, "B a") == ["m3", "m1"]
+    assert found(index, "c", before=posted[2].order) == ["m2"]
+    assert found(index, "zzz") == []
+    assert [m.id for m in index.search("c", lambda m: False)] == []
+
+
+def test_edits_and_deletions_are_reindexed_and_expired_ones_swept() -> None:
+    """An edit moves a message between words; a deletion drops it; expired postings
+    are skipped, then swept once they outnumber the live ones."""
+    index = SearchIndex()
+    posted = [message(n, "old common") for n in range(1, 5)]
+    for each in posted:
+        index.add(each)
+    old = posted[0].text
+    posted[0].text = "new common"
+    index.edit(posted[0], old)
+    assert found(index, "new") == ["m1"]
+    assert found(index, "old") == ["m4", "m3", "m2"]
+    index.delete(posted[1])
+    index.expired(posted[2])
+    assert found(index, "common") == ["m4", "m1"]
+    index.sweep()
+    assert len(index.postings["common"]) == 2
+    assert index.postings.get("new") is not None
+
+
+def test_mentions_are_known_names_once_each() -> None:
+    """@name of a known user, any case, trailing punctuation dropped, e-mails ignored."""
+    users = {"bob": UserName("Bob"), "j.doe": UserName("j.doe")}
+    names = mentioned(
+        "hi @BOB. and @j.doe, @bob again, a@bob.com, @nobody", lambda n: users.get(n.lower())
+    )
+    assert names == ["Bob", "j.doe"]
