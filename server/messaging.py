@@ -103,8 +103,10 @@ class MessagingMethods:
         now = self.service.clock()
         self.state.expire(now)
         mine = account.chats
+        within = None
         if chat is not None:
-            only = rules.find_chat(self.state, account, chat).id
+            narrowed = rules.find_chat(self.state, account, chat)
+            only, within = narrowed.id, narrowed.messages
 
             def visible(found: Message) -> bool:
                 return found.chat == only
@@ -121,7 +123,7 @@ class MessagingMethods:
         limit = limit or SEARCH_DEFAULT
         chosen: list[dict[str, Any]] = []
         more = False
-        for found in self.state.search.search(query, visible, order):
+        for found in self.state.search.search(query, visible, order, within):
             if len(chosen) == limit:
                 more = True
                 break
@@ -196,7 +198,7 @@ class MessagingMethods:
         if online or not here or last_seen is None:
             return
         every = int(self.service.config.presence_persist_every * 1000)
-        if last_seen - self._persisted.get(key, -every) < every:
+        if last_seen - self._persisted.get(key, -every) < every and not self.presence.stopping:
             return
         self._persisted[key] = last_seen
         self.service.record([UserSeen(user.name, last_seen)]).add_done_callback(_logged)

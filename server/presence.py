@@ -45,7 +45,8 @@ class Presence:
         self.clock = clock
         self.changed = changed
         self.here: set[UserKey] = set()  # a device connected here, or within the grace
-        self.leaving: dict[UserKey, asyncio.TimerHandle] = {}
+        self.leaving: dict[UserKey, tuple[asyncio.TimerHandle, int]] = {}  # timer, left at
+        self.stopping = False
         self.last_seen: dict[UserKey, int] = {}  # this run's, fresher than the log's
 
     def online(self, key: UserKey) -> bool:
@@ -53,9 +54,9 @@ class Presence:
 
     def arrived(self, key: UserKey) -> None:
         """The first of the user's devices on this node logged in."""
-        timer = self.leaving.pop(key, None)
-        if timer is not None:  # back within the grace: nothing happened
-            timer.cancel()
+        leaving = self.leaving.pop(key, None)
+        if leaving is not None:  # back within the grace: nothing happened
+            leaving[0].cancel()
             return
         self._update(key, self.here, True, None, here=True)
 
@@ -65,7 +66,7 @@ class Presence:
             return
         at = self.clock()
         loop = asyncio.get_running_loop()
-        self.leaving[key] = loop.call_later(self.grace, self._gone, key, at)
+        self.leaving[key] = (loop.call_later(self.grace, self._gone, key, at), at)
 
     def _gone(self, key: UserKey, at: int) -> None:
         del self.leaving[key]
@@ -100,9 +101,12 @@ class Presence:
         pass
 
     async def stop(self) -> None:
-        for timer in self.leaving.values():
+        """The server stops (its connections are closed by now): whoever is leaving has
+        gone, at the moment they left, and ``last_seen`` is recorded for each."""
+        self.stopping = True
+        for key, (timer, at) in list(self.leaving.items()):
             timer.cancel()
-        self.leaving.clear()
+            self._gone(key, at)
 
 
 class NatsPresence(Presence):
@@ -150,7 +154,15 @@ class NatsPresence(Presence):
         self._beating = asyncio.get_running_loop().create_task(self._beat(), name="presence")
 
     async def stop(self) -> None:
-        await super().stop()
+        # The others hear at once that this node's users are gone (not after three
+        # silent heartbeats); ``last_seen`` is theirs to show, not to record: this
+        # node has handed the log over by now.
+        for timer, _ in self.leaving.values():
+            timer.cancel()
+        self.leaving.clear()
+        if self.nc.is_connected:
+            with contextlib.suppress(Exception):
+                await self.nc.publish(self.subject, orjson.dumps({"node": self.node, "users": []}))
         if self._beating is not None:
             self._beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
 from server.domain.model import Message, UserKey, UserName
@@ -58,6 +58,8 @@ class SearchIndex:
         self.postings: dict[str, array[int]] = {}
         self.messages: list[Message | None] = []  # messages[o - base] has order o
         self.base = 1
+        self.holes = 0  # None slots in ``messages`` (expired or deleted)
+        self.leading = 0  # of them, how many lead (not trimmed yet)
         self.live_postings = 0
         self.dead_postings = 0
 
@@ -112,40 +114,50 @@ class SearchIndex:
             self.sweep()
 
     def _slot_cleared(self, message: Message) -> None:
-        index = message.order - self.base
-        if 0 <= index < len(self.messages):
-            self.messages[index] = None
         messages = self.messages
-        leading = 0
+        index = message.order - self.base
+        if 0 <= index < len(messages):
+            messages[index] = None
+            self.holes += 1
+        leading = self.leading  # counted on from where the last call stopped: O(1) amortised
         while leading < len(messages) and messages[leading] is None:
             leading += 1
-        if leading > 1024 or leading == len(messages):  # trimmed in batches: O(1) amortised
+        if leading > 1024 or leading == len(messages):  # trimmed in batches
             del messages[:leading]
             self.base += leading
+            self.holes -= leading
+            leading = 0
+        self.leading = leading
 
     def sweep(self) -> None:
-        """Drop every posting of an expired message."""
-        messages, base = self.messages, self.base
+        """Drop every posting of an expired message. Expiry takes the oldest first, so
+        they are each array's front (a slice, at C speed); only holes further in (a
+        message that outlived a newer one, the ttl changed between runs) need a scan."""
+        messages, base = self.messages, self.base + self.leading
         for word in list(self.postings):
-            kept = array(
-                "q",
-                (
-                    o
-                    for o in self.postings[word]
-                    if 0 <= o - base < len(messages) and messages[o - base] is not None
-                ),
-            )
-            if kept:
-                self.postings[word] = kept
-            else:
+            posted = self.postings[word]
+            cut = bisect_left(posted, base)
+            if cut:
+                del posted[:cut]
+            if self.holes > self.leading and posted:
+                posted = self.postings[word] = array(
+                    "q", (o for o in posted if messages[o - self.base] is not None)
+                )
+            if not posted:
                 del self.postings[word]
         self.dead_postings = 0
 
     def search(
-        self, query: str, visible: Callable[[Message], bool], before: int | None = None
+        self,
+        query: str,
+        visible: Callable[[Message], bool],
+        before: int | None = None,
+        within: Sequence[Message | None] | None = None,
     ) -> Iterator[Message]:
         """Live messages containing every word of ``query`` that ``visible`` lets
-        through, newest first, older than order ``before`` when given."""
+        through, newest first, older than order ``before`` when given. ``within`` (one
+        chat's messages, by seq) is walked instead of the rarest word's postings when
+        it is shorter: a common word asked of a small chat reads the chat, not the word."""
         wanted = words(query)
         if not wanted or len(wanted) > QUERY_WORDS_MAX:
             return
@@ -156,19 +168,32 @@ class SearchIndex:
                 return
             lists.append(posted)
         lists.sort(key=len)
+        if within is not None and len(within) < len(lists[0]):
+            for message in reversed(within):
+                if message is None or (before is not None and message.order >= before):
+                    continue
+                if visible(message) and all(_holds(posted, message.order) for posted in lists):
+                    yield message
+            return
         rarest, others = lists[0], lists[1:]
+        # Each other word's search ends where its last one began: orders only go down.
+        bounds = [len(posted) for posted in others]
+        pairs = list(zip(others, range(len(others)), strict=True))
         messages, base = self.messages, self.base
         end = len(rarest) if before is None else bisect_left(rarest, before)
         for index in range(end - 1, -1, -1):
             order = rarest[index]
-            slot = order - base
-            if slot < 0:
+            if order < base:
                 return  # older than every live message
-            message = messages[slot]
-            if message is None or not visible(message):
-                continue
-            if all(_holds(posted, order) for posted in others):
-                yield message
+            for posted, k in pairs:
+                at = bisect_left(posted, order, 0, bounds[k])
+                bounds[k] = at + 1 if at < len(posted) else at
+                if at == len(posted) or posted[at] != order:
+                    break
+            else:
+                message = messages[order - base]
+                if message is not None and visible(message):
+                    yield message
 
 
 def _holds(posted: array[int], order: int) -> bool:

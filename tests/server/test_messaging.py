@@ -337,3 +337,22 @@ async def test_last_seen_survives_a_restart(tmp_path: Path) -> None:
     ):
         answer = (await alice.call("presence", users=["bob"]))["users"]
         assert answer == [{"user": "bob", "online": False, "last_seen": left_at}]
+
+
+async def test_users_connected_at_shutdown_are_last_seen_then(tmp_path: Path) -> None:
+    """A server that stops records last_seen for everyone still connected (within the
+    grace, and however recently it was recorded before)."""
+    clock = Clock()
+    config = config_in(tmp_path)  # a 5 s grace and one record a minute: both bypassed
+    async with run_server(config, clock) as running, user_device(running.url, "alice") as alice:
+        async with user_device(running.url, "bob"):
+            await alice.call("send", user="bob", text="hi")
+        async with user_device(running.url, "bob", False):
+            clock.advance(10)
+            stopped_at = clock.now
+    async with (
+        run_server(config, clock) as running,
+        user_device(running.url, "alice", False) as alice,
+    ):
+        answer = (await alice.call("presence", users=["bob"]))["users"]
+        assert answer == [{"user": "bob", "online": False, "last_seen": stopped_at}]

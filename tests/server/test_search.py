@@ -60,3 +60,22 @@ def test_mentions_are_known_names_once_each() -> None:
         "hi @BOB. and @j.doe, @bob again, a@bob.com, @nobody", lambda n: users.get(n.lower())
     )
     assert names == ["Bob", "j.doe"]
+
+
+def test_a_small_chat_is_read_instead_of_a_long_word_list() -> None:
+    """Narrowed to a chat shorter than the word's postings, the chat's messages are
+    walked, with the same answer: newest first, every word, before an order."""
+    index = SearchIndex()
+    small = [message(n, "common rare" if n % 2 else "common", "small") for n in (1, 3, 5)]
+    for n in range(1, 7):
+        index.add(small[n // 2] if n % 2 else message(n, "common"))
+    found_in = [
+        m.id
+        for m in index.search("common", lambda m: m.chat == "small", small[2].order, small)
+    ]
+    assert found_in == ["m3", "m1"]
+    assert [m.id for m in index.search("rare common", lambda m: True, None, small)] == [
+        "m5",
+        "m3",
+        "m1",
+    ]
