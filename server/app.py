@@ -129,6 +129,7 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         state_dir.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
         state = State(config.history_size, config.rate_period * 1000)
+        state.search.defer()  # built after the start, in the background (server/messaging.py)
         node = None
         if config.cluster:
             # Imported here: nats-py is needed (and installed) only for a cluster.
@@ -223,8 +224,8 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
             await service.compact()
         service.start()
         started.push_async_callback(service.stop)
-        await messaging.presence.start()
-        started.push_async_callback(messaging.presence.stop)
+        await messaging.start()
+        started.push_async_callback(messaging.stop)
         if node is not None:
             await node.start()
             started.push_async_callback(node.stop)

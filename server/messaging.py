@@ -4,6 +4,8 @@ presence. Mentions are decided where messages are posted and edited
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Annotated, Any, Final
 
@@ -23,6 +25,8 @@ logger = logging.getLogger("messenger.server")
 
 MessageParam = Annotated[str, Length(1, 64), Doc("a message id")]
 PRESENCE_MAX: Final = 100
+INDEX_SLICE: Final = 2000  # messages indexed at a time: about 20 ms
+INDEX_POLL: Final = 0.5  # seconds between looks for an index to build
 SEARCH_DEFAULT: Final = 20
 
 
@@ -33,10 +37,39 @@ class MessagingMethods:
             service.config.presence_grace, service.clock, self.presence_changed
         )
         self._persisted: dict[UserKey, int] = {}  # when each user's last_seen was recorded
+        self._indexing: asyncio.Task[None] | None = None
 
     @property
     def state(self) -> State:
         return self.service.state  # replaced when a cluster node re-reads the log
+
+    async def start(self) -> None:
+        await self.presence.start()
+        self._indexing = asyncio.get_running_loop().create_task(
+            self._index(), name="messenger-search-index"
+        )
+
+    async def stop(self) -> None:
+        if self._indexing is not None:
+            self._indexing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._indexing
+        await self.presence.stop()
+
+    async def _index(self) -> None:
+        """Build the search index a start (or a cluster node's re-read) deferred, in
+        slices with the event loop free between them."""
+        while True:
+            try:
+                await self.index_built()
+            except Exception:  # a task boundary: log it, try again later
+                logger.exception("building the search index failed")
+            await asyncio.sleep(INDEX_POLL)
+
+    async def index_built(self) -> None:
+        # Not an Event to wait on: this loop is what builds, a slice per turn.
+        while not self.state.search.build(INDEX_SLICE):  # noqa: ASYNC110
+            await asyncio.sleep(0)
 
     def watch(self, presence: Presence) -> None:
         """Take presence from ``presence`` (the hub's arrivals and departures)."""
@@ -100,6 +133,7 @@ class MessagingMethods:
     ) -> dict[str, Any]:
         """Live messages you can see containing every word of query, newest first."""
         account = self.service.account(session)
+        await self.index_built()  # only for a few seconds after a start
         now = self.service.clock()
         self.state.expire(now)
         mine = account.chats

@@ -177,7 +177,9 @@ class Service:
                     session.user = session.key = session.device = None
 
     def new_state(self) -> State:
-        return State(self.config.history_size, self.config.rate_period * 1000)
+        state = State(self.config.history_size, self.config.rate_period * 1000)
+        state.search.defer()  # to re-read a log: the index is built afterwards
+        return state
 
     async def commit(self, events: list[Event]) -> None:
         """``record``, and wait until it is durable (and told)."""

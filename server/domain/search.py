@@ -9,8 +9,8 @@ newest down and checks the other words by binary search: it reads about
 ``limit`` times the inverse of the other words' co-occurrence, never every message.
 
 Expired messages leave their postings behind (expiry must stay O(1) per message);
-``messages`` then holds None for them, a query skips them, and once the dead
-postings outnumber the live ones a sweep rewrites the arrays (amortised O(1)).
+``messages`` then holds None for them, a query skips them, and once the expired
+outnumber the live a sweep cuts the arrays' dead fronts (amortised O(1)).
 Edited and deleted messages are taken out at once.
 """
 
@@ -60,21 +60,59 @@ class SearchIndex:
         self.base = 1
         self.holes = 0  # None slots in ``messages`` (expired or deleted)
         self.leading = 0  # of them, how many lead (not trimmed yet)
-        self.live_postings = 0
-        self.dead_postings = 0
+        self.dead = 0  # expired messages whose postings are still in the arrays
+        # Built in the background after a start (see ``defer``): until ``built``,
+        # only orders below ``frontier`` are in ``postings``.
+        self.built = True
+        self.frontier = 0
 
     @property
     def next_order(self) -> int:
         return self.base + len(self.messages)
 
+    def defer(self) -> None:
+        """Number the messages folded from now on, but index none: a start's replay
+        stays as fast as without an index (tokenising is 3-5 times the rest of the
+        fold of a message); ``build`` indexes them afterwards, in slices."""
+        self.built = False
+        self.frontier = self.base
+
+    def build(self, count: int) -> bool:
+        """Index up to ``count`` more of the messages a deferred replay left (and those
+        posted since, which are left to it too); True once every message is indexed
+        and searching may start. It catches up: it indexes far faster than anyone posts."""
+        if self.built:
+            return True
+        self.frontier = max(self.frontier, self.base)
+        end = min(self.frontier + count, self.next_order)
+        messages, base, postings = self.messages, self.base, self.postings
+        for order in range(self.frontier, end):
+            message = messages[order - base]
+            if message is not None:
+                self._post_into(postings, order, words(message.text))
+        self.frontier = end
+        self.built = end >= self.next_order
+        return self.built
+
+    def _tier(self, order: int) -> dict[str, array[int]] | None:
+        """Where ``order``'s postings go; None while the build has not reached it (it
+        will read the message's text as it is then)."""
+        return self.postings if self.built or order < self.frontier else None
+
     def add(self, message: Message) -> None:
         """A new message, newest of all: its order is the next one."""
-        message.order = self.next_order
+        message.order = order = self.next_order
         self.messages.append(message)
-        self._post(message.order, words(message.text))
+        if self.built:
+            self._post_into(self.postings, order, words(message.text))
 
     def _post(self, order: int, found: set[str]) -> None:
-        postings = self.postings
+        postings = self._tier(order)
+        if postings is not None:
+            self._post_into(postings, order, found)
+
+    @staticmethod
+    def _post_into(postings: dict[str, array[int]], order: int, found: set[str]) -> None:
         for word in found:
             posted = postings.get(word)
             if posted is None:
@@ -83,17 +121,20 @@ class SearchIndex:
                 posted.append(order)
             else:  # an edit's new word: into its place
                 posted.insert(bisect_left(posted, order), order)
-        self.live_postings += len(found)
 
     def _unpost(self, order: int, gone: set[str]) -> None:
+        postings = self._tier(order)
+        if postings is None:
+            return
         for word in gone:
-            posted = self.postings[word]
+            posted = postings.get(word)
+            if posted is None:
+                continue
             index = bisect_left(posted, order)
             if index < len(posted) and posted[index] == order:
                 del posted[index]
-                self.live_postings -= 1
                 if not posted:
-                    del self.postings[word]
+                    del postings[word]
 
     def edit(self, message: Message, old_text: str) -> None:
         before, after = words(old_text), words(message.text)
@@ -105,12 +146,11 @@ class SearchIndex:
         self._slot_cleared(message)
 
     def expired(self, message: Message) -> None:
-        """Its postings stay until the sweep (they are skipped meanwhile)."""
-        count = len(words(message.text))
-        self.live_postings -= count
-        self.dead_postings += count
+        """Its postings stay until the sweep (they are skipped meanwhile): expiry costs
+        no tokenising. The sweep comes once the expired outnumber the live."""
+        self.dead += 1
         self._slot_cleared(message)
-        if self.dead_postings > max(self.live_postings, 100_000):
+        if self.built and self.dead > max(len(self.messages) - self.holes, 100_000):
             self.sweep()
 
     def _slot_cleared(self, message: Message) -> None:
@@ -145,7 +185,7 @@ class SearchIndex:
                 )
             if not posted:
                 del self.postings[word]
-        self.dead_postings = 0
+        self.dead = 0
 
     def search(
         self,
@@ -158,6 +198,7 @@ class SearchIndex:
         through, newest first, older than order ``before`` when given. ``within`` (one
         chat's messages, by seq) is walked instead of the rarest word's postings when
         it is shorter: a common word asked of a small chat reads the chat, not the word."""
+        assert self.built, "search only once build() says so"
         wanted = words(query)
         if not wanted or len(wanted) > QUERY_WORDS_MAX:
             return

@@ -70,8 +70,7 @@ def test_a_small_chat_is_read_instead_of_a_long_word_list() -> None:
     for n in range(1, 7):
         index.add(small[n // 2] if n % 2 else message(n, "common"))
     found_in = [
-        m.id
-        for m in index.search("common", lambda m: m.chat == "small", small[2].order, small)
+        m.id for m in index.search("common", lambda m: m.chat == "small", small[2].order, small)
     ]
     assert found_in == ["m3", "m1"]
     assert [m.id for m in index.search("rare common", lambda m: True, None, small)] == [
@@ -79,3 +78,25 @@ def test_a_small_chat_is_read_instead_of_a_long_word_list() -> None:
         "m3",
         "m1",
     ]
+
+
+def test_a_deferred_index_is_built_in_slices_and_misses_no_edit() -> None:
+    """After a start's replay the index is built in slices; edits meanwhile, on either
+    side of the build's frontier, and messages posted meanwhile are all found right."""
+    index = SearchIndex()
+    index.defer()
+    posted = [message(n, f"word{n} common") for n in range(1, 7)]
+    for each in posted[:4]:
+        index.add(each)
+    assert index.build(2) is False  # m1, m2 indexed
+    for each, text in ((posted[0], "first changed"), (posted[2], "third changed")):
+        old, each.text = each.text, text
+        index.edit(each, old)
+    index.add(posted[4])
+    index.delete(posted[3])
+    assert index.build(2) is False
+    index.add(posted[5])
+    assert index.build(100) is True
+    assert found(index, "changed") == ["m3", "m1"]
+    assert found(index, "common") == ["m6", "m5", "m2"]
+    assert found(index, "word4") == []
