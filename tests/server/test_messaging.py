@@ -151,20 +151,23 @@ async def test_a_group_owner_deletes_a_members_message(tmp_path: Path) -> None:
 
 
 async def test_a_deleted_message_is_not_resumed_and_leaves_the_disk(tmp_path: Path) -> None:
-    """A device resuming after a deletion is not sent the deleted text; after a
-    restart (which compacts) the text is no longer in the log, and the hole stays."""
+    """A device resuming gets the edit, and after a deletion is not sent the deleted
+    text; after a restart (which compacts) the text is no longer in the log, and the
+    hole stays."""
     config = config_in(tmp_path)
     async with run_server(config) as running, user_device(running.url, "alice") as alice:
         async with user_device(running.url, "bob") as bob:
             bob_cursor, bob_token = bob.cursor, bob.token
         doomed = await post(alice, "general", "a secret by mistake")
-        await post(alice, "general", "@bob sorry")
+        sorry = await post(alice, "general", "sorry")
+        await alice.call("edit", message=sorry["id"], text="@bob sorry")
         await alice.call("delete", message=doomed["id"])
         async with connected(running.url) as again:
             result = await again.call("login", user="bob", token=bob_token, since=bob_cursor)
             assert result["resumed"] is True
             seen = await events_until_quiet(again)
-            assert [e["method"] for e in seen] == ["message", "message.deleted"]
+            assert [e["method"] for e in seen] == ["message", "message.edited", "message.deleted"]
+            assert seen[1]["params"]["message"]["mentions"] == ["bob"]
             assert "a secret" not in str(seen)
     assert "a secret by mistake" in log_text(config)
     async with run_server(config) as running, user_device(running.url, "bob", False) as bob:
