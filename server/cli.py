@@ -52,6 +52,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    parser.add_argument(
+        "--presence-grace",
+        type=_positive_seconds,
+        default=defaults.presence_grace,
+        help="seconds a user stays online after the last device left, so that a "
+        "reconnection makes no events (default %(default)s)",
+    )
     cluster = parser.add_argument_group(
         "cluster", "several servers as one, on a shared NATS JetStream (protocol.md, Cluster)"
     )
@@ -75,6 +82,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="seconds before another node takes over from a writer that stopped "
         "renewing its lease (default %(default)s)",
     )
+    cluster.add_argument(
+        "--presence-heartbeat",
+        type=_positive_seconds,
+        default=defaults.presence_heartbeat,
+        help="seconds between a node's presence heartbeats; a node silent for three "
+        "takes its users offline (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -95,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         cluster_name=args.cluster_name,
         node_name=args.node_name,
         lease_ttl=args.lease_ttl,
+        presence_grace=args.presence_grace,
+        presence_heartbeat=args.presence_heartbeat,
     )
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cluster.support import Nats, nodes
+from tests.cluster.support import Nats, eventually, nodes, start_node
 from tests.server.extras_support import error_of, texts
-from tests.wsclient import connected, user_device
+from tests.wsclient import Peer, connected, user_device
 
 
 async def test_edit_and_delete_reach_every_node_and_outlast_a_compaction(
@@ -83,3 +83,34 @@ async def test_presence_spans_the_nodes(tmp_path: Path, nats: Nats) -> None:
             assert answer == [
                 {"user": "alice", "online": False, "last_seen": event["params"]["last_seen"]}
             ]
+
+
+async def test_a_node_that_dies_takes_its_users_offline(tmp_path: Path, nats: Nats) -> None:
+    """A node killed without a word: after three silent heartbeats its users are
+    offline on the others, and their contacts there are told."""
+    flags = ("--presence-heartbeat", "0.2", "--presence-grace", "0.2")
+    async with nodes(tmp_path, [nats.url], 1, presence_heartbeat=0.2) as (writer,):
+        doomed = start_node(tmp_path, [nats.url], "doomed", *flags)
+        try:
+            async with (
+                user_device(writer.url, "bob") as bob,
+                user_device(doomed.url, "alice") as alice,
+            ):
+                await alice.call("send", user="bob", text="hi")
+                await bob.next_event("message")
+                await until_online(bob, "alice", True)
+                doomed.kill()
+                event = await bob.next_event("presence")
+                assert event["params"]["user"] == "alice"
+                assert event["params"]["online"] is False
+                await until_online(bob, "alice", False)
+        finally:
+            doomed.kill()
+
+
+async def until_online(peer: Peer, user: str, online: bool) -> None:
+    async def holds() -> bool:
+        answer = (await peer.call("presence", users=[user]))["users"]
+        return bool(answer[0]["online"] is online)
+
+    await eventually(holds)
