@@ -226,6 +226,7 @@ class MessagingMethods:
             return
         hub = self.service.hub
         params = {"user": user.name, "online": online, "last_seen": last_seen}
+        # Not in the log: the cursor of the last event told (wire.UNLOGGED_EVENTS).
         frame = encode_event("presence", params, hub.published)
         targets = [s for contact in self.contacts(key) for s in hub.sessions_of(contact)]
         hub.deliver(targets, frame)
