@@ -170,21 +170,18 @@ class SearchIndex:
         self.leading = leading
 
     def sweep(self) -> None:
-        """Drop every posting of an expired message. Expiry takes the oldest first, so
-        they are each array's front (a slice, at C speed); only holes further in (a
-        message that outlived a newer one, the ttl changed between runs) need a scan."""
-        messages, base = self.messages, self.base + self.leading
+        """Drop the postings of the messages expired from the front (expiry takes the
+        oldest first): a slice off each array's front, at C speed. A message that
+        expired behind a longer-lived one (the ttl changed between runs) keeps its
+        postings (skipped by queries) until the front passes it."""
+        front = self.base + self.leading
         for word in list(self.postings):
             posted = self.postings[word]
-            cut = bisect_left(posted, base)
-            if cut:
-                del posted[:cut]
-            if self.holes > self.leading and posted:
-                posted = self.postings[word] = array(
-                    "q", (o for o in posted if messages[o - self.base] is not None)
-                )
-            if not posted:
+            cut = bisect_left(posted, front)
+            if cut == len(posted):
                 del self.postings[word]
+            elif cut:
+                del posted[:cut]
         self.dead = 0
 
     def search(

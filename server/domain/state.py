@@ -289,7 +289,9 @@ class State:
             self.mentions.add(message.chat, user_key(name), message.seq)
 
     def _message_edited(self, event: MessageEdited) -> None:
-        message = self.messages[event.message]
+        message = self.messages.get(event.message)
+        if message is None:  # expired here already (a follower's clock a little ahead)
+            return
         old_text, message.text, message.edited_at = message.text, event.text, event.at
         self.search.edit(message, old_text)
         self._mention(message, event.mentions or [])
@@ -298,7 +300,9 @@ class State:
             self._remember(author, event.device, event.client_id, message.id)
 
     def _message_deleted(self, event: MessageDeleted) -> None:
-        message = self.messages[event.message]
+        message = self.messages.get(event.message)
+        if message is None:  # expired here already
+            return
         self._mention(message, [])
         self.search.delete(message)
         self._forget(message)

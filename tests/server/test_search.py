@@ -35,7 +35,7 @@ def test_every_word_must_be_present_newest_first() -> None:
 
 def test_edits_and_deletions_are_reindexed_and_expired_ones_swept() -> None:
     """An edit moves a message between words; a deletion drops it; expired postings
-    are skipped, then swept once they outnumber the live ones."""
+    are skipped, and swept off the front."""
     index = SearchIndex()
     posted = [message(n, "old common") for n in range(1, 5)]
     for each in posted:
@@ -46,11 +46,15 @@ def test_edits_and_deletions_are_reindexed_and_expired_ones_swept() -> None:
     assert found(index, "new") == ["m1"]
     assert found(index, "old") == ["m4", "m3", "m2"]
     index.delete(posted[1])
-    index.expired(posted[2])
+    index.expired(posted[2])  # behind a live one: skipped, kept until the front passes
     assert found(index, "common") == ["m4", "m1"]
     index.sweep()
-    assert len(index.postings["common"]) == 2
-    assert index.postings.get("new") is not None
+    assert list(index.postings["common"]) == [1, 3, 4]
+    index.expired(posted[0])  # now the front has passed m1, m2 and m3
+    index.sweep()
+    assert list(index.postings["common"]) == [4]
+    assert "new" not in index.postings
+    assert found(index, "common") == ["m4"]
 
 
 def test_mentions_are_known_names_once_each() -> None:
