@@ -359,3 +359,15 @@ async def test_users_connected_at_shutdown_are_last_seen_then(tmp_path: Path) ->
     ):
         answer = (await alice.call("presence", users=["bob"]))["users"]
         assert answer == [{"user": "bob", "online": False, "last_seen": stopped_at}]
+
+
+async def test_presence_takes_1_to_100_names(tmp_path: Path) -> None:
+    """`users` is a list of 1-100 names (items, in the OpenRPC document too)."""
+    async with run_server(config_in(tmp_path)) as running, user_device(running.url, "alice") as a:
+        for bad in ([], ["alice"] * 101, ["not a name"], [7]):
+            assert (await error_of(a, "presence", users=bad)).code == -32602
+        assert "1 to 100 items" in str(await error_of(a, "presence", users=[]))
+        document = await a.call("rpc.discover")
+        method = next(m for m in document["methods"] if m["name"] == "presence")
+        schema = method["params"][0]["schema"]
+        assert (schema["type"], schema["minItems"], schema["maxItems"]) == ("array", 1, 100)
