@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from server.app import Running
+from server.jetstream import SNAPSHOT, JetStreamStore
 from tests.cluster.support import Nats, eventually, nodes, start_node
 from tests.server.extras_support import error_of, texts
 from tests.wsclient import Peer, connected, user_device
@@ -40,7 +42,9 @@ async def test_edit_and_delete_reach_every_node_and_outlast_a_compaction(
         assert (await error_of(eve, "search", query="final", chat=group)).code == -32003
         assert (await eve.call("search", query="final"))["messages"] == []
         assert (await error_of(eve, "presence", users=["alice"])).code == -32002
+        assert await stream_holds(writer, b"oops secret")  # until the compaction
         await writer.service.compact()
+        assert not await stream_holds(writer, b"oops secret")
     async with (
         nodes(tmp_path, [nats.url], 2) as (writer, follower),
         user_device(follower.url, "bob", False) as bob,
@@ -114,3 +118,16 @@ async def until_online(peer: Peer, user: str, online: bool) -> None:
         return bool(answer[0]["online"] is online)
 
     await eventually(holds)
+
+
+async def stream_holds(running: Running, text: bytes) -> bool:
+    """Whether ``text`` is anywhere in the cluster's stream or snapshot."""
+    store = running.service.log
+    assert isinstance(store, JetStreamStore)
+    js = store.shared.js
+    info = await js.stream_info(store.names.stream)
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        if text in ((await js.get_msg(store.names.stream, seq)).data or b""):
+            return True
+    snapshot = await store.shared.snapshots.get(SNAPSHOT)
+    return text in (snapshot.data or b"")
