@@ -90,6 +90,11 @@ async def _help(app: App, values: Values) -> None:
 async def _chats(app: App, values: Values) -> None:
     await app.refresh_status()
     model = app.model
+    peers = [chat.title for chat in model.chats.values() if chat.kind == "direct" and chat.title]
+    if peers:  # who is online now, not only who was said to be since the start
+        result = await app.session.call("presence", {"users": peers[:100]})
+        for entry in result["users"]:
+            model.presence[entry["user"].casefold()] = entry
     app.show_lines(render.chat_lines(model.chats.values(), model.current.chat, model.is_online))
 
 
@@ -346,7 +351,13 @@ COMMANDS: Final[tuple[Command, ...]] = (
         _help,
         "/help send-file",
     ),
-    Command("chats", (), "List your chats and their unread counts.", _chats, "/chats"),
+    Command(
+        "chats",
+        (),
+        "List your chats: unread counts, mentions of you, who is online.",
+        _chats,
+        "/chats",
+    ),
     Command(
         "open",
         (Arg("chat", Kind.CHAT),),

@@ -30,6 +30,8 @@ async def test_edit_delete_search_and_who_in_a_script(
     await bob.stdout.wait_for("@alice#1 alice: are you there?")
     bob.type("/who @alice")
     await bob.stdout.wait_for("alice is online")
+    bob.type("/chats")
+    await bob.stdout.wait_for("1 unread  online")
     bob.type("/who @nobody")
     for client in (alice, bob):
         assert await client.end() == (1 if client is bob else 0)
