@@ -191,13 +191,14 @@ class Model:
         self.message_seen(message)
 
     def message_deleted(self, chat_id: str, seq: int, message_id: str) -> None:
-        """A deletion: forgotten, and out of the unread count if it was unread."""
+        """A deletion: forgotten, and out of the unread count if it was counted (a
+        device resuming is told of deletions of messages it was never sent)."""
         self._by_seq.pop((ChatId(chat_id), seq), None)
-        self._seq_of.pop(MessageId(message_id), None)
+        known = self._seq_of.pop(MessageId(message_id), None) is not None
         self._chat_of.pop(MessageId(message_id), None)
         self._file_of.pop(MessageId(message_id), None)
         chat = self.chats.get(ChatId(chat_id))
-        if chat is not None and seq > chat.read_seq and chat.unread:
+        if known and chat is not None and seq > chat.read_seq and chat.unread:
             chat.unread -= 1
             chat.mentions = min(chat.mentions, chat.unread)
 
