@@ -248,6 +248,24 @@ class App:
         """The time zone times are shown and read in; None: the system's."""
         return self._tz
 
+    def show_edited(self, message: Json) -> None:
+        """An edit (the reply, or the event on every device): the message as it is now."""
+        self.model.message_edited(message)
+        if self.in_view(message["chat"]):
+            label = self.model.label(message["chat"])
+            marked = self.model.wants_attention(message)
+            self.show(render.message_line(message, label, self.now(), self._tz, marked))
+        self.sink.changed()
+
+    async def show_found(self, messages: list[Json]) -> None:
+        """Search results, from every chat: each labelled with its chat."""
+        if any(not self.model.is_known(message["chat"]) for message in messages):
+            await self.refresh_status()
+        for message in messages:
+            label = self.model.label(message["chat"])
+            marked = self.model.wants_attention(message)
+            self.show(render.message_line(message, label, self.now(), self._tz, marked))
+
     def show_comment(self, comment: Json, *, only_new: bool) -> None:
         if self.model.comment_seen(comment) or not only_new:
             label = self.model.label(comment["chat"])
@@ -375,6 +393,25 @@ class App:
             case EventReceived("comment", params):
                 if self.in_view(params["comment"]["chat"]):
                     self.show_comment(params["comment"], only_new=True)
+            case EventReceived("message.edited", params):
+                self.show_edited(params["message"])
+            case EventReceived("message.deleted", params):
+                self.model.message_deleted(params["chat"], params["seq"], params["id"])
+                if self.in_view(params["chat"]):
+                    ref = render.message_ref(self.model.label(params["chat"]), params["seq"])
+                    self.show(render.removed_line(ref))
+                self.sink.changed()
+            case EventReceived("presence", params):
+                self.model.presence[params["user"].casefold()] = params
+                self.sink.changed()
+                direct = self.model.find_chat("@" + params["user"])
+                if not self.sink.one_view or (
+                    direct is not None and direct.chat == self.model.current.chat
+                ):
+                    line = render.presence_line(
+                        params["user"], params["online"], params["last_seen"], self.now(), self._tz
+                    )
+                    self.show(line)
             case EventReceived("read", params):
                 if self.model.read_moved(params["chat"], params["read_seq"]):
                     self.sink.changed()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -88,7 +89,13 @@ async def _help(app: App, values: Values) -> None:
 
 async def _chats(app: App, values: Values) -> None:
     await app.refresh_status()
-    app.show_lines(render.chat_lines(app.model.chats.values(), app.model.current.chat))
+    model = app.model
+    peers = [chat.title for chat in model.chats.values() if chat.kind == "direct" and chat.title]
+    if peers:  # who is online now, not only who was said to be since the start
+        result = await app.session.call("presence", {"users": peers[:100]})
+        for entry in result["users"]:
+            model.presence[entry["user"].casefold()] = entry
+    app.show_lines(render.chat_lines(model.chats.values(), model.current.chat, model.is_online))
 
 
 async def _open(app: App, values: Values) -> None:
@@ -144,6 +151,43 @@ async def _comments(app: App, values: Values) -> None:
         app.show(render.info("No comments."))
     for comment in result["comments"]:
         app.show_comment(comment, only_new=False)
+
+
+async def _edit(app: App, values: Values) -> None:
+    app.check_length(values["text"])
+    message = await app.find_message(values["message"])
+    # The client_id makes a repeat after a lost reply record nothing twice.
+    params = {"message": message, "text": values["text"], "client_id": uuid.uuid4().hex}
+    result = await app.session.call("edit", params)
+    app.show_edited(result["message"])
+
+
+async def _delete(app: App, values: Values) -> None:
+    message = await app.find_message(values["message"])
+    # A repeat after a lost reply would find nothing and fail: not retried.
+    await app.session.call("delete", {"message": message}, retry=False)
+
+
+async def _search(app: App, values: Values) -> None:
+    result = await app.session.call("search", {"query": values["words"]})
+    found: list[Json] = result["messages"]
+    if not found:
+        app.show(render.info(f"Nothing found for {values['words']!r}."))
+        return
+    await app.show_found(found)
+    more = ", and older ones" if result["has_more"] else ""
+    app.show(render.info(f"{len(found)} found, newest first{more}."))
+
+
+async def _who(app: App, values: Values) -> None:
+    names = [_convert(Arg("user", Kind.USER), word) for word in values["users"].split()]
+    result = await app.session.call("presence", {"users": names})
+    for entry in result["users"]:
+        app.show(
+            render.presence_line(
+                entry["user"], entry["online"], entry["last_seen"], app.now(), app.tz
+            )
+        )
 
 
 async def _report(app: App, values: Values) -> None:
@@ -307,7 +351,13 @@ COMMANDS: Final[tuple[Command, ...]] = (
         _help,
         "/help send-file",
     ),
-    Command("chats", (), "List your chats and their unread counts.", _chats, "/chats"),
+    Command(
+        "chats",
+        (),
+        "List your chats: unread counts, mentions of you, who is online.",
+        _chats,
+        "/chats",
+    ),
     Command(
         "open",
         (Arg("chat", Kind.CHAT),),
@@ -344,6 +394,34 @@ COMMANDS: Final[tuple[Command, ...]] = (
         "Show the comments on a message.",
         _comments,
         "/comments general#12",
+    ),
+    Command(
+        "edit",
+        (Arg("message", Kind.MESSAGE), Arg("text", Kind.TEXT)),
+        "Change the text of a message of yours (#12, general#12).",
+        _edit,
+        "/edit #12 see you at 6, not 5",
+    ),
+    Command(
+        "delete",
+        (Arg("message", Kind.MESSAGE),),
+        "Remove a message of yours (or any in a group you own), for everyone.",
+        _delete,
+        "/delete #12",
+    ),
+    Command(
+        "search",
+        (Arg("words", Kind.TEXT),),
+        "Find messages of your chats holding every word, newest first.",
+        _search,
+        "/search budget meeting",
+    ),
+    Command(
+        "who",
+        (Arg("users", Kind.TEXT),),
+        "Whether people you share a chat with are online, or when last seen.",
+        _who,
+        "/who @bob @carol",
     ),
     Command(
         "report",

@@ -28,7 +28,7 @@ from client.errors import (
     Unreachable,
     UsageError,
 )
-from wire import ErrorCode, decode, encode
+from wire import UNLOGGED_EVENTS, ErrorCode, decode, encode
 
 log = logging.getLogger("messenger.client")
 
@@ -326,7 +326,7 @@ class Session:
 
     def _notified(self, method: str, params: dict[str, Any]) -> None:
         cursor = params.get("cursor")
-        if isinstance(cursor, int):
+        if isinstance(cursor, int) and method not in UNLOGGED_EVENTS:
             if self.cursor is not None and cursor <= self.cursor:
                 return  # replayed after a resume, and already seen
             self.cursor = cursor

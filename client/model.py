@@ -111,6 +111,8 @@ class Model:
         self._scheduled_shown: set[ScheduledId] = set()
         self._cancelled: set[ScheduledId] = set()  # cancellations already told
         self._joined: set[ChatId] = set()  # groups whose joining was already told
+        # The last `presence` event of each contact, by case-folded name.
+        self.presence: dict[str, Json] = {}
 
     # -- folding in what the server says ------------------------------------------
 
@@ -184,6 +186,22 @@ class Model:
         self._shown.add(message_id)
         return True
 
+    def message_edited(self, message: Json) -> None:
+        """An edit: the message keeps its place; its text and mentions are new."""
+        self.message_seen(message)
+
+    def message_deleted(self, chat_id: str, seq: int, message_id: str) -> None:
+        """A deletion: forgotten, and out of the unread count if it was counted (a
+        device resuming is told of deletions of messages it was never sent)."""
+        self._by_seq.pop((ChatId(chat_id), seq), None)
+        known = self._seq_of.pop(MessageId(message_id), None) is not None
+        self._chat_of.pop(MessageId(message_id), None)
+        self._file_of.pop(MessageId(message_id), None)
+        chat = self.chats.get(ChatId(chat_id))
+        if known and chat is not None and seq > chat.read_seq and chat.unread:
+            chat.unread -= 1
+            chat.mentions = min(chat.mentions, chat.unread)
+
     def comment_seen(self, comment: Json) -> bool:
         """True when ``comment`` has not been shown before."""
         if comment["id"] in self._shown:
@@ -229,6 +247,12 @@ class Model:
 
     def is_mine(self, message: Json) -> bool:
         return _same_user(message["author"], self.me)
+
+    def is_online(self, chat: Chat) -> bool:
+        """A direct chat whose other user was last told online."""
+        if chat.kind != "direct" or not chat.title:
+            return False
+        return bool(self.presence.get(chat.title.casefold(), {}).get("online"))
 
     def mentions_me(self, message: Json) -> bool:
         """``@me`` in someone else's text (or in the server's ``mentions``, where given)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from client.errors import RpcError
@@ -105,7 +105,27 @@ def message_line(
     if message.get("comments"):
         count = message["comments"]
         line.append(("class:dim", f" ({count} comment{'s' if count != 1 else ''})"))
+    if message.get("edited_at"):
+        line.append(("class:dim", " (edited)"))
     return line
+
+
+def removed_line(ref: str) -> Line:
+    """A message deleted by its author (or the group's owner): its text is gone."""
+    return [("class:ref", ref + " "), ("class:dim", "[message removed]")]
+
+
+def presence_line(
+    user: str, online: bool, last_seen: int | None, now: float, tz: datetime.tzinfo | None
+) -> Line:
+    """``bob is online`` / ``bob is offline, last seen 14:02`` / ``bob: never seen``."""
+    name = clean(user)
+    if online:
+        return [("class:ref", name), ("class:info", " is online")]
+    if last_seen is None:
+        return [("class:ref", name), ("class:dim", " is offline, never seen")]
+    seen = clock_time(last_seen, now, tz)
+    return [("class:ref", name), ("class:dim", f" is offline, last seen {seen}")]
 
 
 def comment_line(comment: Json, ref: str, now: float, tz: datetime.tzinfo | None = None) -> Line:
@@ -132,18 +152,26 @@ def unread_summary(chats: Iterable[Chat]) -> Line:
     return info("Unread: " + ", ".join(counts) if counts else "No unread messages.")
 
 
-def chat_lines(chats: Iterable[Chat], current: str | None) -> list[Line]:
+def chat_lines(
+    chats: Iterable[Chat], current: str | None, online: Callable[[Chat], bool] = lambda _: False
+) -> list[Line]:
+    """/chats: each chat, its kind, unread count (and mentions), who is online."""
     rows = sorted(chats, key=lambda chat: (chat.kind != "general", chat.label.casefold()))
     width = max((len(chat.label) for chat in rows), default=0)
-    return [
-        [
+    lines: list[Line] = []
+    for chat in rows:
+        line: Line = [
             ("class:info", "* " if chat.id == current else "  "),
             ("class:ref", clean(chat.label).ljust(width)),
             ("class:dim", f"  {chat.kind:<7} "),
             ("class:unread" if chat.unread else "class:dim", f" {chat.unread} unread"),
         ]
-        for chat in rows
-    ]
+        if chat.mentions:
+            line.append(("class:mention", f", {chat.mentions} mentioning you"))
+        if online(chat):
+            line.append(("class:info", "  online"))
+        lines.append(line)
+    return lines
 
 
 def device_lines(devices: Sequence[Json], this_device: str) -> list[Line]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from server import __version__
+from server import __version__, presence
 from server.config import Config
 from server.domain import views
 from server.domain.events import Event, from_record
@@ -28,6 +28,7 @@ from server.files import FileMethods
 from server.groups import GroupMethods
 from server.hub import Hub, Recent
 from server.log import COMPACTING_SUFFIX, EventLog, LogCorrupted
+from server.messaging import MessagingMethods
 from server.metrics import Metrics
 from server.rpc import Dispatcher
 from server.service import Clock, Service, encode_event, system_clock
@@ -111,7 +112,8 @@ async def replay(
     for cursor, event in enumerate(tail, start=first):
         for audience, method, params in views.notifications(state, event):
             frame = encode_event(method, params, cursor)
-            recent.add(cursor, audience, frame, views.told_until(state, event))
+            until = views.told_until(state, event)
+            recent.add(cursor, audience, frame, until, views.told_about(event))
     return recent, count
 
 
@@ -127,6 +129,7 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         state_dir.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
         state = State(config.history_size, config.rate_period * 1000, config.quotas)
+        state.search.defer()  # built after the start, in the background (server/messaging.py)
         node = None
         if config.cluster:
             # Imported here: nats-py is needed (and installed) only for a cluster.
@@ -175,7 +178,8 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         service = Service(config, state, store, hub, clock)
         files = FileMethods(service, state_dir)
         started.callback(files.close)
-        for methods in (ExtraMethods(service), GroupMethods(service), files):
+        messaging = MessagingMethods(service)
+        for methods in (ExtraMethods(service), GroupMethods(service), files, messaging):
             service.registry.add(methods)
         dispatcher = Dispatcher(
             service.registry,
@@ -199,6 +203,19 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
                 forward_timeout=config.forward_timeout,
             )
             health = node.health
+            messaging.watch(
+                presence.NatsPresence(
+                    config.presence_grace,
+                    clock,
+                    messaging.presence_changed,
+                    nc=shared.nc,
+                    cluster=config.cluster_name,
+                    node=name,
+                    heartbeat=config.presence_heartbeat,
+                )
+            )
+        else:
+            messaging.watch(messaging.presence)
         openrpc = orjson.dumps(service.registry.openrpc())
         metrics = Metrics()
         if not config.cluster:
@@ -223,6 +240,8 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
             await service.compact()
         service.start()
         started.push_async_callback(service.stop)
+        await messaging.start()
+        started.push_async_callback(messaging.stop)
         if node is not None:
             await node.start()
             started.push_async_callback(node.stop)

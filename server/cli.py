@@ -104,6 +104,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         metavar="ADDRESS",
         help="a proxy whose X-Forwarded-For names the client (repeatable)",
     )
+    parser.add_argument(
+        "--presence-grace",
+        type=_positive_seconds,
+        default=defaults.presence_grace,
+        help="seconds a user stays online after the last device left, so that a "
+        "reconnection makes no events (default %(default)s)",
+    )
     cluster = parser.add_argument_group(
         "cluster", "several servers as one, on a shared NATS JetStream (protocol.md, Cluster)"
     )
@@ -126,6 +133,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         default=defaults.lease_ttl,
         help="seconds before another node takes over from a writer that stopped "
         "renewing its lease (default %(default)s)",
+    )
+    cluster.add_argument(
+        "--presence-heartbeat",
+        type=_positive_seconds,
+        default=defaults.presence_heartbeat,
+        help="seconds between a node's presence heartbeats; a node silent for three "
+        "takes its users offline (default %(default)s)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -153,6 +167,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         lease_ttl=args.lease_ttl,
         allowed_origins=tuple(args.allowed_origins),
         **{name: getattr(args, name) for name, _, _ in LIMIT_FLAGS},
+        presence_grace=args.presence_grace,
+        presence_heartbeat=args.presence_heartbeat,
     )
 
 

@@ -254,7 +254,7 @@ class ClusterNode:
                     session.peer.close(1012, "this node re-read the log: log in again")
             for cursor, audience, frame, expires_at in recent.events:
                 if cursor > hub.published:  # stored, but never told: a publish that timed out
-                    hub.publish(cursor, audience, frame, expires_at)
+                    hub.publish(cursor, audience, frame, expires_at, recent.about.get(cursor))
             hub.advance(fresh.cursor)
             self.service.state = fresh
             self.service.arm_schedule()  # the old state's timer (or none) is not the fresh one's

@@ -68,6 +68,9 @@ class Config:
     max_downloads: int = 64  # GET /files/{id} streaming at once; more get HTTP 503
     stall_timeout: float = 60.0  # a reader taking nothing for this long (buffer full): cut
     occasional_interval: float = 60.0  # shortest gap between repeats of a flood warning
+    presence_grace: float = 5.0  # seconds a user stays online after the last device left
+    presence_persist_every: float = 60.0  # at most one durable last_seen per user per this
+    presence_heartbeat: float = 5.0  # cluster: seconds between a node's presence heartbeats
     # Cluster mode (protocol-contract.md v2, "Cluster"): the shared log in NATS JetStream.
     cluster: tuple[str, ...] = ()  # NATS server URLs; empty = the local file log
     cluster_name: str = "messenger"  # prefix of the stream, buckets and subjects

@@ -68,19 +68,39 @@ class Recent:
         self.events: collections.deque[tuple[int, Audience, bytes, int | None]] = (
             collections.deque()
         )
+        self.about: dict[int, str] = {}  # cursor -> the message its event shows
+        self.retracted: dict[str, int] = {}  # deleted message -> its events still held
 
     def add(
-        self, cursor: int, audience: Audience, frame: bytes, expires_at: int | None = None
+        self,
+        cursor: int,
+        audience: Audience,
+        frame: bytes,
+        expires_at: int | None = None,
+        about: str | None = None,
     ) -> None:
         if self.capacity <= 0:
             self.floor = cursor
             return
         self.events.append((cursor, audience, frame, expires_at))
+        if about is not None:
+            self.about[cursor] = about
         self.size += len(frame)
         while len(self.events) > self.capacity or self.size > self.max_bytes:
             gone, _, gone_frame, _ = self.events.popleft()
             self.floor = gone
             self.size -= len(gone_frame)
+            message = self.about.pop(gone, None)
+            if message is not None and message in self.retracted:
+                self.retracted[message] -= 1
+                if not self.retracted[message]:
+                    del self.retracted[message]
+
+    def retract(self, message: str) -> None:
+        """A deleted message: the events that show it are not resumed any more."""
+        held = sum(1 for shown in self.about.values() if shown == message)  # rare: O(held)
+        if held:
+            self.retracted[message] = held
 
     def since(self, cursor: int, key: UserKey, now: int | None = None) -> Iterator[bytes]:
         """The frames after ``cursor`` that ``key`` would have received and that have
@@ -89,6 +109,8 @@ class Recent:
         for event_cursor, audience, frame, expires_at in reversed(self.events):
             if event_cursor <= cursor:
                 break
+            if self.retracted and self.about.get(event_cursor) in self.retracted:
+                continue
             if isinstance(audience, frozenset) and key not in audience:
                 continue
             if expires_at is not None and now is not None and expires_at <= now:
@@ -113,11 +135,21 @@ class Hub:
         self.fanout_bytes = 0  # bytes of events handed to devices, for /metrics
         self.cut_offs = 0  # devices cut off as too slow, for /metrics
         self.by_user: dict[UserKey, set[Session]] = {}
+        # Presence (server/presence.py): a user's first device here, and last.
+        self.arrived: Callable[[UserKey], None] | None = None
+        self.left: Callable[[UserKey], None] | None = None
+        # Any device of the user connected or gone here (a cluster tells the others).
+        self.devices_changed: Callable[[UserKey], None] | None = None
 
     def attach(self, session: Session) -> None:
         assert session.key is not None
         self.sessions.add(session)
-        self.by_user.setdefault(session.key, set()).add(session)
+        devices = self.by_user.setdefault(session.key, set())
+        devices.add(session)
+        if len(devices) == 1 and self.arrived is not None:
+            self.arrived(session.key)
+        if self.devices_changed is not None:
+            self.devices_changed(session.key)
 
     def detach(self, session: Session) -> None:
         if session not in self.sessions:
@@ -128,6 +160,10 @@ class Hub:
         devices.discard(session)
         if not devices:
             del self.by_user[session.key]
+            if self.left is not None:
+                self.left(session.key)
+        if self.devices_changed is not None:
+            self.devices_changed(session.key)
 
     def sessions_of(self, key: UserKey) -> set[Session]:
         return self.by_user.get(key, set())
@@ -136,12 +172,18 @@ class Hub:
         return {s.device for s in self.sessions_of(key) if s.device is not None}
 
     def publish(
-        self, cursor: int, audience: Audience, frame: bytes, expires_at: int | None = None
+        self,
+        cursor: int,
+        audience: Audience,
+        frame: bytes,
+        expires_at: int | None = None,
+        about: str | None = None,
     ) -> None:
         """Hand one encoded event to every device of its audience, and remember it
-        (until ``expires_at``, when given, for resume)."""
+        (until ``expires_at``, when given, for resume; while message ``about`` is not
+        deleted)."""
         self.published = cursor
-        self.recent.add(cursor, audience, frame, expires_at)
+        self.recent.add(cursor, audience, frame, expires_at, about)
         if audience is EVERYONE:
             self.deliver(list(self.sessions), frame)
         else:

@@ -102,9 +102,10 @@ class Param:
                 f"Expected {self.name!r} to be {_JSON_TYPES[kind]}, but got {_json_type(value)}"
             )
         if self.length is not None and not self.length.min <= len(value) <= self.length.max:
+            unit = "items" if kind is list else "characters"
             raise InvalidParams(
                 f"Expected {self.name!r} of {self.length.min} to {self.length.max} "
-                f"characters, but got {len(value)}"
+                f"{unit}, but got {len(value)}"
             )
         if self.range is not None:
             low, high = self.range.min, self.range.max
@@ -125,7 +126,9 @@ class Param:
 
     def schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": _JSON_TYPES[self.kind]}
-        if self.length is not None:
+        if self.length is not None and self.kind is list:
+            schema["minItems"], schema["maxItems"] = self.length.min, self.length.max
+        elif self.length is not None:
             schema["minLength"], schema["maxLength"] = self.length.min, self.length.max
         if self.range is not None:
             if self.range.min is not None:

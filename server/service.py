@@ -34,6 +34,7 @@ from server.domain import rules, views
 from server.domain.events import (
     DeviceRevoked,
     Event,
+    MessageDeleted,
     MessagePosted,
     MessageScheduled,
     to_record,
@@ -48,6 +49,7 @@ from server.domain.model import (
     MessageId,
     ScheduledId,
     User,
+    UserKey,
     user_key,
 )
 from server.domain.snapshot import snapshot
@@ -192,6 +194,8 @@ class Service:
         # jobs that must run once; what it records goes to the writer instead.
         self.writing = True
         self.pause = Pause()
+        # A cluster's devices of a user connected to other nodes (server/presence.py).
+        self.online_elsewhere: Callable[[UserKey], set[str]] = lambda key: set()
         self.forward: Callable[[list[Event]], asyncio.Future[None]] | None = None
 
     # -- the one way state changes -----------------------------------------------
@@ -206,7 +210,7 @@ class Service:
         """
         if self.forward is not None:
             return self.forward(events)
-        told: list[tuple[int, views.Audience, bytes, int | None]] = []
+        told: list[tuple[int, views.Audience, bytes, int | None, str | None]] = []
         records = []
         for event in events:
             cursor = self.state.apply(event)
@@ -216,7 +220,8 @@ class Service:
             records.append(record)
             for audience, method, params in views.notifications(self.state, event):
                 frame = encode_event(method, params, cursor)
-                told.append((cursor, audience, frame, views.told_until(self.state, event)))
+                until = views.told_until(self.state, event)
+                told.append((cursor, audience, frame, until, views.told_about(event)))
         durable = self.log.append(records)
         if any(isinstance(event, MessageScheduled) for event in events):
             self.arm_schedule()
@@ -225,8 +230,8 @@ class Service:
 
         def publish(_: asyncio.Future[None]) -> None:
             if not durable.cancelled() and durable.exception() is None:
-                for cursor, audience, frame, expires_at in told:
-                    self.hub.publish(cursor, audience, frame, expires_at)
+                for cursor, audience, frame, expires_at, about in told:
+                    self.hub.publish(cursor, audience, frame, expires_at, about)
                 self.hub.advance(last)
 
         durable.add_done_callback(publish)
@@ -239,12 +244,16 @@ class Service:
         self._react(event)
         for audience, method, params in views.notifications(self.state, event):
             frame = encode_event(method, params, cursor)
-            self.hub.publish(cursor, audience, frame, views.told_until(self.state, event))
+            until = views.told_until(self.state, event)
+            self.hub.publish(cursor, audience, frame, until, views.told_about(event))
         self.hub.advance(cursor)
 
     def _react(self, event: Event) -> None:
         """What an event does to this node's connections, whichever node decided it:
-        a revoked device is disconnected wherever it is connected."""
+        a revoked device is disconnected wherever it is connected; a deleted
+        message's events are not resumed any more."""
+        if isinstance(event, MessageDeleted):
+            self.hub.recent.retract(event.message)
         if isinstance(event, DeviceRevoked):
             for session in list(self.hub.sessions_of(user_key(event.user))):
                 if session.device == event.device:
@@ -253,7 +262,9 @@ class Service:
                     session.user = session.key = session.device = None
 
     def new_state(self) -> State:
-        return State(self.config.history_size, self.config.rate_period * 1000, self.config.quotas)
+        state = State(self.config.history_size, self.config.rate_period * 1000, self.config.quotas)
+        state.search.defer()  # to re-read a log: the index is built afterwards
+        return state
 
     async def commit(self, events: list[Event]) -> None:
         """``record``, and wait until it is durable (and told)."""
@@ -478,7 +489,8 @@ class Service:
         them: ``has_more`` says whether more chats follow)."""
         account = self.account(session)
         key = user_key(account.name)
-        online = self.hub.online_devices(key)
+        online = {str(device) for device in self.hub.online_devices(key)}
+        online |= self.online_elsewhere(key)
         now = self.clock()
         self.state.expire(now)
         devices = [

@@ -22,6 +22,7 @@ __all__ = [
     "PASSWORD_MAX",
     "PASSWORD_MIN",
     "TEXT_MAX",
+    "UNLOGGED_EVENTS",
     "USER_NAME_PATTERN",
     "ErrorCode",
     "decode",
@@ -38,6 +39,10 @@ PASSWORD_MAX = 1024
 TEXT_MAX = 4096
 HISTORY_MAX = 100  # most messages one history call returns
 DEVICE_NAME_MAX = 64
+# Events that are not in the log (protocol.md 14.4): they carry the cursor of the last
+# event told, take none of their own, are never resumed, and must not be dropped as
+# "already seen" by a client that skips events whose cursor it has seen.
+UNLOGGED_EVENTS = frozenset({"presence"})
 
 
 class ErrorCode(enum.IntEnum):

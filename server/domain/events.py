@@ -81,6 +81,39 @@ class MessagePosted:
     client_id: str | None = None
     file: FileId | None = None
     scheduled: ScheduledId | None = None  # the scheduled message this posting fulfils
+    mentions: list[str] | None = None  # names mentioned, decided by the rule
+    edited_at: int | None = None  # a snapshot's edited message
+
+
+@event
+class MessageEdited:
+    message: MessageId
+    chat: ChatId
+    author: UserName
+    text: str
+    at: int
+    mentions: list[str] | None = None
+    device: DeviceId | None = None
+    client_id: str | None = None
+
+
+@event
+class MessageDeleted:
+    """The message and its comments are gone; its seq stays a hole."""
+
+    message: MessageId
+    chat: ChatId
+    seq: int
+    by: UserName
+    at: int
+
+
+@event
+class UserSeen:
+    """The user's last device went away (presence's ``last_seen``, kept durable)."""
+
+    user: UserName
+    at: int
 
 
 @event
@@ -255,6 +288,9 @@ Event = (
     | DeviceRevoked
     | DirectChatOpened
     | MessagePosted
+    | MessageEdited
+    | MessageDeleted
+    | UserSeen
     | ReadMarkerMoved
     | CommentAdded
     | MessageScheduled
@@ -283,6 +319,9 @@ EVENT_TYPES: Final[dict[str, type[Event]]] = {
         DeviceRevoked,
         DirectChatOpened,
         MessagePosted,
+        MessageEdited,
+        MessageDeleted,
+        UserSeen,
         ReadMarkerMoved,
         CommentAdded,
         MessageScheduled,

@@ -51,6 +51,7 @@ class User:
     live_bytes: int = 0  # text of the live messages and comments
     groups_owned: int = 0
     stored_bytes: int = 0  # files uploaded and not dropped
+    last_seen: int | None = None  # when the last device went away (durable, UserSeen)
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -63,6 +64,9 @@ class Message:
     ts: int
     expires_at: int | None
     file: FileId | None = None
+    edited_at: int | None = None
+    mentions: tuple[UserName, ...] = ()  # decided when posted or edited
+    order: int = 0  # its place among all messages, oldest first (the search index's)
     # A list from the first comment on: most messages never get one, and an empty
     # list each would cost a million allocations in a replay of a million messages.
     comments: list[Comment] | tuple[()] = ()

@@ -23,6 +23,8 @@ from server.domain.events import (
     JoinRequested,
     MemberJoined,
     MemberLeft,
+    MessageDeleted,
+    MessageEdited,
     MessagePosted,
     MessageScheduled,
     ReadMarkerMoved,
@@ -30,6 +32,7 @@ from server.domain.events import (
     UserBanned,
     UserRegistered,
     UserReported,
+    UserSeen,
 )
 from server.domain.limits import has_letter_or_digit, skeleton, text_size, wait_for
 from server.domain.model import (
@@ -48,6 +51,7 @@ from server.domain.model import (
     UserName,
     user_key,
 )
+from server.domain.search import mentioned
 from server.domain.state import State
 from server.errors import (
     Banned,
@@ -143,6 +147,7 @@ def post_message(
         None if device is None else device.id,
         client_id,
         file,
+        mentions=mentions_in(state, chat, text),
     )
 
 
@@ -341,6 +346,7 @@ def post_due(
                 now + ttl_ms if ttl_ms else None,
                 file=pending.file,
                 scheduled=pending.id,
+                mentions=mentions_in(state, chat, pending.text),
             )
         )
     return events
@@ -476,8 +482,78 @@ def admit(state: State, event: Event, now: int) -> Event:
         if event.device not in user.devices:
             raise NotFound(f"No device {event.device!r}")
         return event
+    if isinstance(event, UserSeen):  # presence: when the user's last device left
+        return event
     if isinstance(event, FileUploaded):
         if event.file in state.files:
             raise Conflict(f"File {event.file!r} exists")
         return event
     raise Forbidden(f"Expected an event another node may record, but got {type(event).__name__}")
+
+
+# -- beyond the seed: edit, delete, mentions -------------------------------------
+
+
+def mentions_in(state: State, chat: Chat | None, text: str) -> list[str] | None:
+    """The names ``@name`` in ``text`` mentions among those who see ``chat`` (None:
+    a direct chat this command opens, where only its two members could be named)."""
+    if chat is None or "@" not in text:
+        return None
+
+    def member(name: str) -> UserName | None:
+        user = state.user(name)
+        if user is None or user_key(user.name) not in chat.read_markers:
+            return None
+        return user.name
+
+    return [str(name) for name in mentioned(text, member)] or None
+
+
+def edit_message(
+    state: State,
+    editor: User,
+    message_id: str,
+    *,
+    text: str,
+    now: int,
+    device: DeviceId | None = None,
+    client_id: str | None = None,
+) -> MessageEdited:
+    """The author changes the text of a live message of theirs."""
+    message = find_message(state, editor, message_id, now)
+    if user_key(message.author) != user_key(editor.name):
+        raise Forbidden(f"Only the author of message {message.id!r} may edit it")
+    if not text and message.file is None:
+        raise InvalidParams("Expected text of at least 1 character, but got none")
+    check_not_banned(editor, now)
+    check_flood(state, editor, now)
+    limit = state.quotas.max_live_bytes
+    grown = text_size(text) - text_size(message.text)
+    if limit and grown > 0 and editor.live_bytes + grown > limit:
+        raise TooLarge(
+            f"Expected at most {limit} bytes of text in your live messages and comments, "
+            f"but this edit would make {editor.live_bytes + grown}",
+            limit,
+        )
+    chat = state.chats[message.chat]
+    return MessageEdited(
+        message.id,
+        message.chat,
+        editor.name,
+        text,
+        now,
+        mentions_in(state, chat, text),
+        device,
+        client_id,
+    )
+
+
+def delete_message(state: State, user: User, message_id: str, now: int) -> MessageDeleted:
+    """The author, or the owner of the group it is in, removes a message for good."""
+    message = find_message(state, user, message_id, now)
+    chat = state.chats[message.chat]
+    key = user_key(user.name)
+    owner = chat.kind == "group" and chat.owner is not None and user_key(chat.owner) == key
+    if user_key(message.author) != key and not owner:
+        raise Forbidden(f"Only the author or the group's owner may delete {message.id!r}")
+    return MessageDeleted(message.id, message.chat, message.seq, user.name, now)

@@ -20,6 +20,7 @@ from server.domain.events import (
     SnapshotTaken,
     StandingRestored,
     UserRegistered,
+    UserSeen,
 )
 from server.domain.state import State
 
@@ -55,23 +56,27 @@ def snapshot(state: State) -> Iterator[Event]:
             requests={str(key): at for key, at in chat.requests.items()} or None,
             last_seq=chat.last_seq,
         )
-        for message in chat.messages:
-            if message is None:
-                continue
-            yield MessagePosted(
-                message.id,
-                chat.id,
-                message.seq,
-                message.author,
-                message.text,
-                message.ts,
-                message.expires_at,
-                file=message.file,
+    # Every chat's slots are laid out: the messages follow in the order they were
+    # posted, across chats, so that the search index is rebuilt in its order.
+    for message in state.search.messages:
+        if message is None:
+            continue
+        yield MessagePosted(
+            message.id,
+            message.chat,
+            message.seq,
+            message.author,
+            message.text,
+            message.ts,
+            message.expires_at,
+            file=message.file,
+            mentions=list(message.mentions) or None,
+            edited_at=message.edited_at,
+        )
+        for comment in message.comments:
+            yield CommentAdded(
+                comment.id, message.id, message.chat, comment.author, comment.text, comment.ts
             )
-            for comment in message.comments:
-                yield CommentAdded(
-                    comment.id, message.id, chat.id, comment.author, comment.text, comment.ts
-                )
     for pending in state.scheduled.values():
         yield MessageScheduled(
             pending.id,
@@ -96,6 +101,8 @@ def snapshot(state: State) -> Iterator[Event]:
             invite_tat=user.invite_tat,
             posted=user.posted,
         )
+        if user.last_seen is not None:
+            yield UserSeen(user.name, user.last_seen)
     for device_id, client_ids in state.client_ids.items():
         if client_ids:
             yield ClientIdsRestored(device_id, {k: str(v) for k, v in client_ids.items()})

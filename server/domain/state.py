@@ -27,6 +27,8 @@ from server.domain.events import (
     JoinRequested,
     MemberJoined,
     MemberLeft,
+    MessageDeleted,
+    MessageEdited,
     MessagePosted,
     MessageScheduled,
     ReadMarkerMoved,
@@ -36,6 +38,7 @@ from server.domain.events import (
     UserBanned,
     UserRegistered,
     UserReported,
+    UserSeen,
 )
 from server.domain.limits import NO_QUOTAS, Quotas, skeleton, spend, text_size
 from server.domain.model import (
@@ -57,6 +60,7 @@ from server.domain.model import (
     UserName,
     user_key,
 )
+from server.domain.search import MentionIndex, SearchIndex
 
 # How many client_ids per device are remembered for idempotent `send`.
 CLIENT_IDS_PER_DEVICE: Final = 1000
@@ -87,13 +91,18 @@ class State:
         self.schedule: list[tuple[int, ScheduledId]] = []
         self.client_ids: dict[DeviceId, dict[str, MessageId]] = {}
         self.expiries: list[tuple[int, MessageId]] = []  # heap of (expires_at, message)
-        self.expired_since_snapshot = 0  # messages expired that the log still holds
+        self.expired_since_snapshot = 0  # messages expired (or deleted) the log still holds
+        self.search = SearchIndex()
+        self.mentions = MentionIndex()
         self._fold: dict[type[Any], Callable[[Any], None]] = {
             UserRegistered: self._user_registered,
             DeviceAuthorized: self._device_authorized,
             DeviceRevoked: self._device_revoked,
             DirectChatOpened: self._direct_chat_opened,
             MessagePosted: self._message_posted,
+            MessageEdited: self._message_edited,
+            MessageDeleted: self._message_deleted,
+            UserSeen: self._user_seen,
             ReadMarkerMoved: self._read_marker_moved,
             CommentAdded: self._comment_added,
             MessageScheduled: self._message_scheduled,
@@ -185,19 +194,19 @@ class State:
             if message is None:
                 continue
             self._forget(message)
-            self.expired_since_snapshot += 1
-            chat = self.chats[message.chat]
-            chat.messages[message.seq - chat.first_seq] = None
-            chat.holes += 1
-            touched.add(chat)
+            self.search.expired(message)
+            touched.add(self._clear_slot(message))
         for chat in touched:
-            messages = chat.messages
-            leading = 0
-            while leading < len(messages) and messages[leading] is None:
-                leading += 1
-            del messages[:leading]
-            chat.first_seq += leading
-            chat.holes -= leading
+            _trim(chat)
+
+    def _clear_slot(self, message: Message) -> Chat:
+        """The message's seq becomes a hole (never reused); it leaves the disk at the
+        next compaction."""
+        self.expired_since_snapshot += 1
+        chat = self.chats[message.chat]
+        chat.messages[message.seq - chat.first_seq] = None
+        chat.holes += 1
+        return chat
 
     def unused_files(self, now: int, keep_ms: int) -> list[StoredFile]:
         """The files that no live message and no pending one carries, ``keep_ms``
@@ -269,6 +278,7 @@ class State:
             event.at,
             event.expires_at,
             event.file,
+            event.edited_at,
         )
         index = event.seq - chat.first_seq
         if index == len(messages):
@@ -277,6 +287,9 @@ class State:
             messages[index] = message
             chat.holes -= 1
         self.messages[message.id] = message
+        self.search.add(message)
+        if event.mentions:
+            self._mention(message, event.mentions)
         if message.expires_at is not None:
             heapq.heappush(self.expiries, (message.expires_at, message.id))
         author_key = UserKey(event.author.lower())  # user_key(), inlined: replay's hot path
@@ -305,6 +318,39 @@ class State:
             stored.chats[event.chat] = stored.chats.get(event.chat, 0) + 1
         if event.client_id is not None and event.device is not None:
             self._remember(author, event.device, event.client_id, message.id)
+
+    def _mention(self, message: Message, names: list[str]) -> None:
+        for key in {user_key(name) for name in message.mentions}:
+            self.mentions.remove(message.chat, key, message.seq)
+        message.mentions = tuple(UserName(name) for name in names)
+        for name in names:
+            self.mentions.add(message.chat, user_key(name), message.seq)
+
+    def _message_edited(self, event: MessageEdited) -> None:
+        message = self.messages.get(event.message)
+        if message is None:  # expired here already (a follower's clock a little ahead)
+            return
+        old_text, message.text, message.edited_at = message.text, event.text, event.at
+        self.search.edit(message, old_text)
+        self._mention(message, event.mentions or [])
+        author = self.users[user_key(event.author)]
+        author.live_bytes += text_size(event.text) - text_size(old_text)
+        if self._flood_interval:  # an edit is pushed to everyone as a send is
+            author.flood_tat = spend(author.flood_tat, event.at, self._flood_interval)
+        if event.client_id is not None and event.device is not None:
+            self._remember(author, event.device, event.client_id, message.id)
+
+    def _message_deleted(self, event: MessageDeleted) -> None:
+        message = self.messages.get(event.message)
+        if message is None:  # expired here already
+            return
+        self._mention(message, [])
+        self.search.delete(message)
+        self._forget(message)
+        _trim(self._clear_slot(message))
+
+    def _user_seen(self, event: UserSeen) -> None:
+        self.users[user_key(event.user)].last_seen = event.at
 
     def _remember(self, user: User, device: DeviceId, client_id: str, result: str) -> None:
         if device not in user.devices:  # logged out since: nothing to repeat for it
@@ -485,6 +531,16 @@ class State:
 
     def _snapshot_taken(self, event: SnapshotTaken) -> None:
         self.cursor = event.cursor
+
+
+def _trim(chat: Chat) -> None:
+    messages = chat.messages
+    leading = 0
+    while leading < len(messages) and messages[leading] is None:
+        leading += 1
+    del messages[:leading]
+    chat.first_seq += leading
+    chat.holes -= leading
 
 
 def _pair(a: str, b: str) -> tuple[UserKey, UserKey]:

@@ -13,6 +13,8 @@ from server.domain.events import (
     JoinRequested,
     MemberJoined,
     MemberLeft,
+    MessageDeleted,
+    MessageEdited,
     MessagePosted,
     MessageScheduled,
     ReadMarkerMoved,
@@ -71,6 +73,8 @@ def message_view(state: State, message: Message) -> dict[str, Any]:
         "expires_at": message.expires_at,
         "file": _file(state, message.file),
         "comments": len(message.comments),
+        "edited_at": message.edited_at,
+        "mentions": list(message.mentions),
     }
 
 
@@ -103,6 +107,9 @@ def chat_view(state: State, chat: Chat, viewer: UserKey) -> dict[str, Any]:
         peer = next((key for key in chat.read_markers if key != viewer), viewer)
         title = state.users[peer].name
     unread = chat.live_after(read_seq)  # expired messages are not unread
+    mentions = state.mentions.unread(
+        chat.id, viewer, read_seq, chat.first_seq, lambda seq: chat.message_at(seq) is not None
+    )
     return {
         "id": chat.id,
         "kind": chat.kind,
@@ -111,6 +118,7 @@ def chat_view(state: State, chat: Chat, viewer: UserKey) -> dict[str, Any]:
         "unread": unread,
         "read_seq": read_seq,
         "last_seq": last_seq,
+        "mentions": mentions,
     }
 
 
@@ -128,9 +136,17 @@ Told = tuple[Audience, str, dict[str, Any]]
 def told_until(state: State, event: Event) -> int | None:
     """Until when telling ``event`` makes sense: a message's and its comments' events
     die with the message (a resumed device is not sent them after that)."""
-    if isinstance(event, MessagePosted | CommentAdded):
+    if isinstance(event, MessagePosted | CommentAdded | MessageEdited):
         message = state.messages.get(event.message)
         return None if message is None else message.expires_at
+    return None
+
+
+def told_about(event: Event) -> str | None:
+    """The message an event shows: once it is deleted, a resumed device is not sent
+    that event any more (its text is gone for good)."""
+    if isinstance(event, MessagePosted | CommentAdded | MessageEdited):
+        return event.message
     return None
 
 
@@ -179,6 +195,15 @@ def notification(state: State, event: Event) -> Told | None:
                 return None
             chat = state.chats[event.chat]
             return _members(chat), "message", {"message": message_view(state, message)}
+        case MessageEdited():
+            message = state.messages.get(event.message)
+            if message is None:
+                return None
+            chat = state.chats[event.chat]
+            return _members(chat), "message.edited", {"message": message_view(state, message)}
+        case MessageDeleted():
+            deleted = {"chat": event.chat, "seq": event.seq, "id": event.message}
+            return _members(state.chats[event.chat]), "message.deleted", deleted
         case ReadMarkerMoved():
             return _only(event.user), "read", {"chat": event.chat, "read_seq": event.seq}
         case CommentAdded():

@@ -332,3 +332,28 @@ async def test_logout_quits_the_console_and_leaves_nothing_behind(
         assert await asyncio.wait_for(alice.task, 5) == 0
     assert "Signed out; this device's token is forgotten." in alice.text.getvalue()
     assert "not run" not in alice.text.getvalue()
+
+
+async def test_edits_deletions_and_presence_show_in_the_open_chat(
+    server_config: Config, clients: Clients, config_home: Path
+) -> None:
+    """In the open chat an edit reprints the message marked (edited) and a deletion
+    shows as removed; a contact going offline shows in the view of their direct chat."""
+    config = dataclasses.replace(server_config, presence_grace=0.2)
+    async with run_server(config) as running, console(running.port, config_home) as alice:
+        bob = clients.start(running.port, "bob")
+        await bob.started()
+        bob.type("helo @alice")
+        await alice.text.wait_for("general#1 bob: helo @alice")
+        mark = alice.mark()
+        bob.type("/edit #1 hello @alice")
+        await alice.text.wait_for("general#1 bob: hello @alice (edited)", after=mark)
+        bob.type("/delete #1")
+        await alice.text.wait_for("general#1 [message removed]", after=mark)
+        bob.type("/dm @alice psst")
+        await alice.text.wait_for(" 2:@bob 1")
+        mark = alice.mark()
+        alice.keyboard.send_text("/open @bob\r")
+        await alice.text.wait_for("@bob#1 bob: psst", after=mark)
+        assert await bob.end() == 0
+        await alice.text.wait_for("bob is offline, last seen", after=mark)

@@ -176,3 +176,16 @@ def test_ids_in_a_servers_error_read_as_labels() -> None:
     known.message_seen(message("general", 4, id="cc2c77"))
     text = "No message 'cc2c77' in 'd1', and 'zzz' is unknown"
     assert known.readable(text) == "No message general#4 in @Bob, and 'zzz' is unknown"
+
+
+def test_a_deletion_uncounts_only_a_message_that_was_counted() -> None:
+    """A deleted unread message leaves the count; one never seen (its events were not
+    resumed) leaves the count as it was."""
+    known = model()
+    known.message_seen(message("general", 4))
+    assert known.chats[ChatId("general")].unread == 2
+    known.message_deleted("general", 4, "general-4")
+    assert known.chats[ChatId("general")].unread == 1
+    assert known.message_at("general", 4) is None
+    known.message_deleted("general", 6, "never-seen")
+    assert known.chats[ChatId("general")].unread == 1

@@ -14,7 +14,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from server.cluster import ClusterNode
 from server.store import StoreFailed
-from tests.cluster.support import Nats, is_writer, nodes, until
+from tests.cluster.support import Nats, eventually, is_writer, nodes, until
 from tests.wsclient import RpcError, connected, user_device
 
 
@@ -247,9 +247,20 @@ async def test_status_shows_a_device_online_on_another_node(tmp_path: Path, nats
         connected(follower.url) as there,
     ):
         other = (await there.login("alice"))["device"]
-        status = await here.call("status")
-        online = {d["device"]: d["online"] for d in status["devices"]}
-        assert online[other], online  # main: False
+        seen: dict[str, bool] = {}
+
+        async def shown_online() -> bool:
+            status = await here.call("status")
+            seen.update({d["device"]: d["online"] for d in status["devices"]})
+            return seen[other]
+
+        await eventually(shown_online, 3)  # main: False, for ever
+        await there.close()
+
+        async def shown_offline() -> bool:
+            return not await shown_online()
+
+        await eventually(shown_offline, 3)
 
 
 async def test_the_login_throttle_counts_guesses_through_every_node(

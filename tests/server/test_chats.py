@@ -263,6 +263,7 @@ async def test_status_shows_unread_and_devices(running_server: Running) -> None:
             "unread": 2,
             "read_seq": 1,
             "last_seq": 3,
+            "mentions": 0,
         }
         assert chat_of(status, direct)["unread"] == 1
         assert chat_of(status, direct)["last_seq"] == 1

@@ -192,8 +192,8 @@ def test_event_survives_to_record_and_back(event: Event) -> None:
 
 def test_unknown_record_type_is_refused() -> None:
     """A record of a type this code does not know raises UnknownEventType."""
-    with pytest.raises(UnknownEventType, match="'MessageEdited'"):
-        from_record({"type": "MessageEdited", "at": 1})
+    with pytest.raises(UnknownEventType, match="'MessageTeleported'"):
+        from_record({"type": "MessageTeleported", "at": 1})
 
 
 # -- the rules --------------------------------------------------------------------
@@ -394,6 +394,7 @@ def test_chat_view_counts_unread_after_the_marker() -> None:
         "unread": 3,
         "read_seq": 2,
         "last_seq": 5,
+        "mentions": 0,
     }
     assert views.chat_view(state, state.general, user_key("bob"))["unread"] == 0  # his own
     register(state, "carol")  # a newcomer: all 5 (fewer than history_size) are unread
@@ -457,6 +458,8 @@ def test_message_view_has_the_contract_fields() -> None:
         "expires_at": 42 + MINUTE,
         "file": None,
         "comments": 0,
+        "edited_at": None,
+        "mentions": [],
     }
 
 

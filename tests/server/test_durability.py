@@ -182,6 +182,7 @@ async def test_restart_keeps_users_devices_chats_messages_and_read_markers(
             "unread": 1,
             "read_seq": 5,
             "last_seq": 6,
+            "mentions": 0,
         }
         with pytest.raises(RpcError) as revoked:  # a logout stays a logout
             await bob.call("login", user="alice", token=laptop_token)

@@ -44,6 +44,7 @@ async def test_create_tells_every_device_of_the_owner(tmp_path: Path) -> None:
             "unread": 0,
             "read_seq": 0,
             "last_seq": 0,
+            "mentions": 0,
         }
         for device in (phone, laptop):
             event = await device.next_event()

@@ -84,3 +84,25 @@ def test_cancelled_schedules_do_not_pile_up_in_the_timer_heap() -> None:
         state.apply(scheduled)
         state.apply(ScheduledCancelled(scheduled.scheduled, alice.name, 0))
     assert len(state.schedule) <= 2 * len(state.scheduled) + 64
+
+
+def test_edits_deletions_mentions_and_the_search_order_survive_a_snapshot() -> None:
+    """An edited message keeps its text, edited_at and mentions; a deleted one stays a
+    hole; the search index comes back in posting order across chats."""
+    state = State()
+    alice, bob = register(state, "alice", "bob")
+    direct = open_direct(state, alice, "bob")
+    first = post(state, alice, state.general, "apple one")
+    post(state, bob, direct, "apple two")
+    doomed = post(state, alice, state.general, "apple three")
+    post(state, alice, direct, "apple four")
+    state.apply(rules.edit_message(state, alice, first.message, text="apple @bob", now=5))
+    state.apply(rules.delete_message(state, alice, doomed.message, 6))
+    again = restored(state)
+    edited = again.messages[first.message]
+    assert (edited.text, edited.edited_at, edited.mentions) == ("apple @bob", 5, ("bob",))
+    assert [m and m.text for m in again.general.messages] == ["apple @bob", None]
+    found = [m.text for m in again.search.search("APPLE", lambda m: True)]
+    assert found == ["apple four", "apple two", "apple @bob"]
+    assert views.chat_view(again, again.general, user_key("bob"))["mentions"] == 1
+    assert post(again, alice, again.general, "next").seq == 3
