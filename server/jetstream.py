@@ -25,7 +25,7 @@ import io
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -41,7 +41,7 @@ from nats.js.object_store import ObjectStore
 
 from server.errors import Unavailable
 from server.log import decode_record, encode_record
-from server.store import READ_CHUNK, Gap, Record, StoreFailed
+from server.store import Gap, Record, StoreFailed, in_chunks
 
 logger = logging.getLogger("messenger.server.cluster")
 
@@ -426,16 +426,8 @@ class JetStreamStore:
                 raise Gap(pointer["seq"] + 1, 0) from None  # replaced meanwhile
             start = pointer["seq"] + 1
             self.snapshot_position = pointer["seq"]
-            chunk: list[Record] = []
-            for line in body.splitlines(keepends=True):
-                record = decode_record(line)
-                if record is None:
-                    raise StoreFailed(f"{self.names.snapshots}/{pointer['name']}: a damaged record")
-                chunk.append(record)
-                if len(chunk) == READ_CHUNK:
-                    yield chunk
-                    chunk = []
-            if chunk:
+            where = f"{self.names.snapshots}/{pointer['name']}"
+            async for chunk in in_chunks(_decoded(body, where)):
                 yield chunk
             self.position, self.cursor = pointer["seq"], pointer["cursor"]
         info = await self.shared.js.stream_info(self.names.stream)
@@ -568,3 +560,11 @@ async def read_object(store: ObjectStore, name: str, within: float) -> bytes:
     into = io.BytesIO()
     await asyncio.wait_for(store.get(name, writeinto=into), within)
     return into.getvalue()
+
+
+def _decoded(body: bytes, where: str) -> Iterator[Record]:
+    for line in body.splitlines(keepends=True):
+        record = decode_record(line)
+        if record is None:
+            raise StoreFailed(f"{where}: a damaged record")
+        yield record
