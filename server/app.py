@@ -133,7 +133,12 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         node = None
         if config.cluster:
             # Imported here: nats-py is needed (and installed) only for a cluster.
-            from server import cluster, jetstream  # noqa: PLC0415
+            try:
+                from server import cluster, jetstream  # noqa: PLC0415
+            except ImportError as missing:
+                raise StoreFailed(
+                    f"--cluster needs nats-py ({missing}): pip install 'messenger[cluster]'"
+                ) from None
 
             name = config.node_name or f"{socket.gethostname()}:{os.getpid()}"
             shared = await jetstream.connect(

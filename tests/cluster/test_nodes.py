@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -193,3 +195,19 @@ async def test_failed_logins_count_across_nodes(tmp_path: Path, nats: Nats) -> N
             with pytest.raises(RpcError) as caught:
                 await guesser.call("login", user="alice", password="password1")
             assert caught.value.code == -32004
+
+
+def test_cluster_mode_without_nats_py_says_what_to_install(tmp_path: Path) -> None:
+    """nats-py is an optional extra: without it, --cluster is one line saying what to
+    install, exit status 1, no traceback (and the local mode never imports it)."""
+    code = (
+        "import sys; sys.modules['nats'] = None; from server.cli import main; "
+        f"main(['--port', '0', '--state-dir', {str(tmp_path)!r}, "
+        "'--cluster', 'nats://127.0.0.1:9'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    assert "pip install 'messenger[cluster]'" in result.stderr
+    assert "Traceback" not in result.stderr
