@@ -186,33 +186,30 @@ class WebSocketPeer:
         self.owed: list[bytes] = []
         self.owed_bytes = 0
 
-    def _direct(self) -> bool:
-        """Whether frames may go to the socket as they are, not through websockets."""
+    def write_text(self, data: bytes) -> None:
+        # Written without waiting for the peer: never blocks the fan-out.
         connection = self.connection
+        if connection.transport.is_closing():
+            return  # aborted (cut off) or closed: the transport would drop it too
         protocol = connection.protocol
-        return (
+        if (
             protocol.state is State.OPEN
             and connection.send_in_progress is None
             and not protocol.extensions
             and not protocol.debug
-        )
-
-    def write_text(self, data: bytes) -> None:
-        # Written without waiting for the peer: never blocks the fan-out.
-        if self.connection.transport.is_closing():
-            return  # aborted (cut off) or closed: the transport would drop it too
-        if self._direct():
+        ):
             # What broadcast() does for one connection, with the frame made once.
+            outbox = self.outbox
             if not self.owed:
-                self.outbox.owe(self)
-            frame = self.outbox.frames.of(data)
+                outbox.owe(self)
+            frame = outbox.frames.of(data)
             self.owed.append(frame)
             self.owed_bytes += len(frame)
-            if self.owed_bytes >= self.outbox.write_at:
+            if self.owed_bytes >= outbox.write_at:
                 self.flush()
         else:  # closing, or frames logged: broadcast() skips or logs as it should
             self.flush()
-            broadcast((self.connection,), data, text=True)
+            broadcast((connection,), data, text=True)
 
     def flush(self) -> None:
         """Write the frames owed, in one write."""
