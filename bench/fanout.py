@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -575,6 +576,8 @@ class Result:
     server_cpu: float
     load_cpu: float
     other_cpu: float  # everything else on the machine meanwhile: noise when large
+    frames_per_write: float | None  # the messenger's /metrics: frames per connection write
+    events_per_batch: float | None  # ... and events per fsync (--fsync always)
 
     @property
     def rate(self) -> float:
@@ -639,6 +642,8 @@ def rig(args: argparse.Namespace, target: str, work_dir: Path) -> Iterator[Rig]:
         command += ["--state-dir", str(work_dir / "state"), "--fsync", args.fsync]
         # One sender sends thousands: the rate limit is not what is measured.
         command += ["--rate-limit", str(10**9), "--log-level", "WARNING"]
+        # Nor are the limits against abuse: one address registers every user.
+        command += ["--register-limit", "0", "--flood-rate", "0", "--max-live-bytes", "0"]
     else:
         command = [sys.executable, __file__, "--role", "bare-server"]
     server = start_server(target, command, work_dir / f"{target}.stderr", 60, server_cpus(args))
@@ -668,8 +673,29 @@ def rig(args: argparse.Namespace, target: str, work_dir: Path) -> Iterator[Rig]:
             print(f"  {target} exited with {code}")
 
 
+def server_metrics(server: ServerProcess) -> dict[str, float]:
+    """The messenger's GET /metrics, series by name (labels included); {} for bare."""
+    if server.name != "messenger":
+        return {}
+    url = server.url.replace("ws://", "http://") + "metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        lines = reply.read().decode().splitlines()
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in lines if not line.startswith("#"))
+    }
+
+
+def ratio_of(
+    before: dict[str, float], after: dict[str, float], top: str, bottom: str
+) -> float | None:
+    below = after.get(bottom, 0.0) - before.get(bottom, 0.0)
+    return (after.get(top, 0.0) - before.get(top, 0.0)) / below if below else None
+
+
 def run_round(args: argparse.Namespace, rig: Rig) -> Result:
     server, pipes = rig.server, rig.pipes
+    metrics_before = server_metrics(server)
     server_before = server.cpu_seconds()
     machine_before = machine_busy_seconds()
     for pipe in pipes:
@@ -694,6 +720,7 @@ def run_round(args: argparse.Namespace, rig: Rig) -> Result:
         print("  time is up: ending the round with what arrived")
     server_cpu = server.cpu_seconds() - server_before
     machine_cpu = machine_busy_seconds() - machine_before
+    metrics_after = server_metrics(server)
     for pipe in pipes:
         pipe.send("end")
     reports = _expect(pipes, "report", 60)
@@ -719,7 +746,43 @@ def run_round(args: argparse.Namespace, rig: Rig) -> Result:
         server_cpu=server_cpu,
         load_cpu=load_cpu,
         other_cpu=max(0.0, machine_cpu - server_cpu - load_cpu),
+        frames_per_write=ratio_of(
+            metrics_before,
+            metrics_after,
+            "messenger_fanout_frames_total",
+            "messenger_fanout_writes_total",
+        ),
+        events_per_batch=ratio_of(
+            metrics_before,
+            metrics_after,
+            "messenger_events_appended_total",
+            "messenger_fsync_seconds_count",
+        ),
     )
+
+
+def counted_round(args: argparse.Namespace, rig: Rig) -> tuple[Result, int]:
+    """A round with ``strace -c`` attached to the server: its figures are strace's as
+    much as the server's, only the count of socket sends is kept."""
+    output = rig.server.stderr_path.with_suffix(".strace")
+    command = ["strace", "-c", "-f", "-e", "trace=sendto,sendmsg", "-o", str(output)]
+    tracer = subprocess.Popen(
+        [*command, "-p", str(rig.server.process.pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1)  # attached to every thread
+    try:
+        result = run_round(args, rig)
+    finally:
+        tracer.send_signal(signal.SIGINT)  # strace writes its summary on detaching
+        tracer.wait(30)
+    sends = 0
+    for line in output.read_text().splitlines():
+        fields = line.split()
+        if fields and fields[-1] in ("sendto", "sendmsg"):
+            sends += int(fields[3])  # % time, seconds, usecs/call, calls
+    return result, sends
 
 
 def _expect(pipes: list[Pipe], kind: str, timeout: float) -> list[dict[str, Any]]:
@@ -829,6 +892,15 @@ def show(number: int, result: Result) -> None:
         f"anything else on the machine {result.other_cpu:.2f} s"
         + ("  <- NOISY" if result.other_cpu > 0.1 * seconds else "")
     )
+    if result.frames_per_write is not None:
+        print(
+            f"    batches: {result.frames_per_write:.1f} frames per write to a connection, "
+            + (
+                f"{result.events_per_batch:.1f} events per fsync"
+                if result.events_per_batch is not None
+                else "no fsync"
+            )
+        )
     if result.errors or result.lost:
         print(
             f"    PROBLEMS: {result.errors} failed sends (first: {result.first_error}), "
@@ -882,6 +954,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds per server; the best one is compared"
+    )
+    parser.add_argument(
+        "--count-sends",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one more round per server under strace -c, counting its send syscalls",
     )
     parser.add_argument(
         "--py-spy",
@@ -949,6 +1027,14 @@ def main(argv: list[str] | None = None) -> None:
                     f"{each.target}: best round {best[each.target].rate:,.0f} deliveries/s, "
                     f"median {rates[len(rates) // 2]:,.0f}"
                 )
+            if args.count_sends and shutil.which("strace"):
+                for each in rigs:
+                    counted, sends = counted_round(args, each)
+                    print(
+                        f"{each.target} under strace: {sends:,} send syscalls for "
+                        f"{counted.deliveries:,} deliveries = "
+                        f"{sends / max(1, counted.deliveries):.3f} per delivery"
+                    )
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     if len(best) == 2 and best["bare"].rate > 0:

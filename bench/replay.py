@@ -42,6 +42,7 @@ from server.domain.events import (
     to_record,
 )
 from server.domain.model import GENERAL, ChatId, DeviceId, MessageId, UserName
+from server.domain.snapshot import snapshot
 from server.domain.state import State
 from server.log import EventLog, decode_record, encode_record
 
@@ -74,6 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--direct-share", type=float, default=0.14, help="share of MessagePosted to direct chats"
+    )
+    parser.add_argument(
+        "--snapshot",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the start from a snapshot of the log's live state (compacted)",
     )
     parser.add_argument("--text-max", type=int, default=160, help="longest message text")
     parser.add_argument(
@@ -282,6 +289,56 @@ def _measure_child(sender: multiprocessing.connection.Connection, job: Job) -> N
     sender.close()
 
 
+def write_snapshot(args: argparse.Namespace, path: Path, now: int, compacted: Path) -> int:
+    """The log at ``path`` compacted as the server compacts it: replayed, expired by
+    ``now``, and written as the records of a snapshot of what is live."""
+    state = State(args.history_size, quotas=Config().quotas)
+    asyncio.run(replay(EventLog(path).records(), state, args.window, now))
+    compacted.parent.mkdir(exist_ok=True)
+    records = 0
+    with compacted.open("wb") as file:
+        for event in snapshot(state):
+            file.write(encode_record(to_record(event)))
+            records += 1
+    return records
+
+
+def time_replay(
+    args: argparse.Namespace, path: Path, now: int, what: str, records: int | None = None
+) -> None:
+    """Replay ``path`` in a fresh process, as the server starts, and print the figures."""
+    # A fresh process, so that ru_maxrss is the replay's peak, not the writer's.
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_measure_child,
+        args=(sender, Job(path, args.history_size, args.window, now, args.profile)),
+    )
+    child.start()
+    sender.close()
+    if not receiver.poll(600):
+        child.kill()
+        raise SystemExit("replay took more than 600 s; gave up")
+    measured: Measured = receiver.recv()
+    child.join(30)
+    count = measured.records if records is None else records
+    rate = count / measured.seconds
+    verdict = "meets" if measured.seconds < TARGET_SECONDS else "MISSES"
+    print(
+        f"replayed {count:,} {what} in {measured.seconds:.2f} s "
+        f"= {rate:,.0f}/s ({verdict} the < {TARGET_SECONDS:.0f} s target); "
+        f"CPU {measured.cpu_seconds:.2f} s"
+        + (" <- NOISY: the CPU was shared" if measured.cpu_seconds < 0.9 * measured.seconds else "")
+    )
+    print(
+        f"state: {measured.users} users, {measured.chats} chats, "
+        f"{measured.messages:,} messages held; {measured.recent:,} recent events for resume"
+    )
+    print(f"peak RSS of the replaying process: {measured.peak_rss_kib / 1024:,.0f} MiB")
+    if measured.profile:
+        print(measured.profile)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     temporary = args.state_dir is None
@@ -304,39 +361,17 @@ def main(argv: list[str] | None = None) -> None:
             print(f"reusing {path} ({path.stat().st_size / 2**20:.0f} MiB)")
         # The server replays with its clock's now: restarted soon after the last event.
         now = last_event_time(path) + int(args.restart_after * 1000)
-        # A fresh process, so that ru_maxrss is the replay's peak, not the writer's.
-        context = multiprocessing.get_context("spawn")
-        receiver, sender = context.Pipe(duplex=False)
-        child = context.Process(
-            target=_measure_child,
-            args=(sender, Job(path, args.history_size, args.window, now, args.profile)),
-        )
-        child.start()
-        sender.close()
-        if not receiver.poll(600):
-            child.kill()
-            raise SystemExit("replay took more than 600 s; gave up")
-        measured: Measured = receiver.recv()
-        child.join(30)
-        rate = measured.records / measured.seconds
-        verdict = "meets" if measured.seconds < TARGET_SECONDS else "MISSES"
-        print(
-            f"replayed {measured.records:,} events in {measured.seconds:.2f} s "
-            f"= {rate:,.0f} events/s ({verdict} the < {TARGET_SECONDS:.0f} s target); "
-            f"CPU {measured.cpu_seconds:.2f} s"
-            + (
-                " <- NOISY: the CPU was shared"
-                if measured.cpu_seconds < 0.9 * measured.seconds
-                else ""
+        time_replay(args, path, now, "events")
+        if args.snapshot:
+            compacted = state_dir / "snapshot" / LOG_FILE
+            started = time.perf_counter()
+            records = write_snapshot(args, path, now, compacted)
+            print(
+                f"wrote a snapshot of the live state: {records:,} records "
+                f"({compacted.stat().st_size / 2**20:.0f} MiB) in "
+                f"{time.perf_counter() - started:.1f} s"
             )
-        )
-        print(
-            f"state: {measured.users} users, {measured.chats} chats, "
-            f"{measured.messages:,} messages held; {measured.recent:,} recent events for resume"
-        )
-        print(f"peak RSS of the replaying process: {measured.peak_rss_kib / 1024:,.0f} MiB")
-        if measured.profile:
-            print(measured.profile)
+            time_replay(args, compacted, now, "snapshot records", records)
     finally:
         if temporary:
             shutil.rmtree(state_dir, ignore_errors=True)

@@ -134,21 +134,63 @@ class TextFrames:
         return self.frame
 
 
-class WebSocketPeer:
-    """``hub.Peer`` over a websockets connection."""
+class Outbox:
+    """Frames owed to connections, written once per connection per batch.
 
-    __slots__ = ("closing", "connection", "frames")
+    A group commit completes the futures of its batch together, so the callbacks that
+    tell its events run back to back; a cluster follower folds a whole batch from the
+    shared log in one call. What is written to a connection meanwhile (events, replies,
+    a resume) waits in its ``WebSocketPeer`` and goes out in one ``transport.write``
+    once those callbacks have run: the flush is scheduled by the first frame owed, so
+    it runs after every callback that was ready then. One ``send()`` per device per
+    batch instead of one per frame (the kernel's loopback send was 60 % of the
+    fan-out's CPU); the frames stay separate RFC 6455 frames, in the order written.
+
+    Frames owed count towards the unsent bound like frames in the transport's buffer.
+    So that a batch alone never passes it for a device that reads, a connection owed
+    ``write_at`` bytes is written at once (a quarter of the bound).
+    """
+
+    __slots__ = ("frames", "frames_written", "owed", "write_at", "writes")
+
+    def __init__(self, write_at: int) -> None:
+        self.write_at = write_at
+        self.frames = TextFrames()
+        self.owed: dict[WebSocketPeer, None] = {}  # insertion-ordered set
+        self.writes = 0  # transport writes of owed frames, for /metrics
+        self.frames_written = 0
+
+    def owe(self, peer: WebSocketPeer) -> None:
+        if not self.owed:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.owed[peer] = None
+
+    def flush(self) -> None:
+        owed, self.owed = self.owed, {}
+        for peer in owed:
+            peer.flush()
+
+
+class WebSocketPeer:
+    """``hub.Peer`` over a websockets connection: frames are held until the outbox
+    flushes (``buffered`` counts them), then written together."""
+
+    __slots__ = ("closing", "connection", "outbox", "owed", "owed_bytes")
 
     def __init__(
-        self, connection: ServerConnection, closing: set[asyncio.Task[None]], frames: TextFrames
+        self, connection: ServerConnection, closing: set[asyncio.Task[None]], outbox: Outbox
     ) -> None:
         self.connection = connection
         self.closing = closing
-        self.frames = frames
+        self.outbox = outbox
+        self.owed: list[bytes] = []
+        self.owed_bytes = 0
 
     def write_text(self, data: bytes) -> None:
         # Written without waiting for the peer: never blocks the fan-out.
         connection = self.connection
+        if connection.transport.is_closing():
+            return  # aborted (cut off) or closed: the transport would drop it too
         protocol = connection.protocol
         if (
             protocol.state is State.OPEN
@@ -157,17 +199,39 @@ class WebSocketPeer:
             and not protocol.debug
         ):
             # What broadcast() does for one connection, with the frame made once.
-            connection.transport.write(self.frames.of(data))
+            outbox = self.outbox
+            if not self.owed:
+                outbox.owe(self)
+            frame = outbox.frames.of(data)
+            self.owed.append(frame)
+            self.owed_bytes += len(frame)
+            if self.owed_bytes >= outbox.write_at:
+                self.flush()
         else:  # closing, or frames logged: broadcast() skips or logs as it should
+            self.flush()
             broadcast((connection,), data, text=True)
 
+    def flush(self) -> None:
+        """Write the frames owed, in one write."""
+        if not self.owed:
+            return
+        owed, self.owed, self.owed_bytes = self.owed, [], 0
+        # Only the state can have changed since they were framed: a connection that
+        # is closing takes no more data frames (broadcast() would skip it too).
+        if self.connection.protocol.state is State.OPEN:
+            self.connection.transport.write(owed[0] if len(owed) == 1 else b"".join(owed))
+            self.outbox.writes += 1
+            self.outbox.frames_written += len(owed)
+
     def buffered(self) -> int:
-        return self.connection.transport.get_write_buffer_size()
+        return self.connection.transport.get_write_buffer_size() + self.owed_bytes
 
     def abort(self) -> None:
+        self.owed, self.owed_bytes = [], 0
         self.connection.transport.abort()
 
     def close(self, code: int, reason: str) -> None:
+        self.flush()  # what it was told before the close frame
         task = asyncio.get_running_loop().create_task(self.connection.close(code, reason))
         self.closing.add(task)
         task.add_done_callback(self.closing.discard)
@@ -265,7 +329,7 @@ class Transport:
             "/metrics": lambda: (200, METRICS_CONTENT_TYPE, self.metrics.render()),
         }
         self.closing: set[asyncio.Task[None]] = set()
-        self.frames = TextFrames()
+        self.outbox = Outbox(config.send_buffer_limit // 4)
         self.server: Server | None = None
         self.assets = load_assets()
         self.admission = Admission(
@@ -309,6 +373,18 @@ class Transport:
             "counter",
             "Connections cut off for passing the unsent bound.",
             lambda: self.hub.cut_offs,
+        )
+        self.metrics.read_value(
+            "messenger_fanout_writes_total",
+            "counter",
+            "Transport writes of events and replies (one per connection per batch).",
+            lambda: self.outbox.writes,
+        )
+        self.metrics.read_value(
+            "messenger_fanout_frames_total",
+            "counter",
+            "Frames of events and replies in those writes.",
+            lambda: self.outbox.frames_written,
         )
         self.metrics.read_value(
             "messenger_downloads_in_progress",
@@ -639,7 +715,7 @@ class Transport:
 
     async def serve_connection(self, connection: ServerConnection) -> None:
         guarded = cast(GuardedConnection, connection)
-        session = Session(WebSocketPeer(connection, self.closing, self.frames), guarded.client)
+        session = Session(WebSocketPeer(connection, self.closing, self.outbox), guarded.client)
         guarded.session = session
         in_flight: set[asyncio.Task[None]] = set()
         room = asyncio.Semaphore(PIPELINE)

@@ -471,6 +471,7 @@ class SlowDevice:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         self.sock.setblocking(False)
+        self.cursor = 0  # the login's
 
     async def handshake(self) -> None:
         """Connect and open the WebSocket."""
@@ -507,6 +508,7 @@ class SlowDevice:
                 if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
                     reply: dict[str, Any] = orjson.loads(event.data)
                     if reply.get("id") == 1:
+                        self.cursor = reply.get("result", {}).get("cursor", 0)
                         return reply
 
     async def flush(self) -> None:
