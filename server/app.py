@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -35,6 +36,9 @@ from server.service import Clock, Service, encode_event, system_clock
 from server.store import EventStore, Gap, Record, StoreFailed
 from server.transport import Transport
 
+if TYPE_CHECKING:
+    from server.cluster import ClusterNode
+
 logger = logging.getLogger("messenger.server")
 
 LOG_FILE = "events.log"
@@ -50,6 +54,7 @@ class Running:
     host: str
     port: int
     service: Service
+    node: ClusterNode | None = None  # in cluster mode
 
     @property
     def failed(self) -> asyncio.Event:
@@ -254,7 +259,7 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         started.push_async_callback(transport.stop)
         host, port = server.sockets[0].getsockname()[:2]
         logger.info("messenger %s serving on ws://%s:%d/", __version__, host, port)
-        yield Running(host, port, service)
+        yield Running(host, port, service, node)
 
 
 def _healthy() -> tuple[bool, str]:

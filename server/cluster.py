@@ -399,8 +399,11 @@ class ClusterNode:
                     answer = {}
                 except MessengerError as error:
                     answer = {"error": error.to_wire()}
-            # Every event up to here is durable and told: the asking node answers
-            # its device once it has folded this far.
+            # What the answer was decided against is made durable and told first (a
+            # refusal may rest on events still on their way to the log); the asking
+            # node answers its device once it has folded this far.
+            with contextlib.suppress(Exception):
+                await service.log.barrier()
             answer["cursor"] = service.hub.published
             await message.respond(orjson.dumps(answer))
         except Exception:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gc
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import orjson
 import pytest
 from nats.errors import TimeoutError as NatsTimeout
 
+from server.app import Running
 from server.cluster import ClusterNode
 from server.store import StoreFailed
 from tests.cluster.support import Nats, eventually, is_writer, nodes, until
@@ -39,12 +39,10 @@ async def test_group_news_reaches_devices_on_a_follower(tmp_path: Path, nats: Na
         await on_follower.next_event("chat.member_left")
 
 
-def cluster_node(running: object) -> ClusterNode:
+def cluster_node(running: Running) -> ClusterNode:
     """The ClusterNode behind a node started in this process."""
-    service = running.service  # type: ignore[attr-defined]
-    found = [o for o in gc.get_objects() if isinstance(o, ClusterNode) and o.service is service]
-    assert len(found) == 1
-    return found[0]
+    assert running.node is not None
+    return running.node
 
 
 def gate_appends(node: ClusterNode) -> asyncio.Event:
