@@ -140,7 +140,7 @@ class FileMethods:
             raise InvalidParams(f"Expected base64 data, but got an error: {error}") from None
         async with self._locked(current):
             if current.received + len(raw) > current.size:
-                self._drop(current)
+                await self._drop(current)
                 raise TooLarge(
                     f"Expected at most {current.size} bytes as declared, "
                     f"but got {current.received + len(raw)}; the upload is dropped",
@@ -189,7 +189,7 @@ class FileMethods:
         """Give up an upload in progress (it frees one of your upload slots)."""
         current = self._upload(session, upload)
         async with self._locked(current):
-            self._drop(current)
+            await self._drop(current)
         return {}
 
     @contextlib.asynccontextmanager
@@ -207,10 +207,12 @@ class FileMethods:
             raise NotFound(f"No upload {upload_id!r} of yours in progress")
         return upload
 
-    def _drop(self, upload: Upload) -> None:
+    def _drop(self, upload: Upload) -> asyncio.Future[None]:
+        """Forget ``upload`` and delete its bytes; done once they are gone, so that a
+        request that drops an upload answers only then."""
         self.uploads.pop(upload.id, None)
         remove = functools.partial(upload.path.unlink, missing_ok=True)
-        asyncio.get_running_loop().run_in_executor(None, remove)
+        return asyncio.get_running_loop().run_in_executor(None, remove)
 
     def drop_unused_files(self) -> None:
         """Forget the files no live or pending message carries, once a message lifetime
