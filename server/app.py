@@ -26,7 +26,15 @@ from server.extras import ExtraMethods
 from server.files import FileMethods
 from server.groups import GroupMethods
 from server.hub import Hub, Recent
-from server.log import COMPACTING_SUFFIX, EventLog, LogCorrupted, read_records
+from server.log import (
+    COMPACTING_SUFFIX,
+    OS_DISK,
+    Disk,
+    EventLog,
+    LogCorrupted,
+    read_records,
+    record_offset,
+)
 from server.rpc import Dispatcher
 from server.service import Clock, Service, encode_event, system_clock
 from server.transport import Transport
@@ -63,6 +71,7 @@ def replay(path: Path, state: State, window: int, now: int | None = None) -> tup
     before the recent events are rebuilt."""
     tail: collections.deque[Event] = collections.deque(maxlen=max(window, 0))
     count = 0
+    head = 0  # the snapshot's records before the first with a cursor
     # The fold makes millions of objects that all stay (the state) and no garbage
     # cycles: the cyclic GC would only rescan them again and again. 1M events:
     # 15.8 s with it, 9.8 s without (bench/replay.py).
@@ -76,13 +85,18 @@ def replay(path: Path, state: State, window: int, now: int | None = None) -> tup
                 event = from_record(record)
             except (TypeError, ValueError, KeyError) as error:
                 raise LogCorrupted(
-                    f"{path}: record {count + 1} after the snapshot is not an event: {error}"
+                    f"{path}: record {count + 1} after the snapshot, at byte offset "
+                    f"{record_offset(path, head + count)}, is not an event: {error}"
                 ) from None
             if cursor is None:  # a snapshot's event, at the head of a compacted log
                 fold(event)
+                head += 1
                 continue
             if cursor != state.cursor + 1:
-                raise LogCorrupted(f"{path}: expected cursor {state.cursor + 1}, but got {cursor}")
+                raise LogCorrupted(
+                    f"{path}: at byte offset {record_offset(path, head + count)}: "
+                    f"expected cursor {state.cursor + 1}, but got {cursor}"
+                )
             fold(event)
             state.cursor = cursor
             tail.append(event)
@@ -106,8 +120,11 @@ def replay(path: Path, state: State, window: int, now: int | None = None) -> tup
 
 
 @contextlib.asynccontextmanager
-async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterator[Running]:
+async def run_server(
+    config: Config, clock: Clock = system_clock, disk: Disk = OS_DISK
+) -> AsyncIterator[Running]:
     """Serve ``config`` until the block exits; state is flushed when it does.
+    (``disk`` is the log's write and fsync: tests inject one that loses unsynced writes.)
 
     Whatever was started is stopped in reverse order, also when a later step of the
     start fails (a port in use, say): connections, timers, the log, the lock.
@@ -137,7 +154,7 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
             len(state.chats),
             len(state.messages),
         )
-        log = EventLog(state_dir / LOG_FILE, config.fsync, config.batch_interval)
+        log = EventLog(state_dir / LOG_FILE, config.fsync, config.batch_interval, disk)
         log.open()
         started.push_async_callback(_close_log, log)
         hub = Hub(config.send_buffer_limit, recent, state.cursor, clock)

@@ -1,0 +1,257 @@
+"""Edges that a mutation run found unpinned: each test fails when one comparison,
+bound or check of the server is off by one or dropped (bench/mutation.py). All of
+them go through a real server on the wire, so they outlive changes to its insides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+
+from server.app import LOG_FILE, run_server
+from server.log import LogCorrupted, encode_record
+from tests.server.extras_support import Clock, chat_of, config_in, error_of, post
+from tests.server.test_chats import login_collecting
+from tests.server.test_protocol import exchange
+from tests.wsclient import Peer, connected, user_device
+
+DAY_MS = 86_400_000
+
+# -- device tokens -------------------------------------------------------------------
+
+
+def _altered(token: str) -> dict[str, str]:
+    half = len(token) // 2
+    return {
+        "last character changed": token[:-1] + ("A" if token[-1] != "A" else "B"),
+        "second half changed": token[:half] + "x" * (len(token) - half),
+        "a prefix of it": token[:-1],
+        "it and one more character": token + "A",
+    }
+
+
+async def test_a_token_that_only_begins_like_an_issued_one_is_refused(tmp_path: Path) -> None:
+    """A token equal to an issued one in its first characters but not all of them is -32001."""
+    async with run_server(config_in(tmp_path), Clock()) as running:
+        async with user_device(running.url, "alice") as alice:
+            token = alice.token
+        assert token is not None
+        async with connected(running.url) as device:
+            for what, near in _altered(token).items():
+                error = await error_of(device, "login", user="alice", token=near)
+                assert error.code == -32001, what
+            assert (await device.call("login", user="alice", token=token))["user"] == "alice"
+
+
+# -- a damaged log -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("shift", "found"), [(1, 6), (-1, 4)], ids=["skipped", "repeated"])
+async def test_a_cursor_out_of_sequence_stops_the_start_naming_file_and_offset(
+    tmp_path: Path, shift: int, found: int
+) -> None:
+    """A log whose cursors skip or repeat (4 then 6, or 4 then 4) refuses to start with
+    LogCorrupted naming the file, the record's byte offset and both cursors."""
+    config = config_in(tmp_path)
+    async with run_server(config, Clock()) as running, user_device(running.url, "alice") as alice:
+        for n in range(4):
+            await post(alice, "general", f"m{n}")
+    path = config.state_dir / LOG_FILE
+    lines = path.read_bytes().splitlines(keepends=True)
+    records = [orjson.loads(line[9:]) for line in lines]
+    assert [record["c"] for record in records] == [1, 2, 3, 4, 5, 6]
+    for record in records[4:]:
+        record["c"] += shift
+    path.write_bytes(b"".join(encode_record(record) for record in records))
+    offset = sum(len(line) for line in lines[:4])
+    with pytest.raises(LogCorrupted) as caught:
+        async with run_server(config, Clock()):
+            pass
+    message = str(caught.value)
+    assert str(path) in message
+    assert f"byte offset {offset}" in message
+    assert f"expected cursor 5, but got {found}" in message
+
+
+# -- resume ----------------------------------------------------------------------------
+
+
+async def test_resume_at_the_floor_and_above_resumes_and_one_below_it_does_not(
+    tmp_path: Path,
+) -> None:
+    """Holding the last 3 events (floor = the newest one gone): since = floor and floor + 1
+    resume with exactly the later events; floor - 1 is resumed: false and pushes nothing."""
+    async with (
+        run_server(config_in(tmp_path, resume_window=3), Clock()) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        cursors = []
+        for n in range(5):
+            await post(alice, "general", f"m{n}")
+            cursors.append((await alice.next_event("message"))["params"]["cursor"])
+        floor = cursors[1]  # cursors[2:] are held
+        assert cursors == list(range(floor - 1, floor + 4))
+
+        async def resume(since: int) -> tuple[bool, list[int]]:
+            async with connect(running.url) as connection:
+                pushed, result = await login_collecting(
+                    connection, user="alice", token=alice.token, since=since
+                )
+            return result["resumed"], [event["params"]["cursor"] for event in pushed]
+
+        assert await resume(floor) == (True, cursors[2:])
+        assert await resume(floor + 1) == (True, cursors[3:])
+        assert await resume(floor - 1) == (False, [])
+        assert await resume(cursors[-1]) == (True, [])
+        assert await resume(cursors[-1] + 1) == (False, [])
+
+
+async def test_a_resume_over_its_byte_bound_is_refused_and_one_at_it_is_pushed(
+    tmp_path: Path,
+) -> None:
+    """Missed frames of exactly half the send buffer limit are resumed; one frame more is
+    resumed: false with nothing pushed (the device refetches instead of being flooded)."""
+    bound = 1500
+    config = config_in(tmp_path, send_buffer_limit=2 * bound)
+    async with (
+        run_server(config, Clock()) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        frames: list[dict[str, Any]] = []
+        for n in range(3):
+            await post(alice, "general", f"short {n}")
+            frames.append(await alice.next_event("message"))
+        sizes = [len(orjson.dumps(frame)) for frame in frames]
+        # The fourth frame is the third's with a longer text: the last three sum to ``bound``.
+        fill = bound - sizes[1] - sizes[2] - (sizes[2] - len("short 2"))
+        await post(alice, "general", "x" * fill)
+        frames.append(await alice.next_event("message"))
+        sizes.append(len(orjson.dumps(frames[-1])))
+        assert sum(sizes[1:]) == bound
+
+        cursors = [frame["params"]["cursor"] for frame in frames]
+        for since, resumed, pushed in [(cursors[0], True, frames[1:]), (cursors[0] - 1, False, [])]:
+            async with connect(running.url) as connection:
+                got, result = await login_collecting(
+                    connection, user="alice", token=alice.token, since=since
+                )
+            assert (result["resumed"], got) == (resumed, pushed)
+
+
+# -- JSON-RPC ------------------------------------------------------------------------
+
+
+async def test_a_request_with_a_null_id_is_answered_with_a_null_id(tmp_path: Path) -> None:
+    """ "id": null is a request, not a notification: its result and its error both come
+    back with "id": null."""
+    async with run_server(config_in(tmp_path), Clock()) as running, connected(running.url) as peer:
+        request = {"jsonrpc": "2.0", "method": "register", "id": None}
+        registered = await exchange(
+            peer, {**request, "params": {"user": "a", "password": "pw345678"}}
+        )
+        assert registered == {"jsonrpc": "2.0", "result": {"user": "a"}, "id": None}
+        refused = await exchange(peer, {"jsonrpc": "2.0", "method": "status", "id": None})
+        assert (refused["id"], refused["error"]["code"]) == (None, -32001)
+
+
+# -- groups ------------------------------------------------------------------------
+
+
+async def test_a_member_joining_a_group_with_messages_starts_with_none_unread(
+    tmp_path: Path,
+) -> None:
+    """Invited or approved into a group that has messages, a member has 0 unread and the
+    read marker at the last message; later messages count."""
+    async with (
+        run_server(config_in(tmp_path), Clock()) as running,
+        user_device(running.url, "alice") as alice,
+        user_device(running.url, "bob") as bob,
+        user_device(running.url, "carol") as carol,
+    ):
+        group = (await alice.call("chat.create", title="team"))["chat"]["id"]
+        for n in range(3):
+            await post(alice, group, f"before {n}")
+        await alice.call("chat.invite", chat=group, user="bob")
+        link = (await alice.call("chat.link", chat=group))["link"]
+        await carol.call("chat.join", link=link)
+        await alice.call("chat.approve", chat=group, user="carol")
+        for member in (bob, carol):
+            joined = (await member.next_event("chat.joined"))["params"]["chat"]
+            assert (joined["unread"], joined["read_seq"], joined["last_seq"]) == (0, 3, 3)
+            assert chat_of(await member.call("status"), group)["unread"] == 0
+            assert (await member.call("unread"))["chats"] == []
+        await post(alice, group, "after")
+        for member in (bob, carol):
+            assert chat_of(await member.call("status"), group)["unread"] == 1
+
+
+# -- expiry ------------------------------------------------------------------------
+
+
+async def test_an_expired_messages_comments_are_forgotten(tmp_path: Path) -> None:
+    """Once a message expires its comments are gone too: their ids are -32003 everywhere,
+    not "a comment", and commenting on the message is -32003."""
+    clock = Clock()
+    async with (
+        run_server(config_in(tmp_path, message_ttl=60), clock) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        doomed = await post(alice, "general", "doomed")
+        comment = (await alice.call("comment", message=doomed["id"], text="on it"))["comment"]
+        assert (await error_of(alice, "comment", message=comment["id"], text="x")).code == -32602
+        clock.advance(60)
+        assert (await error_of(alice, "comment", message=comment["id"], text="x")).code == -32003
+        assert (await error_of(alice, "comment", message=doomed["id"], text="x")).code == -32003
+        assert (await error_of(alice, "comments", message=comment["id"])).code == -32003
+        assert (await error_of(alice, "comments", message=doomed["id"])).code == -32003
+
+
+# -- scheduled messages ---------------------------------------------------------------
+
+
+async def schedule(peer: Peer, send_at: int, text: str = "later") -> dict[str, Any]:
+    scheduled: dict[str, Any] = (
+        await peer.call("send", chat="general", text=text, send_at=send_at)
+    )["scheduled"]
+    return scheduled
+
+
+async def test_a_hundred_pending_schedules_are_accepted_and_the_next_refused(
+    tmp_path: Path,
+) -> None:
+    """A user may have exactly 100 scheduled messages pending: the 101st is -32602; once
+    one is cancelled there is room for one more."""
+    clock = Clock()
+    async with (
+        run_server(config_in(tmp_path), clock) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        pending = [await schedule(alice, clock.now + 60_000 + n, f"s{n}") for n in range(100)]
+        error = await error_of(
+            alice, "send", chat="general", text="one more", send_at=clock.now + 1
+        )
+        assert error.code == -32602
+        assert len((await alice.call("scheduled"))["scheduled"]) == 100
+        await alice.call("cancel", id=pending[0]["id"])
+        await schedule(alice, clock.now + 60_000, "room again")
+
+
+async def test_send_at_up_to_366_days_ahead_is_accepted_and_beyond_it_refused(
+    tmp_path: Path,
+) -> None:
+    """send_at exactly 366 days ahead is scheduled; 1 ms later is -32602."""
+    clock = Clock()
+    async with (
+        run_server(config_in(tmp_path), clock) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        far = await schedule(alice, clock.now + 366 * DAY_MS)
+        assert far["send_at"] == clock.now + 366 * DAY_MS
+        error = await error_of(
+            alice, "send", chat="general", text="too far", send_at=clock.now + 366 * DAY_MS + 1
+        )
+        assert error.code == -32602
+        assert len((await alice.call("scheduled"))["scheduled"]) == 1
