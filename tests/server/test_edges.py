@@ -202,11 +202,15 @@ async def test_an_expired_messages_comments_are_forgotten(tmp_path: Path) -> Non
         doomed = await post(alice, "general", "doomed")
         comment = (await alice.call("comment", message=doomed["id"], text="on it"))["comment"]
         assert (await error_of(alice, "comment", message=comment["id"], text="x")).code == -32602
+        clock.advance(60)  # each read below must expire it by itself: none came before
+        assert (await error_of(alice, "comments", message=doomed["id"])).code == -32003
+        clock.advance(60)
+        doomed = await post(alice, "general", "doomed again")
+        comment = (await alice.call("comment", message=doomed["id"], text="on it"))["comment"]
         clock.advance(60)
         assert (await error_of(alice, "comment", message=comment["id"], text="x")).code == -32003
         assert (await error_of(alice, "comment", message=doomed["id"], text="x")).code == -32003
         assert (await error_of(alice, "comments", message=comment["id"])).code == -32003
-        assert (await error_of(alice, "comments", message=doomed["id"])).code == -32003
 
 
 # -- scheduled messages ---------------------------------------------------------------
@@ -255,3 +259,25 @@ async def test_send_at_up_to_366_days_ahead_is_accepted_and_beyond_it_refused(
         )
         assert error.code == -32602
         assert len((await alice.call("scheduled"))["scheduled"]) == 1
+
+
+async def test_a_schedule_due_the_moment_a_ban_ends_is_posted(tmp_path: Path) -> None:
+    """A ban is over at its until: a message scheduled for exactly then is posted, not
+    cancelled (one due a millisecond earlier is cancelled)."""
+    clock = Clock()
+    config = config_in(tmp_path, report_threshold=1, ban_duration=100)
+    async with (
+        run_server(config, clock) as running,
+        user_device(running.url, "alice") as alice,
+        user_device(running.url, "mallory") as mallory,
+    ):
+        until = clock.now + 100_000  # the ban's end, once alice reports at this time
+        early = await schedule(mallory, until - 1, "early")
+        await schedule(mallory, until, "on time")
+        await alice.call("report", user="mallory")
+        assert (await mallory.next_event("banned"))["params"]["until"] == until
+        clock.now = until - 1
+        assert (await mallory.next_event("scheduled.cancelled"))["params"]["id"] == early["id"]
+        clock.now = until
+        posted = (await alice.next_event("message"))["params"]["message"]
+        assert (posted["author"], posted["text"]) == ("mallory", "on time")
