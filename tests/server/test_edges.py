@@ -4,6 +4,7 @@ them go through a real server on the wire, so they outlive changes to its inside
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +282,46 @@ async def test_a_schedule_due_the_moment_a_ban_ends_is_posted(tmp_path: Path) ->
         clock.now = until
         posted = (await alice.next_event("message"))["params"]["message"]
         assert (posted["author"], posted["text"]) == ("mallory", "on time")
+
+
+# -- remembered client_ids, compaction of a quiet log ----------------------------------
+
+
+async def test_a_device_remembers_exactly_its_last_1000_client_ids(tmp_path: Path) -> None:
+    """After 1001 sends with client_ids, the first is forgotten (a repeat posts anew)
+    and the second is still remembered (a repeat answers the first message)."""
+    async with (
+        run_server(config_in(tmp_path, message_ttl=0), Clock()) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        sent = []
+        for start in range(0, 1001, 100):  # batches of 100 requests, one frame each
+            batch = [
+                {
+                    "jsonrpc": "2.0",
+                    "method": "send",
+                    "params": {"chat": "general", "text": f"m{n}", "client_id": f"k{n}"},
+                    "id": n,
+                }
+                for n in range(start, min(start + 100, 1001))
+            ]
+            replies = await exchange(alice, batch)
+            sent += [reply["result"]["message"] for reply in sorted(replies, key=lambda r: r["id"])]
+        again = await alice.call("send", chat="general", text="m1", client_id="k1")
+        assert again["message"] == sent[1]
+        anew = await alice.call("send", chat="general", text="m0", client_id="k0")
+        assert anew["message"]["seq"] == 1002
+
+
+async def test_a_quiet_log_with_nothing_expired_is_not_rewritten(tmp_path: Path) -> None:
+    """Housekeeping compacts a quiet log only once messages expired: with none, the log
+    stays as appended (each record with its cursor, no snapshot at its head)."""
+    config = config_in(tmp_path, housekeeping_interval=0.01, expired_compaction_delay=0)
+    async with (
+        run_server(config, Clock()) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        await post(alice, "general", "lasting")
+        await asyncio.sleep(0.2)  # twenty housekeeping rounds
+    lines = (config.state_dir / LOG_FILE).read_bytes().splitlines()
+    assert [orjson.loads(line[9:])["c"] for line in lines] == [1, 2, 3]
