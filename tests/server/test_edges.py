@@ -16,6 +16,7 @@ from server.app import LOG_FILE, run_server
 from server.log import LogCorrupted, encode_record
 from tests.server.extras_support import Clock, chat_of, config_in, error_of, post
 from tests.server.test_chats import login_collecting
+from tests.server.test_files import files_config, shared_group, upload
 from tests.server.test_protocol import exchange
 from tests.wsclient import Peer, connected, user_device
 
@@ -325,3 +326,49 @@ async def test_a_quiet_log_with_nothing_expired_is_not_rewritten(tmp_path: Path)
         await asyncio.sleep(0.2)  # twenty housekeeping rounds
     lines = (config.state_dir / LOG_FILE).read_bytes().splitlines()
     assert [orjson.loads(line[9:])["c"] for line in lines] == [1, 2, 3]
+
+
+# -- files -------------------------------------------------------------------------
+
+
+async def test_a_file_stays_visible_while_any_message_carrying_it_lives(tmp_path: Path) -> None:
+    """A file sent twice to a chat stays downloadable by its members when the first of the
+    two messages expires, and no longer once the second has."""
+    clock = Clock()
+    async with (
+        run_server(files_config(tmp_path, message_ttl=60), clock) as running,
+        user_device(running.url, "alice") as alice,
+        user_device(running.url, "bob") as bob,
+    ):
+        file = await upload(alice, b"twice", "a.txt", "text/plain")
+        group = await shared_group(alice, "bob")
+        await alice.call("send", chat=group, text="", file=file["id"])
+        clock.advance(30)
+        await alice.call("send", chat=group, text="", file=file["id"])
+        clock.advance(31)  # the first has expired, the second has not
+        assert (await bob.call("download", file=file["id"]))["size"] == len(b"twice")
+        clock.advance(30)
+        assert (await error_of(bob, "download", file=file["id"])).code == -32003
+
+
+async def test_a_file_nothing_carries_is_dropped_exactly_a_lifetime_after_its_upload(
+    tmp_path: Path,
+) -> None:
+    """A stored file no message carries is kept until an hour (the minimum lifetime) after
+    its upload, 1 ms less is not enough, and is dropped at that hour."""
+    clock = Clock()
+    config = files_config(tmp_path, message_ttl=60, housekeeping_interval=0.01)
+    async with run_server(config, clock) as running, user_device(running.url, "alice") as alice:
+        file = await upload(alice, b"unsent", "a.txt", "text/plain")
+        uploaded = clock.now
+        clock.now = uploaded + 3_600_000 - 1
+        await asyncio.sleep(0.1)  # ten housekeeping rounds
+        assert (await alice.call("download", file=file["id"]))["eof"] is True
+        clock.now = uploaded + 3_600_000
+        blob = config.state_dir / "files" / file["sha256"]
+        for _ in range(500):
+            if not blob.exists():
+                break
+            await asyncio.sleep(0.01)
+        assert not blob.exists()
+        assert (await error_of(alice, "download", file=file["id"])).code == -32003
