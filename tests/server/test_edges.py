@@ -372,3 +372,27 @@ async def test_a_file_nothing_carries_is_dropped_exactly_a_lifetime_after_its_up
             await asyncio.sleep(0.01)
         assert not blob.exists()
         assert (await error_of(alice, "download", file=file["id"])).code == -32003
+
+
+# -- rate limit ----------------------------------------------------------------------
+
+
+async def test_a_scheduled_send_counts_when_made_and_not_again_when_posted(
+    tmp_path: Path,
+) -> None:
+    """With a limit of 2, a scheduled send to the general chat uses one of them at once;
+    when it is posted in a later window it does not count there."""
+    clock = Clock()  # START is a multiple of the period: a window starts now
+    async with (
+        run_server(config_in(tmp_path, rate_limit=2, rate_period=60), clock) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        await schedule(alice, clock.now + 61_000)
+        await post(alice, "general", "now")
+        assert (await error_of(alice, "send", chat="general", text="over")).code == -32004
+        clock.advance(61)
+        while (await alice.next_event("message"))["params"]["message"]["text"] != "later":
+            pass  # until the scheduled one is posted, in the next window
+        await post(alice, "general", "first of the new window")
+        await post(alice, "general", "second of the new window")
+        assert (await error_of(alice, "send", chat="general", text="over")).code == -32004
