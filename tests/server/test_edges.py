@@ -396,3 +396,23 @@ async def test_a_scheduled_send_counts_when_made_and_not_again_when_posted(
         await post(alice, "general", "first of the new window")
         await post(alice, "general", "second of the new window")
         assert (await error_of(alice, "send", chat="general", text="over")).code == -32004
+
+
+async def test_schedules_left_after_many_cancels_are_posted_in_send_at_order(
+    tmp_path: Path,
+) -> None:
+    """100 messages scheduled latest first, the 83 latest cancelled (the pending index is
+    purged of them on the way): the 17 left are posted in send_at order."""
+    clock = Clock()
+    async with (
+        run_server(config_in(tmp_path), clock) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        pending = [
+            await schedule(alice, clock.now + (1000 - n) * 1000, f"s{n}") for n in range(100)
+        ]
+        for cancelled in pending[:83]:
+            await alice.call("cancel", id=cancelled["id"])
+        clock.advance(1000)
+        posted = [(await alice.next_event("message"))["params"]["message"] for _ in range(17)]
+        assert [message["text"] for message in posted] == [f"s{n}" for n in range(99, 82, -1)]
