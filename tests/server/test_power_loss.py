@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -85,6 +86,38 @@ async def test_an_append_is_done_only_after_the_fsync_that_covers_it(tmp_path: P
         assert disk.writes < 50  # grouped: the check above saw group commits too
     finally:
         await log.close()
+
+
+async def test_under_batch_appends_are_fsynced_within_the_interval(tmp_path: Path) -> None:
+    """Under fsync batch an append is done after its write, before any fsync; the periodic
+    sync makes it durable within the interval, and close makes the rest durable."""
+    disk = PowerCutDisk()
+    log = EventLog(tmp_path / "events.log", FsyncPolicy.BATCH, batch_interval=0.02, disk=disk)
+    log.open()
+    try:
+        await log.append([{"type": "T", "n": 1}])
+        assert disk.durable_bytes(log.path) == b""
+        for _ in range(100):
+            if disk.durable_bytes(log.path):
+                break
+            await asyncio.sleep(0.01)
+        assert b'"n":1}' in disk.durable_bytes(log.path)
+        await log.append([{"type": "T", "n": 2}])
+    finally:
+        await log.close()
+    assert b'"n":2}' in disk.durable_bytes(log.path)
+
+
+async def test_the_log_is_created_with_its_directory_and_mode_0600(tmp_path: Path) -> None:
+    """Opening a log in a directory that does not exist yet creates both; only the owner
+    may read the file (it holds password hashes)."""
+    log = EventLog(tmp_path / "new" / "events.log", FsyncPolicy.ALWAYS)
+    log.open()
+    try:
+        await log.append([{"type": "T"}])
+    finally:
+        await log.close()
+    assert stat.S_IMODE(log.path.stat().st_mode) == 0o600
 
 
 async def test_a_reply_leaves_only_after_the_fsync_of_its_events(tmp_path: Path) -> None:
