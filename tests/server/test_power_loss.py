@@ -108,6 +108,19 @@ async def test_under_batch_appends_are_fsynced_within_the_interval(tmp_path: Pat
     assert b'"n":2}' in disk.durable_bytes(log.path)
 
 
+async def test_close_makes_what_is_still_queued_durable(tmp_path: Path) -> None:
+    """Records appended but not yet written when close is called are written and fsynced
+    before close returns, under every policy."""
+    for policy in FsyncPolicy:
+        disk = PowerCutDisk()
+        log = EventLog(tmp_path / f"{policy}.log", policy, batch_interval=60, disk=disk)
+        log.open()
+        queued = log.append([{"type": "T", "n": 7}])
+        await log.close()
+        assert queued.done()
+        assert b'"n":7}' in disk.durable_bytes(log.path), policy
+
+
 async def test_the_log_is_created_with_its_directory_and_mode_0600(tmp_path: Path) -> None:
     """Opening a log in a directory that does not exist yet creates both; only the owner
     may read the file (it holds password hashes)."""
