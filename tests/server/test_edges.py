@@ -416,3 +416,25 @@ async def test_schedules_left_after_many_cancels_are_posted_in_send_at_order(
         clock.advance(1000)
         posted = [(await alice.next_event("message"))["params"]["message"] for _ in range(17)]
         assert [message["text"] for message in posted] == [f"s{n}" for n in range(99, 82, -1)]
+
+
+# -- restarts ------------------------------------------------------------------------
+
+
+async def test_a_direct_chat_is_the_same_chat_after_a_start_from_a_snapshot(
+    tmp_path: Path,
+) -> None:
+    """After starts that replay the log and then its snapshot, writing to the same user
+    goes on in the one direct chat between the two."""
+    config = config_in(tmp_path)
+    async with (
+        run_server(config, Clock()) as running,
+        user_device(running.url, "alice") as alice,
+        user_device(running.url, "bob"),
+    ):
+        chat = (await alice.call("send", user="bob", text="before"))["message"]["chat"]
+    for sender, peer in (("alice", "bob"), ("bob", "alice")):  # log, then snapshot
+        async with run_server(config, Clock()) as running, connected(running.url) as device:
+            await device.login(sender)
+            sent = (await device.call("send", user=peer, text="after"))["message"]
+            assert sent["chat"] == chat
