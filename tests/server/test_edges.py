@@ -438,3 +438,27 @@ async def test_a_direct_chat_is_the_same_chat_after_a_start_from_a_snapshot(
             await device.login(sender)
             sent = (await device.call("send", user=peer, text="after"))["message"]
             assert sent["chat"] == chat
+
+
+async def test_a_restart_after_a_schedule_was_cancelled_or_posted_resumes_it_as_gone(
+    tmp_path: Path,
+) -> None:
+    """Restarted on a log whose recent events schedule messages since cancelled or posted,
+    the server starts, and a device resuming from the beginning is told the cancellation
+    and the posted message, not the schedules that are no longer pending."""
+    clock = Clock()
+    config = config_in(tmp_path)
+    async with (
+        run_server(config, clock) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        cancelled = await schedule(alice, clock.now + 5_000, "cancelled")
+        await schedule(alice, clock.now + 10_000, "posted")
+        await alice.call("cancel", id=cancelled["id"])
+        clock.advance(10)
+        await alice.next_event("message")
+        token = alice.token
+    async with run_server(config, clock) as running, connect(running.url) as connection:
+        pushed, result = await login_collecting(connection, user="alice", token=token, since=0)
+    assert result["resumed"] is True
+    assert [event["method"] for event in pushed] == ["scheduled.cancelled", "message"]
