@@ -121,6 +121,20 @@ async def test_close_makes_what_is_still_queued_durable(tmp_path: Path) -> None:
         assert b'"n":7}' in disk.durable_bytes(log.path), policy
 
 
+async def test_a_compacted_log_is_durable_before_the_compaction_is_done(tmp_path: Path) -> None:
+    """Once compact's future is done, a power cut keeps the whole new log: the snapshot
+    written aside was flushed and fsynced before it replaced the old file."""
+    disk = PowerCutDisk()
+    log = EventLog(tmp_path / "events.log", FsyncPolicy.NEVER, disk=disk)
+    log.open()
+    try:
+        await log.append([{"type": "T", "n": n} for n in range(3)])
+        await log.compact([{"type": "Head", "n": n} for n in range(4100)])  # a small last chunk
+        assert disk.lose_unsynced(log.path) == 0
+    finally:
+        await log.close()
+
+
 async def test_the_log_is_created_with_its_directory_and_mode_0600(tmp_path: Path) -> None:
     """Opening a log in a directory that does not exist yet creates both; only the owner
     may read the file (it holds password hashes)."""
