@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from server.app import LOG_FILE, run_server
+from server.auth import LoginThrottle
 from server.log import LogCorrupted, encode_record
 from tests.server.extras_support import Clock, chat_of, config_in, error_of, post
 from tests.server.test_chats import login_collecting
@@ -462,3 +463,21 @@ async def test_a_restart_after_a_schedule_was_cancelled_or_posted_resumes_it_as_
         pushed, result = await login_collecting(connection, user="alice", token=token, since=0)
     assert result["resumed"] is True
     assert [event["method"] for event in pushed] == ["scheduled.cancelled", "message"]
+
+
+# -- the login throttle -----------------------------------------------------------------
+
+
+def test_password_checks_in_flight_are_counted_exactly_as_they_come_and_go() -> None:
+    """With free = 2: after a check has finished, and after one of two has, two checks in
+    flight for a name still make the next attempt wait."""
+    throttle = LoginThrottle(free=2, backoff=1.0)
+    with throttle.checking("alice"):
+        pass
+    with throttle.checking("alice"):
+        with throttle.checking("alice"):
+            assert throttle.retry_after("alice", now=0.0) == 1.0
+        assert throttle.retry_after("alice", now=0.0) == 0
+        with throttle.checking("alice"):
+            assert throttle.retry_after("alice", now=0.0) == 1.0
+    assert throttle.retry_after("alice", now=0.0) == 0
