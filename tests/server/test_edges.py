@@ -481,3 +481,24 @@ def test_password_checks_in_flight_are_counted_exactly_as_they_come_and_go() -> 
         with throttle.checking("alice"):
             assert throttle.retry_after("alice", now=0.0) == 1.0
     assert throttle.retry_after("alice", now=0.0) == 0
+
+
+# -- params: errors and the OpenRPC document ----------------------------------------------
+
+
+async def test_range_params_say_their_bounds_in_errors_and_in_the_openrpc_document(
+    tmp_path: Path,
+) -> None:
+    """A bounded int says "from 1 to 100", one bounded below "at least 0"; rpc.discover's
+    schemas carry the same minimum and maximum."""
+    async with run_server(config_in(tmp_path), Clock()) as running:
+        async with user_device(running.url, "alice") as alice:
+            error = await error_of(alice, "history", chat="general", limit=0)
+            assert str(error) == "-32602: Expected 'limit' from 1 to 100, but got 0"
+            error = await error_of(alice, "history", chat="general", before=-1)
+            assert str(error) == "-32602: Expected 'before' at least 0, but got -1"
+            document = await alice.call("rpc.discover")
+        history = next(method for method in document["methods"] if method["name"] == "history")
+        schemas = {param["name"]: param["schema"] for param in history["params"]}
+        assert schemas["limit"] == {"type": "integer", "minimum": 1, "maximum": 100}
+        assert schemas["before"] == {"type": "integer", "minimum": 0}
