@@ -26,7 +26,7 @@ How a run stays practical on two cores, one mutant at a time:
    runs the mutant too. A mutant on a line no traced test reached (code only a
    subprocess runs) gets every test of the suite.
 3. **Killed** when a test fails or the run times out (3x its tests' unmutated time,
-   plus 30 s); **survived** when they all pass.
+   plus 10 s); **survived** when they all pass.
 
 Not part of CI (minutes, not seconds). Run it with ``nice -n 19``: it uses one core.
 """
@@ -479,7 +479,20 @@ def main() -> None:
         type=Path,
         help="a --json file of an earlier run: run again only its survivors, report the whole",
     )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        help="a --json file of a run stopped early: keep all its results, run the rest",
+    )
+    parser.add_argument("--report", type=Path, help="print the score of a --json file and stop")
     args = parser.parse_args()
+    if args.report is not None:
+        done = [
+            Result(Mutant(**entry["mutant"]), entry["outcome"], entry["tests"], entry["seconds"])
+            for entry in json.loads(args.report.read_text())
+        ]
+        report(done, {r.mutant.path: (ROOT / r.mutant.path).read_bytes() for r in done})
+        return
 
     paths = module_paths(args.modules)
     sources = {path: (ROOT / path).read_bytes() for path in paths}
@@ -491,8 +504,8 @@ def main() -> None:
     ]
     print(f"{len(mutants)} mutants in {len(paths)} modules: {', '.join(paths)}", flush=True)
     earlier: dict[tuple[str, int, int, str], Result] = {}
-    if args.retry is not None:
-        for entry in json.loads(args.retry.read_text()):
+    for earlier_run in filter(None, [args.retry, args.resume]):
+        for entry in json.loads(earlier_run.read_text()):
             key = (entry["path"], entry["start"], entry["end"], entry["replacement"])
             earlier[key] = Result(Mutant(**entry["mutant"]), entry["outcome"], 0, 0.0)
     if args.list:
@@ -511,15 +524,17 @@ def main() -> None:
         for number, mutant in enumerate(mutants, 1):
             original = sources[mutant.path]
             before = earlier.get((mutant.path, mutant.start, mutant.end, mutant.replacement))
-            if before is not None and before.outcome != "survived":
+            if before is not None and (args.resume is not None or before.outcome != "survived"):
                 results.append(before)
+                save(results, args.json)
                 continue
             tests = coverage.tests_for(mutant, original) or everything
             if args.max_tests:
                 tests = tests[: args.max_tests]
-            budget = 30 + 3 * sum(coverage.durations.get(test, 1.0) for test in tests)
+            budget = 10 + 3 * sum(coverage.durations.get(test, 1.0) for test in tests)
             result = run_mutant(mutant, original, tests, budget, workdir)
             results.append(result)
+            save(results, args.json)
             mark = {"killed": ".", "timeout": "T", "survived": "S"}[result.outcome]
             print(
                 f"[{number}/{len(mutants)} {time.perf_counter() - began:.0f}s] {mark} "
@@ -527,25 +542,27 @@ def main() -> None:
                 flush=True,
             )
     report(results, sources)
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                [
-                    {
-                        "path": r.mutant.path,
-                        "start": r.mutant.start,
-                        "end": r.mutant.end,
-                        "replacement": r.mutant.replacement,
-                        "mutant": dataclasses.asdict(r.mutant),
-                        "outcome": r.outcome,
-                        "tests": r.tests,
-                        "seconds": round(r.seconds, 2),
-                    }
-                    for r in results
-                ],
-                indent=1,
-            )
-        )
+
+
+def save(results: list[Result], path: Path | None) -> None:
+    """Every result so far, as JSON (rewritten after each mutant: a run stopped early
+    leaves what it found, for --retry and --report)."""
+    if path is None:
+        return
+    entries = [
+        {
+            "path": r.mutant.path,
+            "start": r.mutant.start,
+            "end": r.mutant.end,
+            "replacement": r.mutant.replacement,
+            "mutant": dataclasses.asdict(r.mutant),
+            "outcome": r.outcome,
+            "tests": r.tests,
+            "seconds": round(r.seconds, 2),
+        }
+        for r in results
+    ]
+    path.write_text(json.dumps(entries, indent=1))
 
 
 def report(results: list[Result], sources: dict[str, bytes]) -> None:
