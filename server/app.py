@@ -7,6 +7,7 @@ import asyncio
 import collections
 import contextlib
 import fcntl
+import functools
 import gc
 import logging
 import os
@@ -28,7 +29,7 @@ from server.extras import ExtraMethods
 from server.files import FileMethods
 from server.groups import GroupMethods
 from server.hub import Hub, Recent
-from server.log import COMPACTING_SUFFIX, EventLog, LogCorrupted
+from server.log import COMPACTING_SUFFIX, OS_DISK, Disk, EventLog, LogCorrupted, record_offset
 from server.messaging import MessagingMethods
 from server.metrics import Metrics
 from server.rpc import Dispatcher
@@ -71,7 +72,9 @@ async def replay(
     state: State,
     window: int,
     now: int | None = None,
+    *,
     source: str = "the log",
+    offset_of: Callable[[int], int] | None = None,
 ) -> tuple[Recent, int]:
     """Fold the records of ``chunks`` (``EventStore.records``) into ``state``; the
     recent events for resume, and how many records after the snapshot were read.
@@ -79,6 +82,7 @@ async def replay(
     are rebuilt."""
     tail: collections.deque[Event] = collections.deque(maxlen=max(window, 0))
     count = 0
+    head = 0  # the snapshot's records before the first with a cursor
     # The fold makes millions of objects that all stay (the state) and no garbage
     # cycles: the cyclic GC would only rescan them again and again. 1M events:
     # 15.8 s with it, 9.8 s without (bench/replay.py).
@@ -86,6 +90,7 @@ async def replay(
     gc.disable()
     try:
         fold, apply = state.fold, state.apply
+        head = 0  # records of the snapshot at the head
         async for chunk in chunks:
             for record in chunk:
                 cursor = record.pop("c", None)
@@ -93,14 +98,17 @@ async def replay(
                     event = from_record(record)
                 except (TypeError, ValueError, KeyError) as error:
                     raise LogCorrupted(
-                        f"{source}: record {count + 1} after the snapshot is not an event: {error}"
+                        f"{source}: record {count + 1} after the snapshot"
+                        f"{_at(offset_of, head + count)} is not an event: {error}"
                     ) from None
                 if cursor is None:  # a snapshot's event, at the head of a compacted log
                     fold(event)
+                    head += 1
                     continue
                 if cursor != state.cursor + 1:
                     raise LogCorrupted(
-                        f"{source}: expected cursor {state.cursor + 1}, but got {cursor}"
+                        f"{source}{_at(offset_of, head + count)}: "
+                        f"expected cursor {state.cursor + 1}, but got {cursor}"
                     )
                 apply(event)
                 tail.append(event)
@@ -123,8 +131,11 @@ async def replay(
 
 
 @contextlib.asynccontextmanager
-async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterator[Running]:
+async def run_server(
+    config: Config, clock: Clock = system_clock, disk: Disk = OS_DISK
+) -> AsyncIterator[Running]:
     """Serve ``config`` until the block exits; state is flushed when it does.
+    (``disk`` is the log's write and fsync: tests inject one that loses unsynced writes.)
 
     Whatever was started is stopped in reverse order, also when a later step of the
     start fails (a port in use, say): connections, timers, the log, the lock.
@@ -153,19 +164,26 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
             cluster_store = jetstream.JetStreamStore(shared)
             store: EventStore = cluster_store
             source = f"stream {shared.names.stream}"
+            offset_of = None
         else:
             _lock(state_dir, started)
             aside = (state_dir / LOG_FILE).with_name(LOG_FILE + COMPACTING_SUFFIX)
             if aside.exists():  # a compaction that did not finish: the log itself is whole
                 logger.warning("removing %s left by an unfinished compaction", aside)
                 aside.unlink()
-            log = EventLog(state_dir / LOG_FILE, config.fsync, config.batch_interval)
+            log = EventLog(state_dir / LOG_FILE, config.fsync, config.batch_interval, disk)
             store = log
             source = str(state_dir / LOG_FILE)
+            offset_of = functools.partial(record_offset, state_dir / LOG_FILE)
         for _ in range(5):
             try:
                 recent, count = await replay(
-                    store.records(), state, config.resume_window, clock(), source
+                    store.records(),
+                    state,
+                    config.resume_window,
+                    clock(),
+                    source=source,
+                    offset_of=offset_of,
                 )
                 break
             except Gap:  # a newer snapshot purged what was to follow: read it instead
@@ -260,6 +278,11 @@ async def run_server(config: Config, clock: Clock = system_clock) -> AsyncIterat
         host, port = server.sockets[0].getsockname()[:2]
         logger.info("messenger %s serving on ws://%s:%d/", __version__, host, port)
         yield Running(host, port, service, node)
+
+
+def _at(offset_of: Callable[[int], int] | None, index: int) -> str:
+    """ ", at byte offset N" of record ``index`` (from 0), where the store can say."""
+    return "" if offset_of is None else f" at byte offset {offset_of(index)}"
 
 
 def _healthy() -> tuple[bool, str]:

@@ -26,7 +26,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -48,6 +48,26 @@ class LogCorrupted(Exception):
 
 class LogFailed(StoreFailed):
     """A write or fsync failed: memory is ahead of the disk and must not be trusted."""
+
+
+class Disk(Protocol):
+    """The two calls the log's durability rests on. Tests inject a layer that sees
+    every fsync and can lose what was written after the last one (a power cut)."""
+
+    def write(self, fd: int, data: memoryview) -> int: ...
+
+    def fsync(self, fd: int) -> None: ...
+
+
+class _OsDisk:
+    def write(self, fd: int, data: memoryview) -> int:
+        return os.write(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+
+OS_DISK: Final[Disk] = _OsDisk()
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
@@ -135,6 +155,18 @@ def _say_if_anything_else_is_there(path: Path) -> None:
         )
 
 
+def record_offset(path: Path, index: int) -> int:
+    """Where record number ``index`` (from 0) of the log at ``path`` starts, in bytes.
+    For error messages only: it reads the file again rather than cost replay a counter."""
+    offset = 0
+    with path.open("rb") as file:
+        for number, line in enumerate(file):
+            if number == index:
+                break
+            offset += len(line)
+    return offset
+
+
 def fsync_directory(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -159,9 +191,14 @@ class EventLog:
     """
 
     def __init__(
-        self, path: Path, fsync: FsyncPolicy = FsyncPolicy.ALWAYS, batch_interval: float = 1.0
+        self,
+        path: Path,
+        fsync: FsyncPolicy = FsyncPolicy.ALWAYS,
+        batch_interval: float = 1.0,
+        disk: Disk = OS_DISK,
     ) -> None:
         self.path = path
+        self.disk = disk
         self.fsync = fsync
         self.batch_interval = batch_interval
         self._fd = -1
@@ -264,7 +301,9 @@ class EventLog:
             await self._writer
         if self._fd >= 0:
             if self.failure is None:
-                await asyncio.get_running_loop().run_in_executor(self._io, os.fsync, self._fd)
+                await asyncio.get_running_loop().run_in_executor(
+                    self._io, self.disk.fsync, self._fd
+                )
             os.close(self._fd)
             self._fd = -1
         self._io.shutdown(wait=True)
@@ -327,12 +366,12 @@ class EventLog:
     def _write(self, data: bytes, sync: bool) -> None:
         view = memoryview(data)
         while view:
-            written = os.write(self._fd, view)
+            written = self.disk.write(self._fd, view)
             view = view[written:]
         self.size += len(data)
         if sync:
             started = time.perf_counter()
-            os.fsync(self._fd)
+            self.disk.fsync(self._fd)
             if self.fsync_observer is not None:
                 self.fsync_observer(time.perf_counter() - started)
 
@@ -344,7 +383,7 @@ class EventLog:
             for start in range(0, len(head), 4096):
                 file.write(b"".join(encode_record(r) for r in head[start : start + 4096]))
             file.flush()
-            os.fsync(file.fileno())
+            self.disk.fsync(file.fileno())
             size = file.tell()
         os.replace(aside, self.path)
         fsync_directory(self.path.parent)
@@ -360,7 +399,7 @@ class EventLog:
             if self._unsynced and self.failure is None:
                 self._unsynced = False
                 try:
-                    await loop.run_in_executor(self._io, os.fsync, self._fd)
+                    await loop.run_in_executor(self._io, self.disk.fsync, self._fd)
                 except OSError as exc:
                     logger.critical(
                         "%s: fsync failed at byte offset %d: %s; no more records accepted",

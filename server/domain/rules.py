@@ -229,6 +229,7 @@ def find_message(state: State, user: User, message_id: str, now: int) -> Message
 def add_comment(
     state: State, author: User, message_id: str, *, text: str, now: int, comment_id: CommentId
 ) -> CommentAdded:
+    state.expire(now)  # a comment of an expired message is gone: "not found", not "a comment"
     comment = state.comments.get(CommentId(message_id))
     if comment is not None and user_key(author.name) in state.chats[comment.chat].read_markers:
         raise InvalidParams("Expected a message, but got a comment: no comments on comments")
