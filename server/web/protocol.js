@@ -46,7 +46,12 @@ export function serverUrl(location) {
 
 export const BACKOFF_MS = Object.freeze([250, 500, 1000, 2000, 4000, 8000]);
 
-function randomId() {
+/** Events that are not in the server's log: their `cursor` is the last one already
+ * told, not their own, so they are never repeats (`wire.UNLOGGED_EVENTS`). */
+export const UNLOGGED_EVENTS = new Set(["presence"]);
+
+/** A random id for a call that must run once (`client_id`). */
+export function randomId() {
   const bytes = new Uint8Array(12);
   crypto.getRandomValues(bytes);
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -177,7 +182,7 @@ export class Connection {
   notified(method, params) {
     // Resume pushes what came after `since`; anything at or below the cursor
     // already seen is a repeat (a resume racing a live push): drop it.
-    if (typeof params.cursor === "number") {
+    if (typeof params.cursor === "number" && !UNLOGGED_EVENTS.has(method)) {
       if (params.cursor <= this.cursor) return;
       this.cursor = params.cursor;
       this.seenOnSocket = params.cursor;

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -35,6 +36,7 @@ SERVER_SETTINGS = {
     "login_attempts": 2,
     "max_file_size": 200_000,
     "upload_chunk_size": 16_384,
+    "presence_grace": 0.1,  # a closed page goes offline at once
 }
 
 
@@ -395,6 +397,157 @@ async def sign_in_fails(page: Page, user: str, password: str, error: str) -> Non
     await page.fill("#signin-password", password)
     await page.click("button:has-text('Sign in')")
     await expect(page.locator("#signin-error")).to_have_text(error)
+
+
+async def new_group(owner: Page, title: str, *members: str) -> None:
+    await owner.click("text=New group")
+    await owner.fill("#f-title", title)
+    await owner.press("#f-title", "Enter")
+    for member in members:
+        await owner.fill("#f-invitee", member)
+        await owner.press("#f-invitee", "Enter")
+        await expect(owner.locator(".members li", has_text=member)).to_have_count(1)
+    await owner.keyboard.press("Escape")
+
+
+async def test_edit_and_delete_live_everywhere(people: People) -> None:
+    """An edit shows in place, marked, on the other member's page and in a second tab;
+    the group's owner deletes a member's message and it goes from every page; Edit is
+    offered on one's own messages only, Delete on one's own or any in a group one owns."""
+    pia = await people.page("pia", register=True)
+    quin = await people.page("quin", register=True)
+    tab = await pia.context.new_page()  # the same device in a second tab
+    await tab.goto("/")
+    await new_group(pia, "Edits", "quin")
+    await send(pia, "agenda at noon")
+    await open_chat(quin, "Edits")
+    await send(quin, "I will be lait")
+    await open_chat(tab, "Edits")
+    for page in (pia, quin, tab):
+        await expect(shown(page, "I will be lait")).to_have_count(1)
+    mine = quin.locator(".message", has_text="I will be lait")
+    theirs = quin.locator(".message", has_text="agenda at noon")
+    await expect(theirs.locator("button.edit, button.delete")).to_have_count(0)
+    owned = pia.locator(".message", has_text="I will be lait")
+    await expect(owned.locator("button.edit")).to_have_count(0)  # the owner may delete, not edit
+    await expect(owned.locator("button.delete")).to_have_count(1)
+
+    await mine.locator("button.edit").click()
+    await expect(quin.locator("#f-text")).to_have_value("I will be lait")
+    await quin.fill("#f-text", "I will be late")
+    await quin.press("#f-text", "Enter")
+    await expect(quin.locator(".panel")).to_be_hidden()
+    for page in (pia, quin, tab):
+        edited = page.locator(".message", has_text="I will be late")
+        await expect(edited.locator(".edited")).to_have_text("edited")
+        await expect(shown(page, "I will be lait")).to_have_count(0)
+        await expect(page.locator(".messages .message")).to_have_count(2)  # in place
+
+    await pia.locator(".message", has_text="I will be late").locator("button.delete").click()
+    await expect(pia.locator(".panel-body")).to_contain_text("cannot be undone")
+    await pia.click(".panel-body button.danger")
+    for page in (pia, quin, tab):
+        await expect(shown(page, "I will be late")).to_have_count(0)
+        await expect(shown(page, "agenda at noon")).to_have_count(1)
+    await expect(chat_item(quin, "Edits").locator(".chat-preview")).to_have_text(
+        "pia: agenda at noon"
+    )
+
+
+async def test_a_mention_badges_the_chat_until_it_is_read(
+    people: People, server: WebServer
+) -> None:
+    """A message calling me by name badges its chat live and after a sign-in (from
+    `status`); reading the chat on one device clears the badge on the other too."""
+    rex = await people.page("rex", register=True)
+    async with user_device(server.url, "sue") as sue:
+        await sue.call("send", user="rex", text="first, no mention")
+        await expect(chat_item(rex, "sue")).to_have_count(1)
+        await sue.call("send", user="rex", text="are you there @REX?")
+        await expect(chat_item(rex, "sue").locator(".mention-badge")).to_have_count(1)
+        await expect(chat_item(rex, "sue").locator(".badge")).to_have_text("2")
+        rex2 = await people.page("rex")  # from status, not live
+        await expect(chat_item(rex2, "sue").locator(".mention-badge")).to_have_count(1)
+        await expect(chat_item(rex, "general").locator(".mention-badge")).to_have_count(0)
+        await open_chat(rex, "sue")
+        await expect(rex.locator(".message.mentioned")).to_have_count(1)
+        for page in (rex, rex2):
+            await expect(chat_item(page, "sue").locator(".mention-badge")).to_have_count(0)
+            await expect(chat_item(page, "sue").locator(".badge")).to_have_count(0)
+        await open_chat(rex, "general")
+        sent = await sue.call("send", user="rex", text="never mind")
+        for page in (rex, rex2):
+            await expect(chat_item(page, "sue").locator(".badge")).to_have_text("1")
+        await sue.call("edit", message=sent["message"]["id"], text="never mind, @rex")
+        for page in (rex, rex2):
+            await expect(chat_item(page, "sue").locator(".mention-badge")).to_have_count(1)
+        await sue.call("delete", message=sent["message"]["id"])
+        for page in (rex, rex2):
+            await expect(chat_item(page, "sue").locator(".mention-badge")).to_have_count(0)
+            await expect(chat_item(page, "sue").locator(".badge")).to_have_count(0)
+
+
+async def test_presence_of_a_contact_goes_online_and_offline(
+    people: People, server: WebServer
+) -> None:
+    """A contact's dot is lit while any device of theirs is connected and goes out with
+    a "last seen" once the last one leaves; the open direct chat says so too."""
+    tess = await people.page("tess", register=True)
+    async with user_device(server.url, "uri") as uri:
+        await uri.call("send", user="tess", text="hi tess")
+        dot = chat_item(tess, "uri").locator(".presence")
+        await expect(dot).to_have_class("presence online")
+        await open_chat(tess, "uri")
+        await expect(tess.locator(".chat-subtitle")).to_have_text("online")
+    await expect(dot).to_have_class("presence")
+    await expect(dot).to_have_attribute("aria-label", re.compile("^last seen "))
+    await expect(tess.locator(".chat-subtitle")).to_contain_text("last seen")
+    async with user_device(server.url, "uri", register=False):
+        await expect(dot).to_have_class("presence online")
+        await tess.reload()  # a new login asks again: presence is not resumed
+        await expect(chat_item(tess, "uri").locator(".presence")).to_have_class("presence online")
+
+
+async def test_search_pages_opens_the_chat_and_keeps_private_chats_private(
+    people: People, server: WebServer
+) -> None:
+    """Search (opened with "/") finds messages of one's chats, newest first, 20 at a
+    time with "More results"; a result opens its chat at the message; a stranger's
+    search of the same words finds nothing of that chat."""
+    walt = await people.page("walt", register=True)
+    async with user_device(server.url, "vera") as vera:
+        for number in range(1, 26):
+            await vera.call("send", user="walt", text=f"haystack needle {number}")
+        await walt.keyboard.press("/")
+        await expect(walt.locator("#f-query")).to_be_focused()
+        await walt.keyboard.type("NEEDLE haystack")
+        await walt.keyboard.press("Enter")
+        results = walt.locator(".search-results .result")
+        await expect(results).to_have_count(20)
+        await expect(results.first).to_contain_text("haystack needle 25")
+        await expect(walt.locator(".panel .form-outcome[role=status]")).to_have_text(
+            "20+ messages found."
+        )
+        await walt.locator("button.more").focus()
+        await walt.keyboard.press("Enter")
+        await expect(results).to_have_count(25)
+        await expect(results.nth(20)).to_be_focused()
+        await expect(walt.locator("button.more")).to_be_hidden()
+        await results.filter(has_text=re.compile(r"needle 2$")).click()
+        await expect(walt.locator("#chat-title")).to_have_text("@vera")
+        found = walt.locator(".message.found")
+        await expect(found.locator(".text")).to_have_text("haystack needle 2")
+        await expect(found).to_be_focused()
+        await expect(found).to_be_in_viewport()
+
+        stranger = await people.page("xena", register=True)
+        await stranger.click("text=Search")
+        await stranger.fill("#f-query", "needle")
+        await stranger.press("#f-query", "Enter")
+        await expect(stranger.locator(".panel .form-outcome[role=status]")).to_have_text(
+            "No messages found."
+        )
+        await expect(stranger.locator(".search-results li")).to_have_count(0)
 
 
 # Where test_screens saves its pictures: docs/screenshots when asked
