@@ -302,7 +302,7 @@ function showMain(user) {
       h(
         "div",
         { class: "sidebar-actions" },
-        h("button", { onclick: () => openPanel("search"), title: "Search (/)", "aria-keyshortcuts": "/" }, "Search"),
+        h("button", { class: "search", onclick: () => openPanel("search"), title: "Search (Ctrl+K or /)", "aria-keyshortcuts": "Control+K Meta+K /" }, "Search messages", h("kbd", {}, "Ctrl+K")),
         h("button", { onclick: () => openPanel("direct") }, "New direct chat"),
         h("button", { onclick: () => openPanel("group") }, "New group"),
         h("button", { onclick: () => openPanel("join") }, "Join by link"),
@@ -763,10 +763,16 @@ function onGlobalKey(event) {
   if (event.key === "Escape" && view.panel) {
     event.preventDefault();
     closePanel();
-  } else if (event.key === "/" && ui && !event.target.closest?.("input, textarea, select") && !event.ctrlKey && !event.metaKey && !event.altKey) {
-    event.preventDefault(); // "/" types nothing here: it opens the search
+  } else if (ui && isSearchKey(event)) {
+    event.preventDefault();
     openPanel("search");
   }
+}
+
+/** Ctrl+K (⌘K) anywhere, or "/" where it would type nothing. */
+function isSearchKey(event) {
+  if ((event.ctrlKey || event.metaKey) && !event.altKey && event.key.toLowerCase() === "k") return true;
+  return event.key === "/" && !event.ctrlKey && !event.metaKey && !event.altKey && !event.target.closest?.("input, textarea, select");
 }
 
 function closePanel() {

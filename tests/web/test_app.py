@@ -541,7 +541,7 @@ async def test_search_pages_opens_the_chat_and_keeps_private_chats_private(
         await expect(found).to_be_in_viewport()
 
         stranger = await people.page("xena", register=True)
-        await stranger.click("text=Search")
+        await stranger.click(".sidebar-actions button.search")
         await stranger.fill("#f-query", "needle")
         await stranger.press("#f-query", "Enter")
         await expect(stranger.locator(".panel .form-outcome[role=status]")).to_have_text(
@@ -570,13 +570,14 @@ async def test_screens_by_keyboard_on_a_phone_and_a_desktop(
     await shoot(sam, folder / "signin-phone-light.png")
     await sign_in(sam, "sam", register=True)
     await send(rosa, "Morning all! The build is green again.")
-    await rosa.click("text=New group")
-    await rosa.fill("#f-title", "Weekend trip")
-    await rosa.press("#f-title", "Enter")
-    await rosa.fill("#f-invitee", "sam")
-    await rosa.press("#f-invitee", "Enter")
-    await expect(rosa.locator(".members li", has_text="sam")).to_have_count(1)
-    await rosa.keyboard.press("Escape")
+    await rosa.click("text=New direct chat")
+    await rosa.fill("#f-user", "sam")
+    await rosa.press("#f-user", "Enter")
+    await send(rosa, "Hi Sam!")  # the first message of a direct chat mentions nobody
+    await expect(shown(rosa, "Hi Sam!")).to_have_count(1)
+    await send(rosa, "@sam did you get the tickets?")
+    await expect(shown(rosa, "did you get the tickets?")).to_have_count(1)
+    await new_group(rosa, "Weekend trip", "sam")
     await send(rosa, "Train at 9:40 on Saturday, platform 4.")
     await rosa.set_input_files(
         "input[type=file]",
@@ -589,6 +590,8 @@ async def test_screens_by_keyboard_on_a_phone_and_a_desktop(
     # Sam, on a phone, by keyboard: the list first, then the group, then a thread.
     await expect(sam.locator(".chat")).to_be_hidden()
     await expect(chat_item(sam, "Weekend trip").locator(".badge")).to_have_text("2")
+    await expect(chat_item(sam, "rosa").locator(".mention-badge")).to_have_count(1)
+    await expect(chat_item(sam, "rosa").locator(".presence.online")).to_have_count(1)
     await shoot(sam, folder / "chats-phone-light.png")
     await chat_item(sam, "Weekend trip").focus()
     await send(rosa, "Anyone up for a walk?")  # the list is redrawn: the focus stays
@@ -597,12 +600,17 @@ async def test_screens_by_keyboard_on_a_phone_and_a_desktop(
     await sam.keyboard.press("Enter")
     await expect(sam.locator(".sidebar")).to_be_hidden()
     await expect(sam.locator("#composer")).to_be_focused()
-    await sam.keyboard.type("Count me in!")
+    await sam.keyboard.type("Count me in, @rosa!")
     await sam.keyboard.press("Shift+Enter")
     await sam.keyboard.type("I'll bring snacks.")
     await sam.keyboard.press("Enter")
     await expect(shown(sam, "I'll bring snacks.")).to_have_count(1)
-    await expect(shown(rosa, "Count me in!\nI'll bring snacks.")).to_have_count(1)
+    await expect(shown(rosa, "Count me in, @rosa!\nI'll bring snacks.")).to_have_count(1)
+    train = rosa.locator(".message", has_text="Train at 9:40")
+    await train.locator("button.edit").click()
+    await rosa.fill("#f-text", "Train at 9:40 on Saturday, platform 5 (not 4).")
+    await rosa.press("#f-text", "Enter")
+    await expect(sam.locator(".message .edited")).to_have_count(1)
     await sam.emulate_media(color_scheme="dark")
     await shoot(sam, folder / "chat-phone-dark.png")
     thread = sam.locator(".message", has_text="Train at 9:40").locator("button.comments")
@@ -616,6 +624,18 @@ async def test_screens_by_keyboard_on_a_phone_and_a_desktop(
     await sam.keyboard.press("Escape")
     await expect(sam.locator(".panel")).to_be_hidden()
     await expect(sam.locator("#composer")).to_be_focused()
+    await sam.keyboard.press("Control+K")
+    await sam.keyboard.type("train")
+    await sam.keyboard.press("Enter")
+    await expect(sam.locator(".search-results .result")).to_have_count(1)
+    await shoot(sam, folder / "search-phone-dark.png")
+    await sam.keyboard.press("Tab")  # from the field, past "Where" and "Search", to the result
+    await sam.keyboard.press("Tab")
+    await sam.keyboard.press("Tab")
+    await expect(sam.locator(".search-results .result")).to_be_focused()
+    await sam.keyboard.press("Enter")
+    await expect(sam.locator(".panel")).to_be_hidden()  # on a phone the chat takes the screen
+    await expect(sam.locator(".message.found")).to_be_focused()
 
     await open_chat(rosa, "Weekend trip")
     await rosa.locator(".message", has_text="Train at 9:40").locator("button.comments").click()
@@ -623,6 +643,14 @@ async def test_screens_by_keyboard_on_a_phone_and_a_desktop(
     await shoot(rosa, folder / "chat-desktop-light.png")
     await rosa.emulate_media(color_scheme="dark")
     await shoot(rosa, folder / "chat-desktop-dark.png")
+    await rosa.emulate_media(color_scheme="light")
+    await rosa.keyboard.press("Escape")
+    await expect(rosa.locator("#composer")).to_be_focused()
+    await rosa.keyboard.press("Control+K")  # from the composer, where "/" is typed
+    await rosa.keyboard.type("platform")
+    await rosa.keyboard.press("Enter")
+    await expect(rosa.locator(".search-results .result")).to_have_count(1)
+    await shoot(rosa, folder / "search-desktop-light.png")
 
 
 async def shoot(page: Page, path: Path) -> None:
