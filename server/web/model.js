@@ -180,7 +180,7 @@ export class Model {
     const chat = this.chats.get(chatId);
     if (chat && message.seq > chat.read_seq) {
       chat.unread = Math.max(0, chat.unread - 1);
-      if (this.mentionsMe(message)) chat.mentions = Math.max(0, chat.mentions - 1);
+      if (this.mentionsMe(message)) chat.mentions = Math.max(0, (chat.mentions ?? 0) - 1);
     }
   }
 

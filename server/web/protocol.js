@@ -3,7 +3,8 @@
 // with `login {since}`, events deduplicated by cursor, and an outbox of sends that
 // survives lost connections and reloads and posts each message once (`client_id`).
 // protocol.md documents the methods and events; this module names none of them but
-// `register`, `login`, `logout`, `send` and the upload calls.
+// `register`, `login`, `logout`, `send`, the upload calls and `presence` (the one
+// event with no cursor of its own).
 
 export const ErrorCode = Object.freeze({
   PARSE_ERROR: -32700,
