@@ -513,7 +513,8 @@ async function showMessage(chatId, messageId, seq) {
   if (view.chat !== chatId) return;
   if (!model.messages.get(chatId)?.has(seq)) {
     const first = model.messagesOf(chatId)[0];
-    let after = Math.max(0, seq - 6);
+    const from = Math.max(0, seq - 6); // a few before it, for context
+    let after = from;
     for (let pages = 0; pages < UNREAD_PAGES; pages += 1) {
       const page = await connection.call("history", { chat: chatId, after, limit: 100 });
       model.addMessages(chatId, page.messages);
@@ -521,7 +522,7 @@ async function showMessage(chatId, messageId, seq) {
       if (!page.has_more || !last || (first && last.seq >= first.seq)) break;
       after = last.seq;
     }
-    view.olderMore = true;
+    view.olderMore = from > 0;
   }
   view.found = messageId;
   if (PHONE.matches) closePanel(); // the panel covers the chat there

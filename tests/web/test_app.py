@@ -512,12 +512,15 @@ async def test_search_pages_opens_the_chat_and_keeps_private_chats_private(
     people: People, server: WebServer
 ) -> None:
     """Search (opened with "/") finds messages of one's chats, newest first, 20 at a
-    time with "More results"; a result opens its chat at the message; a stranger's
-    search of the same words finds nothing of that chat."""
-    walt = await people.page("walt", register=True)
-    async with user_device(server.url, "vera") as vera:
+    time with "More results"; a result older than what the chat loads opens its chat
+    at the message, with no gap to the newest; a stranger's search of the same words
+    finds nothing of that chat."""
+    async with user_device(server.url, "walt") as twin, user_device(server.url, "vera") as vera:
         for number in range(1, 26):
             await vera.call("send", user="walt", text=f"haystack needle {number}")
+        (chat,) = [c for c in (await twin.call("status"))["chats"] if c["kind"] == "direct"]
+        await twin.call("read", chat=chat["id"], seq=25)  # read: opening loads the last 20
+        walt = await people.page("walt")
         await walt.keyboard.press("/")
         await expect(walt.locator("#f-query")).to_be_focused()
         await walt.keyboard.type("NEEDLE haystack")
@@ -539,6 +542,7 @@ async def test_search_pages_opens_the_chat_and_keeps_private_chats_private(
         await expect(found.locator(".text")).to_have_text("haystack needle 2")
         await expect(found).to_be_focused()
         await expect(found).to_be_in_viewport()
+        await expect(walt.locator(".messages .message")).to_have_count(25)
 
         stranger = await people.page("xena", register=True)
         await stranger.click(".sidebar-actions button.search")
