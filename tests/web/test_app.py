@@ -305,8 +305,9 @@ PAYLOAD = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 
 
 async def test_markup_from_people_renders_as_text(people: People) -> None:
-    """HTML and script in a message and in a group title show as the characters typed
-    and never run. (User names cannot hold markup: the server allows A-Z a-z 0-9 _ . -)"""
+    """HTML and script in a message (in the chat and in search results) and in a group
+    title show as the characters typed and never run. (User names cannot hold markup:
+    the server allows A-Z a-z 0-9 _ . -)"""
     lena = await people.page("lena", register=True)
     mike = await people.page("mike", register=True)
     await lena.click("text=New group")
@@ -318,6 +319,12 @@ async def test_markup_from_people_renders_as_text(people: People) -> None:
     await expect(chat_item(mike, "<img src=x")).to_have_count(1)
     await open_chat(mike, "<img src=x")
     await expect(shown(mike, "<b>bold?</b>")).to_have_count(1)
+    await mike.keyboard.press("Control+K")
+    await mike.keyboard.type("bold")
+    await mike.keyboard.press("Enter")
+    await expect(mike.locator(".search-results .result")).to_contain_text(["<b>bold?</b>"])
+    assert await mike.locator(".search-results img, .search-results b").count() == 0
+    await mike.keyboard.press("Escape")
     for page in (lena, mike):
         await expect(page.locator("#chat-title")).to_have_text(PAYLOAD)
         assert await page.locator(".messages img, .chat-list img, #chat-title img").count() == 0
