@@ -101,6 +101,15 @@ async def send(page: Page, text: str) -> None:
     await page.press("#composer", "Enter")
 
 
+async def start_direct(page: Page, user: str) -> None:
+    """Open a direct chat with ``user``: sent to once its title shows (before, the
+    composer still writes to the chat open until then)."""
+    await page.click("text=New direct chat")
+    await page.fill("#f-user", user)
+    await page.press("#f-user", "Enter")
+    await expect(page.locator("#chat-title")).to_have_text(f"@{user}")
+
+
 def shown(page: Page, text: str):  # type: ignore[no-untyped-def]
     """The posted (not pending) messages of the open chat with exactly this text."""
     return page.locator(".messages .message:not(.pending) .text", has_text=text)
@@ -122,10 +131,7 @@ async def test_general_direct_chat_and_a_second_device(people: People, server: W
     await tab.goto("/")
     await expect(shown(tab, "hello everyone")).to_have_count(1)
 
-    await bob.click("text=New direct chat")
-    await bob.fill("#f-user", "alice")
-    await bob.press("#f-user", "Enter")
-    await expect(bob.locator("#chat-title")).to_have_text("@alice")
+    await start_direct(bob, "alice")
     await send(bob, "psst, alice")
     await expect(shown(bob, "psst, alice")).to_have_count(1)
     for page in (alice, alice2):
@@ -274,9 +280,7 @@ async def test_server_restart_loses_and_doubles_nothing(people: People, server: 
     and new messages arrive live."""
     jack = await people.page("jack", register=True)
     kate = await people.page("kate", register=True)
-    await jack.click("text=New direct chat")
-    await jack.fill("#f-user", "kate")
-    await jack.press("#f-user", "Enter")
+    await start_direct(jack, "kate")
     await send(jack, "before the restart")
     await open_chat(kate, "jack")
     await expect(shown(kate, "before the restart")).to_have_count(1)
@@ -581,9 +585,7 @@ async def test_screens_by_keyboard_on_a_phone_and_a_desktop(
     await shoot(sam, folder / "signin-phone-light.png")
     await sign_in(sam, "sam", register=True)
     await send(rosa, "Morning all! The build is green again.")
-    await rosa.click("text=New direct chat")
-    await rosa.fill("#f-user", "sam")
-    await rosa.press("#f-user", "Enter")
+    await start_direct(rosa, "sam")
     await send(rosa, "Hi Sam!")  # the first message of a direct chat mentions nobody
     await expect(shown(rosa, "Hi Sam!")).to_have_count(1)
     await send(rosa, "@sam did you get the tickets?")
