@@ -93,15 +93,19 @@ async function onLogin(result) {
   await refreshPresence(); // presence is not resumed: asked again after every login
 }
 
-/** Who of the people I share a direct chat or group with is online. */
-async function refreshPresence() {
+/** The people I share these chats with (all of mine by default). */
+async function contactsIn(chats = [...model.chats.values()]) {
   const names = new Map();
-  const chats = [...model.chats.values()];
   for (const chat of chats) if (chat.kind === "direct") names.set(chat.title.toLowerCase(), chat.title);
   const groups = chats.filter((chat) => chat.kind === "group");
   const members = await Promise.all(groups.map((chat) => connection.call("chat.members", { chat: chat.id }).then((r) => r.members, () => [])));
   for (const name of members.flat()) if (!sameUser(name, model.me)) names.set(name.toLowerCase(), name);
-  const users = [...names.values()];
+  return [...names.values()];
+}
+
+/** Who of `users` (by default everyone I share a direct chat or group with) is online. */
+async function refreshPresence(users = null) {
+  users ??= await contactsIn();
   for (let start = 0; start < users.length; start += PRESENCE_BATCH) {
     try {
       model.setPresence((await connection.call("presence", { users: users.slice(start, start + PRESENCE_BATCH) })).users);
@@ -147,7 +151,7 @@ function onEvent(method, params) {
   const change = model.apply(method, params);
   if (change.unknownChat) refreshChats().catch(reportError);
   if (change.recount) refreshCounts().catch(reportError);
-  if (method === "chat.joined") refreshPresence().catch(reportError);
+  if (method === "chat.joined") contactsIn([params.chat]).then(refreshPresence).catch(reportError);
   if (change.presence) renderHeader();
   if (method === "chat.left" && view.chat === params.chat) openChat("general");
   if (method === "chat.joined" && view.draftUser && params.chat.kind === "direct") view.draftUser = null;
@@ -180,7 +184,8 @@ async function refreshChats() {
     }
   }
   renderAll();
-  await refreshPresence(); // a new chat may bring a new contact
+  const strangers = [...model.chats.values()].filter((chat) => chat.kind === "direct" && !model.presenceOf(chat.title));
+  if (strangers.length) await refreshPresence(await contactsIn(strangers)); // new contacts
 }
 
 // -- sign-in screen ---------------------------------------------------------------------
