@@ -4,9 +4,9 @@
 
 import { h, fill, reconcile } from "./dom.js";
 import { Model, sameUser } from "./model.js";
-import { PANELS, USER_NAME } from "./panels.js";
+import { PANELS, USER_NAME, presenceDot } from "./panels.js";
 import { Connection, ConnectionLost, ErrorCode, RpcError, serverUrl, upload } from "./protocol.js";
-import { chatLabel, describeError, formatDuration, formatSize, formatTime } from "./text.js";
+import { chatLabel, describeError, formatDuration, formatSize, formatTime, presenceText } from "./text.js";
 
 const SESSION_KEY = "messenger.session";
 const SOON_MS = 10 * 60 * 1000; // a message this close to expiry shows its time left
@@ -399,16 +399,6 @@ function renderChats() {
   if (focused) ui.chats.querySelector(`[data-chat="${CSS.escape(focused)}"]`)?.focus();
   const unread = model.totalUnread();
   document.title = unread ? `(${unread}) messenger` : "messenger";
-}
-
-function presenceDot(presence) {
-  const said = presenceText(presence);
-  return h("span", { class: presence.online ? "presence online" : "presence", title: said, role: "img", "aria-label": said });
-}
-
-function presenceText(presence) {
-  if (presence.online) return "online";
-  return presence.last_seen ? `last seen ${formatTime(presence.last_seen)}` : "offline";
 }
 
 function renderHeader() {

@@ -7,10 +7,16 @@
 import { h, fill } from "./dom.js";
 import { sameUser } from "./model.js";
 import { ErrorCode, RpcError, randomId } from "./protocol.js";
-import { chatLabel, describeError, formatTime } from "./text.js";
+import { chatLabel, describeError, formatTime, presenceText } from "./text.js";
 
 export const USER_NAME = /^[A-Za-z0-9_.-]{1,32}$/;
 const SEARCH_PAGE = 20;
+
+/** A dot, lit while `presence` says online, that says so to a screen reader. */
+export function presenceDot(presence) {
+  const said = presenceText(presence);
+  return h("span", { class: presence.online ? "presence online" : "presence", title: said, role: "img", "aria-label": said });
+}
 
 /** A message as a panel quotes it: author, time, text (or its file's name). */
 function quoted(message, extra = null) {
@@ -205,6 +211,12 @@ export const PANELS = {
       const result = await app.connection.call("chat.members", { chat: chatId });
       names = result;
       drawNames();
+      // Someone who joined since this page asked (the owner is not told of each join).
+      const unknown = result.members.filter((name) => !sameUser(name, app.model.me) && !app.model.presenceOf(name)).slice(0, 100);
+      if (unknown.length) {
+        app.model.setPresence((await app.connection.call("presence", { users: unknown })).users);
+        drawNames();
+      }
     };
     let names = null;
     const drawNames = () => {
@@ -213,8 +225,7 @@ export const PANELS = {
         members,
         names.members.map((name) => {
           const presence = app.model.presenceOf(name);
-          const said = presence?.online ? "online" : "offline";
-          return h("li", {}, presence ? h("span", { class: presence.online ? "presence online" : "presence", role: "img", title: said, "aria-label": said }) : null, name, sameUser(name, names.owner) ? h("span", { class: "tag" }, "owner") : null);
+          return h("li", {}, presence ? presenceDot(presence) : null, name, sameUser(name, names.owner) ? h("span", { class: "tag" }, "owner") : null);
         }),
       );
     };

@@ -185,6 +185,9 @@ async def test_group_by_link_with_approval_and_a_thread(people: People) -> None:
     request = owner.locator(".requests-list li", has_text="hank")
     await request.locator("text=Approve").click()
     await expect(owner.locator(".members li", has_text="hank")).to_have_count(1)
+    await expect(
+        owner.locator(".members li", has_text="hank").locator(".presence")
+    ).to_have_attribute("aria-label", "online")
     await expect(chat_item(joiner, "Book club")).to_have_count(1)
     stranger = await people.page("ian", register=True)
     await stranger.goto(link)
