@@ -4,14 +4,16 @@
 
 import { h, fill, reconcile } from "./dom.js";
 import { Model, sameUser } from "./model.js";
-import { PANELS, USER_NAME } from "./panels.js";
+import { PANELS, USER_NAME, presenceDot } from "./panels.js";
 import { Connection, ConnectionLost, ErrorCode, RpcError, serverUrl, upload } from "./protocol.js";
-import { chatLabel, describeError, formatDuration, formatSize, formatTime } from "./text.js";
+import { chatLabel, describeError, formatDuration, formatSize, formatTime, presenceText } from "./text.js";
 
 const SESSION_KEY = "messenger.session";
 const SOON_MS = 10 * 60 * 1000; // a message this close to expiry shows its time left
 const LOW_ALLOWANCE = 5; // general-chat sends left at which the count is shown
 const UNREAD_PAGES = 10; // pages of 100 unread messages loaded when a chat is opened
+const PRESENCE_BATCH = 100; // names per `presence` call (protocol.md 14.4)
+const PHONE = window.matchMedia("(max-width: 720px)");
 
 const root = document.getElementById("app");
 const connection = new Connection(serverUrl(location), { storage: localStorage });
@@ -24,6 +26,7 @@ const view = {
   newFrom: null, // seq where the "new messages" line goes in the open chat
   olderMore: false, // whether older messages can be loaded
   panel: null, // {kind, arg, refresh}
+  found: null, // the id of the message a search result opened, highlighted
   everOnline: false, // whether this page has been connected (a banner only after that)
 };
 
@@ -85,11 +88,41 @@ function onState(state) {
 async function onLogin(result) {
   saveSession(connection.session);
   if (!ui || !sameUser(ui.user, result.user)) showMain(result.user);
-  if (result.resumed === true) {
-    markOpenChatRead(); // what was pushed while signing in, and is shown
-    return;
+  if (result.resumed === true) markOpenChatRead(); // what was pushed while signing in, and is shown
+  else await refetch();
+  await refreshPresence(); // presence is not resumed: asked again after every login
+}
+
+/** The people I share these chats with (all of mine by default). */
+async function contactsIn(chats = [...model.chats.values()]) {
+  const names = new Map();
+  for (const chat of chats) if (chat.kind === "direct") names.set(chat.title.toLowerCase(), chat.title);
+  const groups = chats.filter((chat) => chat.kind === "group");
+  const members = await Promise.all(groups.map((chat) => connection.call("chat.members", { chat: chat.id }).then((r) => r.members, () => [])));
+  for (const name of members.flat()) if (!sameUser(name, model.me)) names.set(name.toLowerCase(), name);
+  return [...names.values()];
+}
+
+/** Who of `users` (by default everyone I share a direct chat or group with) is online. */
+async function refreshPresence(users = null) {
+  users ??= await contactsIn();
+  for (let start = 0; start < users.length; start += PRESENCE_BATCH) {
+    try {
+      model.setPresence((await connection.call("presence", { users: users.slice(start, start + PRESENCE_BATCH) })).users);
+    } catch (error) {
+      console.warn("presence", error); // a chat left meanwhile (-32002): the next login asks again
+    }
   }
-  await refetch();
+  if (!ui) return;
+  renderChats();
+  renderHeader();
+  view.panel?.refresh?.({ presence: true });
+}
+
+/** Unread and mention counts from the server, when only it can tell. */
+async function refreshCounts() {
+  model.setChats((await connection.call("status")).chats);
+  renderChats();
 }
 
 /** Everything shown, from the server: after a login that did not resume. */
@@ -117,6 +150,9 @@ function onEvent(method, params) {
   if (!ui) return;
   const change = model.apply(method, params);
   if (change.unknownChat) refreshChats().catch(reportError);
+  if (change.recount) refreshCounts().catch(reportError);
+  if (method === "chat.joined") contactsIn([params.chat]).then(refreshPresence).catch(reportError);
+  if (change.presence) renderHeader();
   if (method === "chat.left" && view.chat === params.chat) openChat("general");
   if (method === "chat.joined" && view.draftUser && params.chat.kind === "direct") view.draftUser = null;
   if (change.notice === "banned") {
@@ -148,6 +184,8 @@ async function refreshChats() {
     }
   }
   renderAll();
+  const strangers = [...model.chats.values()].filter((chat) => chat.kind === "direct" && !model.presenceOf(chat.title));
+  if (strangers.length) await refreshPresence(await contactsIn(strangers)); // new contacts
 }
 
 // -- sign-in screen ---------------------------------------------------------------------
@@ -269,6 +307,7 @@ function showMain(user) {
       h(
         "div",
         { class: "sidebar-actions" },
+        h("button", { class: "search", onclick: () => openPanel("search"), title: "Search (Ctrl+K or /)", "aria-keyshortcuts": "Control+K Meta+K /" }, "Search messages", h("kbd", {}, "Ctrl+K")),
         h("button", { onclick: () => openPanel("direct") }, "New direct chat"),
         h("button", { onclick: () => openPanel("group") }, "New group"),
         h("button", { onclick: () => openPanel("join") }, "Join by link"),
@@ -323,6 +362,7 @@ function renderChats() {
   const items = model.sortedChats().map((chat) => {
     const requests = model.requests.get(chat.id)?.size ?? 0;
     const last = model.lastMessage(chat.id);
+    const presence = chat.kind === "direct" ? model.presenceOf(chat.title) : null;
     return h(
       "li",
       {},
@@ -335,6 +375,7 @@ function renderChats() {
           onclick: () => openChat(chat.id),
         },
         h("span", { class: "chat-kind", "aria-hidden": "true" }, chat.kind === "general" ? "#" : chat.kind === "direct" ? "@" : "+"),
+        presence ? presenceDot(presence) : null,
         h(
           "span",
           { class: "chat-summary" },
@@ -346,6 +387,7 @@ function renderChats() {
           { class: "chat-side" },
           last ? h("time", { class: "chat-time" }, formatTime(last.ts)) : null,
           requests ? h("span", { class: "requests", title: "Join requests" }, `${requests} ask`) : null,
+          chat.mentions ? h("span", { class: "mention-badge", title: "You are mentioned", "aria-label": `${chat.mentions} mentioning you` }, "@") : null,
           chat.unread ? h("span", { class: "badge", "aria-label": `${chat.unread} unread` }, String(chat.unread)) : null,
         ),
       ),
@@ -360,6 +402,7 @@ function renderChats() {
 }
 
 function renderHeader() {
+  if (!ui) return;
   const chat = model.chats.get(view.chat);
   if (view.draftUser) {
     fill(ui.title, `@${view.draftUser}`);
@@ -368,7 +411,9 @@ function renderHeader() {
     return;
   }
   fill(ui.title, chat ? chatLabel(chat) : "");
-  const subtitle = !chat ? "" : chat.kind === "general" ? "Everyone" : chat.kind === "direct" ? "Direct chat" : `Group of ${chat.owner}`;
+  const presence = chat?.kind === "direct" ? model.presenceOf(chat.title) : null;
+  const direct = presence ? [presenceDot(presence), ` ${presenceText(presence)}`] : "Direct chat";
+  const subtitle = !chat ? "" : chat.kind === "general" ? "Everyone" : chat.kind === "direct" ? direct : `Group of ${chat.owner}`;
   fill(ui.subtitle, subtitle);
   const actions = [];
   if (chat?.kind === "group") actions.push(h("button", { onclick: () => openPanel("members", chat.id) }, sameUser(chat.owner, model.me) ? "Manage group" : "Members"));
@@ -390,6 +435,7 @@ function showList() {
 async function openChat(chatId) {
   const chat = model.chats.get(chatId);
   if (!chat) return;
+  if (view.chat !== chatId) view.found = null;
   view.chat = chatId;
   view.draftUser = null;
   view.newFrom = chat.unread > 0 ? chat.read_seq + 1 : null;
@@ -455,6 +501,33 @@ async function loadOlder() {
   renderMessages();
 }
 
+/** Open a chat at one of its messages (a search result), loading the messages
+ * from it to the ones already shown so there is no gap between them. */
+async function showMessage(chatId, messageId, seq) {
+  await openChat(chatId);
+  if (view.chat !== chatId) return;
+  if (!model.messages.get(chatId)?.has(seq)) {
+    const first = model.messagesOf(chatId)[0];
+    const from = Math.max(0, seq - 6); // a few before it, for context
+    let after = from;
+    for (let pages = 0; pages < UNREAD_PAGES; pages += 1) {
+      const page = await connection.call("history", { chat: chatId, after, limit: 100 });
+      model.addMessages(chatId, page.messages);
+      const last = page.messages.at(-1);
+      if (!page.has_more || !last || (first && last.seq >= first.seq)) break;
+      after = last.seq;
+    }
+    view.olderMore = from > 0;
+  }
+  view.found = messageId;
+  if (PHONE.matches) closePanel(); // the panel covers the chat there
+  renderMessages();
+  const element = ui.messages.querySelector(`[data-id="${CSS.escape(messageId)}"]`);
+  if (!element) return toast("That message is no longer there.");
+  element.scrollIntoView({ block: "center" });
+  element.focus();
+}
+
 function markOpenChatRead() {
   const chat = model.chats.get(view.chat);
   if (!chat || document.visibilityState !== "visible" || connection.state !== "online") return;
@@ -500,18 +573,23 @@ function renderMessages(scrollToEnd = false) {
 
 function messageElement(message, now) {
   const soon = message.expires_at !== null && message.expires_at - now < SOON_MS;
-  const key = `${message.id}/${message.comments}/${soon ? Math.ceil((message.expires_at - now) / 60000) : ""}`;
+  const found = view.found === message.id;
+  const key = `${message.id}/${message.comments}/${soon ? Math.ceil((message.expires_at - now) / 60000) : ""}/${message.edited_at}/${found}`;
   const cached = ui.elements.get(message.id);
   if (cached?.key === key) return cached.element;
   const mine = sameUser(message.author, model.me);
+  const chat = model.chats.get(message.chat);
+  const deletable = mine || (chat?.kind === "group" && sameUser(chat.owner, model.me));
+  const classes = ["message", mine ? "mine" : "", model.mentionsMe(message) ? "mentioned" : "", found ? "found" : ""];
   const element = h(
     "li",
-    { class: mine ? "message mine" : "message", dataset: { seq: message.seq, id: message.id } },
+    { class: classes.filter(Boolean).join(" "), dataset: { seq: message.seq, id: message.id }, tabindex: found ? "-1" : null },
     h(
       "div",
       { class: "meta" },
       h("span", { class: "author" }, message.author),
       h("time", { datetime: new Date(message.ts).toISOString() }, formatTime(message.ts, now)),
+      message.edited_at ? h("span", { class: "edited", title: `edited ${formatTime(message.edited_at, now)}` }, "edited") : null,
       soon ? h("span", { class: "expiry" }, `expires in ${formatDuration((message.expires_at - now) / 1000)}`) : null,
     ),
     message.text ? h("div", { class: "text" }, message.text) : null,
@@ -520,6 +598,8 @@ function messageElement(message, now) {
       "div",
       { class: "message-actions" },
       h("button", { class: "link comments", onclick: () => openPanel("thread", message.id) }, message.comments ? `${message.comments} comment${message.comments === 1 ? "" : "s"}` : "Comment"),
+      mine ? h("button", { class: "link edit", onclick: () => openPanel("edit", message.id) }, "Edit") : null,
+      deletable ? h("button", { class: "link delete", onclick: () => openPanel("delete", message.id) }, "Delete") : null,
       mine ? null : h("button", { class: "link", onclick: () => openPanel("report", message.author) }, "Report"),
     ),
   );
@@ -679,7 +759,16 @@ function onGlobalKey(event) {
   if (event.key === "Escape" && view.panel) {
     event.preventDefault();
     closePanel();
+  } else if (ui && isSearchKey(event)) {
+    event.preventDefault();
+    openPanel("search");
   }
+}
+
+/** Ctrl+K (⌘K) anywhere, or "/" where it would type nothing. */
+function isSearchKey(event) {
+  if ((event.ctrlKey || event.metaKey) && !event.altKey && event.key.toLowerCase() === "k") return true;
+  return event.key === "/" && !event.ctrlKey && !event.metaKey && !event.altKey && !event.target.closest?.("input, textarea, select");
 }
 
 function closePanel() {
@@ -711,6 +800,12 @@ const app = {
   },
   openChat,
   openDirect,
+  showMessage,
+  /** A change the page made itself (an edit's or a deletion's answer), as if pushed. */
+  applied: onEvent,
+  get openChatId() {
+    return view.chat;
+  },
   openPanel,
   closePanel,
   renderChats,

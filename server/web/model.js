@@ -1,5 +1,6 @@
 // What the client knows, with no DOM: chats, their messages and comments, read
-// markers and unread counts, scheduled messages and join requests. Server pushes go
+// markers, unread and mention counts, scheduled messages, join requests and who is
+// online. Server pushes go
 // through `apply(method, params)`, one handler per event in `HANDLERS`: a new event
 // (message.edited, presence...) is one more entry there.
 
@@ -7,7 +8,7 @@ export const sameUser = (a, b) => typeof a === "string" && typeof b === "string"
 
 /** What an update touched, for the view to redraw. */
 function changed(fields = {}) {
-  return { chats: false, chat: null, thread: null, scheduled: false, requests: null, unknownChat: null, notice: null, ...fields };
+  return { chats: false, chat: null, thread: null, scheduled: false, requests: null, unknownChat: null, notice: null, recount: null, presence: null, deleted: null, ...fields };
 }
 
 export class Model {
@@ -18,6 +19,8 @@ export class Model {
     this.comments = new Map(); // message id -> Map(comment id -> comment)
     this.scheduled = new Map(); // id -> scheduled
     this.requests = new Map(); // chat id -> Map(user key -> {user, ts})
+    this.gone = new Map(); // chat id -> Set(seq) deleted: holes that count as known
+    this.presence = new Map(); // user key -> {user, online, last_seen}
     this.bannedUntil = 0;
   }
 
@@ -42,6 +45,10 @@ export class Model {
 
   setRequests(chatId, requests) {
     this.requests.set(chatId, new Map(requests.map((r) => [r.user.toLowerCase(), r])));
+  }
+
+  setPresence(users) {
+    for (const entry of users) this.presence.set(entry.user.toLowerCase(), entry);
   }
 
   setComments(messageId, comments) {
@@ -79,6 +86,15 @@ export class Model {
     return null;
   }
 
+  presenceOf(user) {
+    return typeof user === "string" ? (this.presence.get(user.toLowerCase()) ?? null) : null;
+  }
+
+  /** Whether a message calls the signed-in user by name (`@me`). */
+  mentionsMe(message) {
+    return (message.mentions ?? []).some((name) => sameUser(name, this.me));
+  }
+
   directChatWith(user) {
     return [...this.chats.values()].find((chat) => chat.kind === "direct" && sameUser(chat.title, user)) ?? null;
   }
@@ -111,41 +127,61 @@ export class Model {
     return isNew;
   }
 
-  /** Unread = live messages after the marker: counted from what is loaded when all
-   * of them are, else moved by what is known. */
-  recount(chatId, hint = null) {
+  /** Unread (and mentions: unread ones calling me) = live messages after the
+   * marker: counted from what is loaded when all of them are (a deleted seq is a
+   * known hole), else moved by what is known. */
+  recount(chatId, hint = null, mentionHint = 0) {
     const chat = this.chats.get(chatId);
     if (!chat) return;
     if (chat.read_seq >= chat.last_seq) {
       chat.unread = 0;
+      chat.mentions = 0;
       return;
     }
     const loaded = this.messages.get(chatId);
+    const gone = this.gone.get(chatId);
     let complete = loaded !== undefined;
     let count = 0;
+    let mentions = 0;
     for (let seq = chat.read_seq + 1; complete && seq <= chat.last_seq; seq += 1) {
-      if (loaded.has(seq)) count += 1;
-      else complete = false;
+      const message = loaded.get(seq);
+      if (message) {
+        count += 1;
+        if (this.mentionsMe(message)) mentions += 1;
+      } else if (!gone?.has(seq)) complete = false;
     }
-    if (complete) chat.unread = count;
-    else if (hint !== null) chat.unread = Math.max(0, chat.unread + hint);
+    if (complete) {
+      chat.unread = count;
+      chat.mentions = mentions;
+    } else {
+      if (hint !== null) chat.unread = Math.max(0, chat.unread + hint);
+      chat.mentions = Math.min(chat.unread, Math.max(0, (chat.mentions ?? 0) + mentionHint));
+    }
   }
 
   /** Drop what has expired by `now`; whether anything went. */
   expire(now = Date.now()) {
     let gone = false;
     for (const [chatId, byseq] of this.messages) {
-      for (const [seq, message] of byseq) {
+      for (const message of byseq.values()) {
         if (message.expires_at !== null && message.expires_at <= now) {
-          byseq.delete(seq);
-          this.comments.delete(message.id);
-          const chat = this.chats.get(chatId);
-          if (chat && seq > chat.read_seq) chat.unread = Math.max(0, chat.unread - 1);
+          this.forget(chatId, message);
           gone = true;
         }
       }
     }
     return gone;
+  }
+
+  /** A loaded message went (expired, deleted): out of the counts if it was in them. */
+  forget(chatId, message) {
+    this.messages.get(chatId)?.delete(message.seq);
+    this.comments.delete(message.id);
+    const chat = this.chats.get(chatId);
+    if (chat && message.seq > chat.read_seq) {
+      chat.unread = Math.max(0, chat.unread - 1);
+      if (this.mentionsMe(message)) chat.mentions = Math.max(0, (chat.mentions ?? 0) - 1);
+    }
   }
 
   /** Move the marker as the server did; nothing when it would go back. */
@@ -155,9 +191,14 @@ export class Model {
     const before = chat.read_seq;
     chat.read_seq = readSeq;
     let passed = 0;
+    let passedMentions = 0;
     const loaded = this.messages.get(chatId);
-    for (let seq = before + 1; seq <= readSeq; seq += 1) if (!loaded || loaded.has(seq)) passed += 1;
-    this.recount(chatId, -passed);
+    for (let seq = before + 1; seq <= readSeq; seq += 1) {
+      const message = loaded?.get(seq);
+      if (!loaded || message) passed += 1;
+      if (message && this.mentionsMe(message)) passedMentions += 1;
+    }
+    this.recount(chatId, -passed, -passedMentions);
     return true;
   }
 
@@ -175,9 +216,40 @@ const HANDLERS = {
     if (sameUser(message.author, model.me)) {
       model.markRead(message.chat, message.seq); // posting reads (protocol.md 5)
     } else if (isNew && message.seq > chat.read_seq) {
-      model.recount(message.chat, +1);
+      model.recount(message.chat, +1, model.mentionsMe(message) ? +1 : 0);
     }
     return changed({ chats: true, chat: message.chat });
+  },
+
+  "message.edited"(model, { message }) {
+    const byseq = model.messages.get(message.chat);
+    const before = byseq?.get(message.seq);
+    if (!before) return changed(); // not loaded: history brings it as it is now
+    byseq.set(message.seq, message);
+    const chat = model.chats.get(message.chat);
+    const calls = model.mentionsMe(message) ? 1 : 0;
+    const called = model.mentionsMe(before) ? 1 : 0;
+    if (chat && message.seq > chat.read_seq && calls !== called) model.recount(message.chat, 0, calls - called);
+    return changed({ chats: true, chat: message.chat, thread: message.id });
+  },
+
+  "message.deleted"(model, { chat: chatId, seq, id }) {
+    if (!model.gone.has(chatId)) model.gone.set(chatId, new Set());
+    if (model.gone.get(chatId).has(seq)) return changed(); // told twice (the call's own answer)
+    model.gone.get(chatId).add(seq);
+    const message = model.messages.get(chatId)?.get(seq);
+    const chat = model.chats.get(chatId);
+    if (message) model.forget(chatId, message);
+    else if (chat && seq > chat.read_seq) model.recount(chatId);
+    // A deletion of one never seen (a resume skips the message it deleted) may still
+    // have been in a count from `status`: whether it was, only the server knows.
+    const unsure = !message && chat && seq > chat.read_seq && chat.unread > 0;
+    return changed({ chats: true, chat: chatId, thread: id, deleted: id, recount: unsure ? chatId : null });
+  },
+
+  presence(model, entry) {
+    model.setPresence([{ user: entry.user, online: entry.online, last_seen: entry.last_seen }]);
+    return changed({ chats: true, presence: entry.user });
   },
 
   comment(model, { comment }) {

@@ -1,15 +1,27 @@
 // The side panels: a thread, scheduled messages, a group's members and requests,
 // and the small forms (a new direct chat, a new group, joining, reporting,
-// scheduling). Each is `(app, arg) => {title, body, refresh?}`, where `app` is what
-// a panel may use of the page: its connection, its model and a few actions. A new
-// panel (search, say) is one entry more in PANELS.
+// scheduling, editing, deleting, searching). Each is `(app, arg) => {title, body,
+// refresh?}`, where `app` is what a panel may use of the page: its connection, its
+// model and a few actions. A new panel is one entry more in PANELS.
 
 import { h, fill } from "./dom.js";
 import { sameUser } from "./model.js";
-import { ErrorCode, RpcError } from "./protocol.js";
-import { chatLabel, describeError, formatTime } from "./text.js";
+import { ErrorCode, RpcError, randomId } from "./protocol.js";
+import { chatLabel, describeError, formatTime, presenceText } from "./text.js";
 
 export const USER_NAME = /^[A-Za-z0-9_.-]{1,32}$/;
+const SEARCH_PAGE = 20;
+
+/** A dot, lit while `presence` says online, that says so to a screen reader. */
+export function presenceDot(presence) {
+  const said = presenceText(presence);
+  return h("span", { class: presence.online ? "presence online" : "presence", title: said, role: "img", "aria-label": said });
+}
+
+/** A message as a panel quotes it: author, time, text (or its file's name). */
+function quoted(message, extra = null) {
+  return [h("div", { class: "meta" }, h("span", { class: "author" }, message.author), h("time", {}, formatTime(message.ts)), extra), h("div", { class: "text" }, message.text || message.file?.name || "")];
+}
 
 /** A form in a panel: one or more fields, a submit button, an error line. `submit`
  * gets the field values; what it returns is shown as the outcome. */
@@ -69,7 +81,7 @@ export const PANELS = {
     });
     const draw = () => {
       const message = app.model.findMessage(messageId);
-      fill(head, message ? [h("div", { class: "meta" }, h("span", { class: "author" }, message.author), h("time", {}, formatTime(message.ts))), h("div", { class: "text" }, message.text || message.file?.name || "")] : "This message has expired.");
+      fill(head, message ? quoted(message) : "This message is gone (expired or deleted).");
       const comments = app.model.commentsOf(messageId);
       fill(list, comments.length ? comments.map((c) => h("li", { class: "comment" }, h("div", { class: "meta" }, h("span", { class: "author" }, c.author), h("time", {}, formatTime(c.ts))), h("div", { class: "text" }, c.text))) : h("li", { class: "empty" }, "No comments yet."));
     };
@@ -197,7 +209,25 @@ export const PANELS = {
     const linkOut = h("div", { class: "link-out" });
     const drawMembers = async () => {
       const result = await app.connection.call("chat.members", { chat: chatId });
-      fill(members, result.members.map((name) => h("li", {}, name, sameUser(name, result.owner) ? h("span", { class: "tag" }, "owner") : null)));
+      names = result;
+      drawNames();
+      // Someone who joined since this page asked (the owner is not told of each join).
+      const unknown = result.members.filter((name) => !sameUser(name, app.model.me) && !app.model.presenceOf(name)).slice(0, 100);
+      if (unknown.length) {
+        app.model.setPresence((await app.connection.call("presence", { users: unknown })).users);
+        drawNames();
+      }
+    };
+    let names = null;
+    const drawNames = () => {
+      if (!names) return;
+      fill(
+        members,
+        names.members.map((name) => {
+          const presence = app.model.presenceOf(name);
+          return h("li", {}, presence ? presenceDot(presence) : null, name, sameUser(name, names.owner) ? h("span", { class: "tag" }, "owner") : null);
+        }),
+      );
     };
     const drawRequests = () => {
       const pending = [...(app.model.requests.get(chatId)?.values() ?? [])];
@@ -262,6 +292,121 @@ export const PANELS = {
       body,
       refresh: (change) => {
         if (change.requests === chatId) drawRequests();
+        if (change.presence) drawNames();
+      },
+    };
+  },
+
+  edit(app, messageId) {
+    const message = app.model.findMessage(messageId);
+    if (!message) return { title: "Edit", body: h("p", {}, "This message is gone (expired or deleted).") };
+    const clientId = randomId(); // a repeat of this edit (after a lost answer) is the same edit
+    const { form, inputs } = panelForm({
+      fields: [{ name: "text", label: "Message", multiline: true, required: !message.file, max: 4096 }],
+      submitLabel: "Save",
+      submit: async ({ text }) => {
+        if (text === message.text) return app.closePanel();
+        const result = await app.connection.call("edit", { message: messageId, text, client_id: clientId });
+        app.applied("message.edited", result);
+        app.closePanel();
+        return "";
+      },
+    });
+    inputs[0].value = message.text;
+    return { title: "Edit message", body: [form, h("p", { class: "hint" }, "Everyone in the chat sees it marked as edited.")] };
+  },
+
+  delete(app, messageId) {
+    const message = app.model.findMessage(messageId);
+    if (!message) return { title: "Delete", body: h("p", {}, "This message is gone (expired or deleted).") };
+    const outcome = h("p", { class: "form-outcome error", role: "alert" });
+    const remove = async () => {
+      try {
+        await app.connection.call("delete", { message: messageId });
+        app.applied("message.deleted", { chat: message.chat, seq: message.seq, id: message.id });
+        app.closePanel();
+      } catch (error) {
+        fill(outcome, describeError(error));
+      }
+    };
+    return {
+      title: "Delete message",
+      body: [
+        h("div", { class: "thread-message" }, quoted(message)),
+        h("p", {}, "Delete this message and its comments for everyone? This cannot be undone."),
+        h("div", { class: "row" }, h("button", { onclick: app.closePanel }, "Cancel"), h("button", { class: "danger", onclick: remove }, "Delete")),
+        outcome,
+      ],
+    };
+  },
+
+  search(app) {
+    const here = app.model.chats.get(app.openChatId);
+    const scope = h(
+      "select",
+      { id: "f-scope", name: "scope" },
+      h("option", { value: "" }, "All chats"),
+      here ? h("option", { value: here.id }, `Only ${chatLabel(here)}`) : null,
+    );
+    const results = h("ol", { class: "search-results", "aria-label": "Search results" });
+    const status = h("p", { class: "form-outcome", role: "status" });
+    const more = h("button", { class: "more", hidden: true }, "More results");
+    let asked = null; // {query, chat}: what the shown results answer
+    let last = null; // the last result's id: the next page is before it
+    let count = 0;
+    const show = (messages, hasMore) => {
+      for (const message of messages) {
+        const chat = app.model.chats.get(message.chat);
+        results.append(
+          h(
+            "li",
+            { dataset: { id: message.id } },
+            h("button", { class: "result", onclick: () => app.showMessage(message.chat, message.id, message.seq).catch(app.reportError) }, quoted(message, h("span", { class: "result-chat" }, chatLabel(chat) || message.chat))),
+          ),
+        );
+      }
+      count += messages.length;
+      last = messages.at(-1)?.id ?? last;
+      more.hidden = !hasMore;
+      fill(status, count ? `${count}${hasMore ? "+" : ""} message${count === 1 && !hasMore ? "" : "s"} found.` : "No messages found.");
+    };
+    const page = async () => {
+      const params = { query: asked.query, limit: SEARCH_PAGE };
+      if (asked.chat) params.chat = asked.chat;
+      if (last) params.before = last;
+      const answer = await app.connection.call("search", params);
+      show(answer.messages, answer.has_more);
+    };
+    const { form, inputs } = panelForm({
+      fields: [{ name: "query", label: "Words to find", required: true, max: 256, type: "search" }],
+      submitLabel: "Search",
+      submit: async ({ query }) => {
+        asked = { query, chat: scope.value };
+        last = null;
+        count = 0;
+        results.replaceChildren();
+        more.hidden = true;
+        await page();
+        return "";
+      },
+    });
+    const submitButton = form.querySelector("button");
+    form.insertBefore(h("label", { for: "f-scope" }, "Where"), submitButton);
+    form.insertBefore(scope, submitButton);
+    more.addEventListener("click", async () => {
+      const next = results.children.length;
+      try {
+        await page();
+        results.children[next]?.querySelector("button")?.focus(); // the keyboard goes on from there
+      } catch (error) {
+        fill(status, describeError(error));
+      }
+    });
+    return {
+      title: "Search",
+      body: [form, status, results, more],
+      refresh: (change) => {
+        if (change.deleted) results.querySelector(`[data-id="${CSS.escape(change.deleted)}"]`)?.remove();
       },
     };
   },

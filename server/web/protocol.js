@@ -3,7 +3,8 @@
 // with `login {since}`, events deduplicated by cursor, and an outbox of sends that
 // survives lost connections and reloads and posts each message once (`client_id`).
 // protocol.md documents the methods and events; this module names none of them but
-// `register`, `login`, `logout`, `send` and the upload calls.
+// `register`, `login`, `logout`, `send`, the upload calls and `presence` (the one
+// event with no cursor of its own).
 
 export const ErrorCode = Object.freeze({
   PARSE_ERROR: -32700,
@@ -46,7 +47,12 @@ export function serverUrl(location) {
 
 export const BACKOFF_MS = Object.freeze([250, 500, 1000, 2000, 4000, 8000]);
 
-function randomId() {
+/** Events that are not in the server's log: their `cursor` is the last one already
+ * told, not their own, so they are never repeats (`wire.UNLOGGED_EVENTS`). */
+export const UNLOGGED_EVENTS = new Set(["presence"]);
+
+/** A random id for a call that must run once (`client_id`). */
+export function randomId() {
   const bytes = new Uint8Array(12);
   crypto.getRandomValues(bytes);
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -177,7 +183,7 @@ export class Connection {
   notified(method, params) {
     // Resume pushes what came after `since`; anything at or below the cursor
     // already seen is a repeat (a resume racing a live push): drop it.
-    if (typeof params.cursor === "number") {
+    if (typeof params.cursor === "number" && !UNLOGGED_EVENTS.has(method)) {
       if (params.cursor <= this.cursor) return;
       this.cursor = params.cursor;
       this.seenOnSocket = params.cursor;

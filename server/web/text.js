@@ -25,6 +25,12 @@ export function formatTime(ms, now = Date.now()) {
   return new Date(now).toDateString() === date.toDateString() ? time : `${date.toLocaleDateString()} ${time}`;
 }
 
+/** "online", "last seen 10:42" or "offline" for a `presence` entry. */
+export function presenceText(presence) {
+  if (presence.online) return "online";
+  return presence.last_seen ? `last seen ${formatTime(presence.last_seen)}` : "offline";
+}
+
 export function chatLabel(chat) {
   if (!chat) return "";
   if (chat.kind === "direct") return `@${chat.title}`;

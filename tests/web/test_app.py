@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -35,6 +36,7 @@ SERVER_SETTINGS = {
     "login_attempts": 2,
     "max_file_size": 200_000,
     "upload_chunk_size": 16_384,
+    "presence_grace": 0.1,  # a closed page goes offline at once
 }
 
 
@@ -99,6 +101,15 @@ async def send(page: Page, text: str) -> None:
     await page.press("#composer", "Enter")
 
 
+async def start_direct(page: Page, user: str) -> None:
+    """Open a direct chat with ``user``: sent to once its title shows (before, the
+    composer still writes to the chat open until then)."""
+    await page.click("text=New direct chat")
+    await page.fill("#f-user", user)
+    await page.press("#f-user", "Enter")
+    await expect(page.locator("#chat-title")).to_have_text(f"@{user}")
+
+
 def shown(page: Page, text: str):  # type: ignore[no-untyped-def]
     """The posted (not pending) messages of the open chat with exactly this text."""
     return page.locator(".messages .message:not(.pending) .text", has_text=text)
@@ -120,10 +131,7 @@ async def test_general_direct_chat_and_a_second_device(people: People, server: W
     await tab.goto("/")
     await expect(shown(tab, "hello everyone")).to_have_count(1)
 
-    await bob.click("text=New direct chat")
-    await bob.fill("#f-user", "alice")
-    await bob.press("#f-user", "Enter")
-    await expect(bob.locator("#chat-title")).to_have_text("@alice")
+    await start_direct(bob, "alice")
     await send(bob, "psst, alice")
     await expect(shown(bob, "psst, alice")).to_have_count(1)
     for page in (alice, alice2):
@@ -177,6 +185,9 @@ async def test_group_by_link_with_approval_and_a_thread(people: People) -> None:
     request = owner.locator(".requests-list li", has_text="hank")
     await request.locator("text=Approve").click()
     await expect(owner.locator(".members li", has_text="hank")).to_have_count(1)
+    await expect(
+        owner.locator(".members li", has_text="hank").locator(".presence")
+    ).to_have_attribute("aria-label", "online")
     await expect(chat_item(joiner, "Book club")).to_have_count(1)
     stranger = await people.page("ian", register=True)
     await stranger.goto(link)
@@ -272,9 +283,7 @@ async def test_server_restart_loses_and_doubles_nothing(people: People, server: 
     and new messages arrive live."""
     jack = await people.page("jack", register=True)
     kate = await people.page("kate", register=True)
-    await jack.click("text=New direct chat")
-    await jack.fill("#f-user", "kate")
-    await jack.press("#f-user", "Enter")
+    await start_direct(jack, "kate")
     await send(jack, "before the restart")
     await open_chat(kate, "jack")
     await expect(shown(kate, "before the restart")).to_have_count(1)
@@ -303,8 +312,9 @@ PAYLOAD = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 
 
 async def test_markup_from_people_renders_as_text(people: People) -> None:
-    """HTML and script in a message and in a group title show as the characters typed
-    and never run. (User names cannot hold markup: the server allows A-Z a-z 0-9 _ . -)"""
+    """HTML and script in a message (in the chat and in search results) and in a group
+    title show as the characters typed and never run. (User names cannot hold markup:
+    the server allows A-Z a-z 0-9 _ . -)"""
     lena = await people.page("lena", register=True)
     mike = await people.page("mike", register=True)
     await lena.click("text=New group")
@@ -316,6 +326,12 @@ async def test_markup_from_people_renders_as_text(people: People) -> None:
     await expect(chat_item(mike, "<img src=x")).to_have_count(1)
     await open_chat(mike, "<img src=x")
     await expect(shown(mike, "<b>bold?</b>")).to_have_count(1)
+    await mike.keyboard.press("Control+K")
+    await mike.keyboard.type("bold")
+    await mike.keyboard.press("Enter")
+    await expect(mike.locator(".search-results .result")).to_contain_text(["<b>bold?</b>"])
+    assert await mike.locator(".search-results img, .search-results b").count() == 0
+    await mike.keyboard.press("Escape")
     for page in (lena, mike):
         await expect(page.locator("#chat-title")).to_have_text(PAYLOAD)
         assert await page.locator(".messages img, .chat-list img, #chat-title img").count() == 0
@@ -397,6 +413,161 @@ async def sign_in_fails(page: Page, user: str, password: str, error: str) -> Non
     await expect(page.locator("#signin-error")).to_have_text(error)
 
 
+async def new_group(owner: Page, title: str, *members: str) -> None:
+    await owner.click("text=New group")
+    await owner.fill("#f-title", title)
+    await owner.press("#f-title", "Enter")
+    for member in members:
+        await owner.fill("#f-invitee", member)
+        await owner.press("#f-invitee", "Enter")
+        await expect(owner.locator(".members li", has_text=member)).to_have_count(1)
+    await owner.keyboard.press("Escape")
+
+
+async def test_edit_and_delete_live_everywhere(people: People) -> None:
+    """An edit shows in place, marked, on the other member's page and in a second tab;
+    the group's owner deletes a member's message and it goes from every page; Edit is
+    offered on one's own messages only, Delete on one's own or any in a group one owns."""
+    pia = await people.page("pia", register=True)
+    quin = await people.page("quin", register=True)
+    tab = await pia.context.new_page()  # the same device in a second tab
+    await tab.goto("/")
+    await new_group(pia, "Edits", "quin")
+    await send(pia, "agenda at noon")
+    await open_chat(quin, "Edits")
+    await send(quin, "I will be lait")
+    await open_chat(tab, "Edits")
+    for page in (pia, quin, tab):
+        await expect(shown(page, "I will be lait")).to_have_count(1)
+    mine = quin.locator(".message", has_text="I will be lait")
+    theirs = quin.locator(".message", has_text="agenda at noon")
+    await expect(theirs.locator("button.edit, button.delete")).to_have_count(0)
+    owned = pia.locator(".message", has_text="I will be lait")
+    await expect(owned.locator("button.edit")).to_have_count(0)  # the owner may delete, not edit
+    await expect(owned.locator("button.delete")).to_have_count(1)
+
+    await mine.locator("button.edit").click()
+    await expect(quin.locator("#f-text")).to_have_value("I will be lait")
+    await quin.fill("#f-text", "I will be late")
+    await quin.press("#f-text", "Enter")
+    await expect(quin.locator(".panel")).to_be_hidden()
+    for page in (pia, quin, tab):
+        edited = page.locator(".message", has_text="I will be late")
+        await expect(edited.locator(".edited")).to_have_text("edited")
+        await expect(shown(page, "I will be lait")).to_have_count(0)
+        await expect(page.locator(".messages .message")).to_have_count(2)  # in place
+
+    await pia.locator(".message", has_text="I will be late").locator("button.delete").click()
+    await expect(pia.locator(".panel-body")).to_contain_text("cannot be undone")
+    await pia.click(".panel-body button.danger")
+    for page in (pia, quin, tab):
+        await expect(shown(page, "I will be late")).to_have_count(0)
+        await expect(shown(page, "agenda at noon")).to_have_count(1)
+    await expect(chat_item(quin, "Edits").locator(".chat-preview")).to_have_text(
+        "pia: agenda at noon"
+    )
+
+
+async def test_a_mention_badges_the_chat_until_it_is_read(
+    people: People, server: WebServer
+) -> None:
+    """A message calling me by name badges its chat live and after a sign-in (from
+    `status`); reading the chat on one device clears the badge on the other too."""
+    rex = await people.page("rex", register=True)
+    async with user_device(server.url, "sue") as sue:
+        await sue.call("send", user="rex", text="first, no mention")
+        await expect(chat_item(rex, "sue")).to_have_count(1)
+        await sue.call("send", user="rex", text="are you there @REX?")
+        await expect(chat_item(rex, "sue").locator(".mention-badge")).to_have_count(1)
+        await expect(chat_item(rex, "sue").locator(".badge")).to_have_text("2")
+        rex2 = await people.page("rex")  # from status, not live
+        await expect(chat_item(rex2, "sue").locator(".mention-badge")).to_have_count(1)
+        await expect(chat_item(rex, "general").locator(".mention-badge")).to_have_count(0)
+        await open_chat(rex, "sue")
+        await expect(rex.locator(".message.mentioned")).to_have_count(1)
+        for page in (rex, rex2):
+            await expect(chat_item(page, "sue").locator(".mention-badge")).to_have_count(0)
+            await expect(chat_item(page, "sue").locator(".badge")).to_have_count(0)
+        await open_chat(rex, "general")
+        sent = await sue.call("send", user="rex", text="never mind")
+        for page in (rex, rex2):
+            await expect(chat_item(page, "sue").locator(".badge")).to_have_text("1")
+        await sue.call("edit", message=sent["message"]["id"], text="never mind, @rex")
+        for page in (rex, rex2):
+            await expect(chat_item(page, "sue").locator(".mention-badge")).to_have_count(1)
+        await sue.call("delete", message=sent["message"]["id"])
+        for page in (rex, rex2):
+            await expect(chat_item(page, "sue").locator(".mention-badge")).to_have_count(0)
+            await expect(chat_item(page, "sue").locator(".badge")).to_have_count(0)
+
+
+async def test_presence_of_a_contact_goes_online_and_offline(
+    people: People, server: WebServer
+) -> None:
+    """A contact's dot is lit while any device of theirs is connected and goes out with
+    a "last seen" once the last one leaves; the open direct chat says so too."""
+    tess = await people.page("tess", register=True)
+    async with user_device(server.url, "uri") as uri:
+        await uri.call("send", user="tess", text="hi tess")
+        dot = chat_item(tess, "uri").locator(".presence")
+        await expect(dot).to_have_class("presence online")
+        await open_chat(tess, "uri")
+        await expect(tess.locator(".chat-subtitle")).to_have_text("online")
+    await expect(dot).to_have_class("presence")
+    await expect(dot).to_have_attribute("aria-label", re.compile("^last seen "))
+    await expect(tess.locator(".chat-subtitle")).to_contain_text("last seen")
+    async with user_device(server.url, "uri", register=False):
+        await expect(dot).to_have_class("presence online")
+        await tess.reload()  # a new login asks again: presence is not resumed
+        await expect(chat_item(tess, "uri").locator(".presence")).to_have_class("presence online")
+
+
+async def test_search_pages_opens_the_chat_and_keeps_private_chats_private(
+    people: People, server: WebServer
+) -> None:
+    """Search (opened with "/") finds messages of one's chats, newest first, 20 at a
+    time with "More results"; a result older than what the chat loads opens its chat
+    at the message, with no gap to the newest; a stranger's search of the same words
+    finds nothing of that chat."""
+    async with user_device(server.url, "walt") as twin, user_device(server.url, "vera") as vera:
+        for number in range(1, 26):
+            await vera.call("send", user="walt", text=f"haystack needle {number}")
+        (chat,) = [c for c in (await twin.call("status"))["chats"] if c["kind"] == "direct"]
+        await twin.call("read", chat=chat["id"], seq=25)  # read: opening loads the last 20
+        walt = await people.page("walt")
+        await walt.keyboard.press("/")
+        await expect(walt.locator("#f-query")).to_be_focused()
+        await walt.keyboard.type("NEEDLE haystack")
+        await walt.keyboard.press("Enter")
+        results = walt.locator(".search-results .result")
+        await expect(results).to_have_count(20)
+        await expect(results.first).to_contain_text("haystack needle 25")
+        await expect(walt.locator(".panel .form-outcome[role=status]")).to_have_text(
+            "20+ messages found."
+        )
+        await walt.locator("button.more").focus()
+        await walt.keyboard.press("Enter")
+        await expect(results).to_have_count(25)
+        await expect(results.nth(20)).to_be_focused()
+        await expect(walt.locator("button.more")).to_be_hidden()
+        await results.filter(has_text=re.compile(r"needle 2$")).click()
+        await expect(walt.locator("#chat-title")).to_have_text("@vera")
+        found = walt.locator(".message.found")
+        await expect(found.locator(".text")).to_have_text("haystack needle 2")
+        await expect(found).to_be_focused()
+        await expect(found).to_be_in_viewport()
+        await expect(walt.locator(".messages .message")).to_have_count(25)
+
+        stranger = await people.page("xena", register=True)
+        await stranger.click(".sidebar-actions button.search")
+        await stranger.fill("#f-query", "needle")
+        await stranger.press("#f-query", "Enter")
+        await expect(stranger.locator(".panel .form-outcome[role=status]")).to_have_text(
+            "No messages found."
+        )
+        await expect(stranger.locator(".search-results li")).to_have_count(0)
+
+
 # Where test_screens saves its pictures: docs/screenshots when asked
 # (MESSENGER_SCREENSHOTS=docs/screenshots pytest tests/web -k screens), else tmp_path.
 SCREENSHOTS = os.environ.get("MESSENGER_SCREENSHOTS")
@@ -417,13 +588,12 @@ async def test_screens_by_keyboard_on_a_phone_and_a_desktop(
     await shoot(sam, folder / "signin-phone-light.png")
     await sign_in(sam, "sam", register=True)
     await send(rosa, "Morning all! The build is green again.")
-    await rosa.click("text=New group")
-    await rosa.fill("#f-title", "Weekend trip")
-    await rosa.press("#f-title", "Enter")
-    await rosa.fill("#f-invitee", "sam")
-    await rosa.press("#f-invitee", "Enter")
-    await expect(rosa.locator(".members li", has_text="sam")).to_have_count(1)
-    await rosa.keyboard.press("Escape")
+    await start_direct(rosa, "sam")
+    await send(rosa, "Hi Sam!")  # the first message of a direct chat mentions nobody
+    await expect(shown(rosa, "Hi Sam!")).to_have_count(1)
+    await send(rosa, "@sam did you get the tickets?")
+    await expect(shown(rosa, "did you get the tickets?")).to_have_count(1)
+    await new_group(rosa, "Weekend trip", "sam")
     await send(rosa, "Train at 9:40 on Saturday, platform 4.")
     await rosa.set_input_files(
         "input[type=file]",
@@ -436,6 +606,8 @@ async def test_screens_by_keyboard_on_a_phone_and_a_desktop(
     # Sam, on a phone, by keyboard: the list first, then the group, then a thread.
     await expect(sam.locator(".chat")).to_be_hidden()
     await expect(chat_item(sam, "Weekend trip").locator(".badge")).to_have_text("2")
+    await expect(chat_item(sam, "rosa").locator(".mention-badge")).to_have_count(1)
+    await expect(chat_item(sam, "rosa").locator(".presence.online")).to_have_count(1)
     await shoot(sam, folder / "chats-phone-light.png")
     await chat_item(sam, "Weekend trip").focus()
     await send(rosa, "Anyone up for a walk?")  # the list is redrawn: the focus stays
@@ -444,12 +616,17 @@ async def test_screens_by_keyboard_on_a_phone_and_a_desktop(
     await sam.keyboard.press("Enter")
     await expect(sam.locator(".sidebar")).to_be_hidden()
     await expect(sam.locator("#composer")).to_be_focused()
-    await sam.keyboard.type("Count me in!")
+    await sam.keyboard.type("Count me in, @rosa!")
     await sam.keyboard.press("Shift+Enter")
     await sam.keyboard.type("I'll bring snacks.")
     await sam.keyboard.press("Enter")
     await expect(shown(sam, "I'll bring snacks.")).to_have_count(1)
-    await expect(shown(rosa, "Count me in!\nI'll bring snacks.")).to_have_count(1)
+    await expect(shown(rosa, "Count me in, @rosa!\nI'll bring snacks.")).to_have_count(1)
+    train = rosa.locator(".message", has_text="Train at 9:40")
+    await train.locator("button.edit").click()
+    await rosa.fill("#f-text", "Train at 9:40 on Saturday, platform 5 (not 4).")
+    await rosa.press("#f-text", "Enter")
+    await expect(sam.locator(".message .edited")).to_have_count(1)
     await sam.emulate_media(color_scheme="dark")
     await shoot(sam, folder / "chat-phone-dark.png")
     thread = sam.locator(".message", has_text="Train at 9:40").locator("button.comments")
@@ -463,6 +640,18 @@ async def test_screens_by_keyboard_on_a_phone_and_a_desktop(
     await sam.keyboard.press("Escape")
     await expect(sam.locator(".panel")).to_be_hidden()
     await expect(sam.locator("#composer")).to_be_focused()
+    await sam.keyboard.press("Control+K")
+    await sam.keyboard.type("train")
+    await sam.keyboard.press("Enter")
+    await expect(sam.locator(".search-results .result")).to_have_count(1)
+    await shoot(sam, folder / "search-phone-dark.png")
+    await sam.keyboard.press("Tab")  # from the field, past "Where" and "Search", to the result
+    await sam.keyboard.press("Tab")
+    await sam.keyboard.press("Tab")
+    await expect(sam.locator(".search-results .result")).to_be_focused()
+    await sam.keyboard.press("Enter")
+    await expect(sam.locator(".panel")).to_be_hidden()  # on a phone the chat takes the screen
+    await expect(sam.locator(".message.found")).to_be_focused()
 
     await open_chat(rosa, "Weekend trip")
     await rosa.locator(".message", has_text="Train at 9:40").locator("button.comments").click()
@@ -470,6 +659,14 @@ async def test_screens_by_keyboard_on_a_phone_and_a_desktop(
     await shoot(rosa, folder / "chat-desktop-light.png")
     await rosa.emulate_media(color_scheme="dark")
     await shoot(rosa, folder / "chat-desktop-dark.png")
+    await rosa.emulate_media(color_scheme="light")
+    await rosa.keyboard.press("Escape")
+    await expect(rosa.locator("#composer")).to_be_focused()
+    await rosa.keyboard.press("Control+K")  # from the composer, where "/" is typed
+    await rosa.keyboard.type("platform")
+    await rosa.keyboard.press("Enter")
+    await expect(rosa.locator(".search-results .result")).to_have_count(1)
+    await shoot(rosa, folder / "search-desktop-light.png")
 
 
 async def shoot(page: Page, path: Path) -> None:

@@ -16,6 +16,8 @@ from tests.wsclient import user_device
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
+SERVER_SETTINGS = {"presence_grace": 0.1}  # a closed device goes offline at once
+
 # A Connection on the page as `window.c`, its events in `window.seen`.
 SIGN_IN = """async ([user, password, register]) => {
   const protocol = await import("/assets/protocol.js");
@@ -96,6 +98,35 @@ async def test_events_arrive_once_in_cursor_order(page: Page, server: WebServer)
     cursors = [cursor for _, cursor, _ in await page.evaluate("() => seen")]
     assert repeat == len(cursors)
     assert cursors == sorted(set(cursors))
+
+
+async def test_presence_is_never_taken_for_a_repeat(page: Page, server: WebServer) -> None:
+    """`presence` carries the last cursor already told, not one of its own: each one
+    reaches the listener although its cursor was seen (wire.UNLOGGED_EVENTS)."""
+    await sign_in(page, "pj_watcher")
+    async with user_device(server.url, "pj_friend") as friend:
+        await friend.call("send", user="pj_watcher", text="a direct chat: we share one")
+        await page.wait_for_function("() => seen.some(([m]) => m === 'message')")
+    await presence_said(page, online=False)
+    async with user_device(server.url, "pj_friend", register=False):
+        await presence_said(page, online=True)
+    await presence_said(page, online=False)
+    events = await page.evaluate("() => seen.map(([method, cursor]) => [method, cursor])")
+    told = 0
+    repeats = 0
+    for method, cursor in events:
+        if method == "presence":
+            repeats += cursor <= told
+        told = max(told, cursor)
+    assert [method for method, _ in events].count("presence") == 3
+    assert repeats >= 1  # dropped as repeats by a client that skips seen cursors
+
+
+async def presence_said(page: Page, online: bool) -> None:
+    await page.wait_for_function(
+        "(online) => seen.filter(([m]) => m === 'presence').at(-1)?.[2].online === online",
+        arg=online,
+    )
 
 
 async def test_reconnect_resumes_with_since(page: Page, server: WebServer) -> None:
@@ -212,4 +243,41 @@ async def test_model_keeps_unread_counts_from_events(page: Page) -> None:
         "comments": 1,
         "first": "c",
         "unknown": "new",
+    }
+
+
+MODEL_MESSAGING = """async () => {
+  const { Model } = await import("/assets/model.js");
+  const model = new Model("me");
+  model.setChats([{id: "c", kind: "group", title: "g", owner: "me", unread: 0, mentions: 0,
+                   read_seq: 0, last_seq: 0}]);
+  const message = (seq, text, mentions = []) =>
+    ({id: `m${seq}`, chat: "c", seq, author: "bob", text, ts: 1000 + seq, expires_at: null,
+      file: null, comments: 0, edited_at: null, mentions});
+  const counts = [];
+  const count = () => counts.push([model.chats.get("c").unread, model.chats.get("c").mentions]);
+  model.apply("message", {message: message(1, "hi @Me", ["ME"])}); count();
+  model.apply("message", {message: message(2, "plain")}); count();
+  model.apply("message.edited", {message: {...message(2, "@me", ["me"]), edited_at: 5}}); count();
+  model.apply("message.deleted", {chat: "c", seq: 1, id: "m1"}); count();
+  model.apply("message.deleted", {chat: "c", seq: 1, id: "m1"}); count();  // a repeat
+  const unseen = model.apply("message.deleted", {chat: "c", seq: 9, id: "m9"}).recount;
+  model.apply("message", {message: message(3, "@me again", ["me"])}); count();
+  model.apply("read", {chat: "c", read_seq: 2}); count();
+  model.apply("read", {chat: "c", read_seq: 3}); count();
+  return {counts, unseen, edited: model.findMessage("m2").edited_at,
+          seqs: model.messagesOf("c").map((m) => m.seq)};
+}"""
+
+
+async def test_model_counts_mentions_edits_and_deletions(page: Page) -> None:
+    """model.js: a mention counts while unread and follows the read marker; an edit
+    replaces the message in place and may add a mention; a deletion takes out what it
+    counted (once), and one never seen asks the server for the counts."""
+    result = await page.evaluate(MODEL_MESSAGING)
+    assert result == {
+        "counts": [[1, 1], [2, 1], [2, 2], [1, 1], [1, 1], [2, 2], [1, 1], [0, 0]],
+        "unseen": "c",
+        "edited": 5,
+        "seqs": [2, 3],
     }
