@@ -76,6 +76,7 @@ class MessagingMethods:
         self.presence = presence
         self.service.hub.arrived = presence.arrived
         self.service.hub.left = presence.left
+        presence.left_here = self.left_here
         if isinstance(presence, NatsPresence):  # ``status`` shows devices on every node
             hub = self.service.hub
             presence.local_devices = lambda key: {str(d) for d in hub.online_devices(key)}
@@ -235,13 +236,19 @@ class MessagingMethods:
         frame = encode_event("presence", params, hub.published)
         targets = [s for contact in self.contacts(key) for s in hub.sessions_of(contact)]
         hub.deliver(targets, frame)
-        if online or not here or last_seen is None:
+
+    def left_here(self, key: UserKey, at: int) -> None:
+        """Make ``last_seen`` durable where a user's last device on a node went (each
+        node whose last device of the user went records it: the fold keeps the
+        latest), at most once per user per ``presence_persist_every``."""
+        user = self.state.users.get(key)
+        if user is None:
             return
         every = int(self.service.config.presence_persist_every * 1000)
-        if last_seen - self._persisted.get(key, -every) < every and not self.presence.stopping:
+        if at - self._persisted.get(key, -every) < every and not self.presence.stopping:
             return
-        self._persisted[key] = last_seen
-        self._record_seen(UserSeen(user.name, last_seen))
+        self._persisted[key] = at
+        self._record_seen(UserSeen(user.name, at))
 
     def _record_seen(self, event: UserSeen) -> None:
         if not self.service.pause.open.is_set():  # a compaction is reading the state

@@ -48,6 +48,8 @@ class Presence:
         self.leaving: dict[UserKey, tuple[asyncio.TimerHandle, int]] = {}  # timer, left at
         self.stopping = False
         self.last_seen: dict[UserKey, int] = {}  # this run's, fresher than the log's
+        # The user's last device on this node went (after the grace), at that time.
+        self.left_here: Callable[[UserKey, int], None] | None = None
 
     def online(self, key: UserKey) -> bool:
         return key in self.here
@@ -71,6 +73,11 @@ class Presence:
     def _gone(self, key: UserKey, at: int) -> None:
         del self.leaving[key]
         self._update(key, self.here, False, at, here=True)
+        # Whether or not the user is still online on another node: when the last
+        # devices on two nodes go at once, each sees the other's still there, and
+        # neither would record last_seen (the fold keeps the latest).
+        if self.left_here is not None:
+            self.left_here(key, at)
 
     def _update(
         self, key: UserKey, users: set[UserKey], online: bool, at: int | None, here: bool

@@ -488,6 +488,7 @@ def admit(state: State, event: Event, now: int) -> Event:
     if isinstance(event, FileUploaded):
         if event.file in state.files:
             raise Conflict(f"File {event.file!r} exists")
+        check_storage(state, user, event.size, 0)  # the quotas hold for the whole cluster
         return event
     raise Forbidden(f"Expected an event another node may record, but got {type(event).__name__}")
 

@@ -327,16 +327,16 @@ class State:
             self.mentions.add(message.chat, user_key(name), message.seq)
 
     def _message_edited(self, event: MessageEdited) -> None:
+        author = self.users[user_key(event.author)]
+        if self._flood_interval:  # an edit is pushed to everyone as a send is
+            author.flood_tat = spend(author.flood_tat, event.at, self._flood_interval)
         message = self.messages.get(event.message)
         if message is None:  # expired here already (a follower's clock a little ahead)
             return
         old_text, message.text, message.edited_at = message.text, event.text, event.at
         self.search.edit(message, old_text)
         self._mention(message, event.mentions or [])
-        author = self.users[user_key(event.author)]
         author.live_bytes += text_size(event.text) - text_size(old_text)
-        if self._flood_interval:  # an edit is pushed to everyone as a send is
-            author.flood_tat = spend(author.flood_tat, event.at, self._flood_interval)
         if event.client_id is not None and event.device is not None:
             self._remember(author, event.device, event.client_id, message.id)
 
@@ -350,7 +350,9 @@ class State:
         _trim(self._clear_slot(message))
 
     def _user_seen(self, event: UserSeen) -> None:
-        self.users[user_key(event.user)].last_seen = event.at
+        user = self.users[user_key(event.user)]
+        if user.last_seen is None or event.at > user.last_seen:  # nodes record apart
+            user.last_seen = event.at
 
     def _remember(self, user: User, device: DeviceId, client_id: str, result: str) -> None:
         if device not in user.devices:  # logged out since: nothing to repeat for it
@@ -370,7 +372,12 @@ class State:
         self.chats[event.chat].read_markers[user_key(event.user)] = event.seq
 
     def _comment_added(self, event: CommentAdded) -> None:
-        message = self.messages[event.message]
+        author = self.users[user_key(event.author)]
+        if self._flood_interval:
+            author.flood_tat = spend(author.flood_tat, event.at, self._flood_interval)
+        message = self.messages.get(event.message)
+        if message is None:  # expired here already (a follower's clock a little ahead)
+            return
         comment = Comment(
             event.comment,
             event.message,
@@ -385,10 +392,7 @@ class State:
         else:
             message.comments = [comment]
         self.comments[comment.id] = comment
-        author = self.users[user_key(event.author)]
         author.live_bytes += text_size(event.text)
-        if self._flood_interval:
-            author.flood_tat = spend(author.flood_tat, event.at, self._flood_interval)
 
     def _message_scheduled(self, event: MessageScheduled) -> None:
         pending = Scheduled(
