@@ -13,9 +13,10 @@ from typing import Any
 import orjson
 
 from server.app import Running, run_server
+from server.log import EventLog
 from server.service import Service
 from tests.server.extras_support import config_in, http_get
-from tests.wsclient import Peer, connected
+from tests.wsclient import Peer, connected, user_device
 from wire import USER_NAME_PATTERN
 
 
@@ -153,3 +154,30 @@ async def test_openrpc_document_has_docstrings_and_patterns(running_server: Runn
     assert pattern == f"^(?:{USER_NAME_PATTERN.pattern})$"
     assert re.fullmatch(pattern, "alice")
     assert not re.fullmatch(pattern, "no spaces here")
+
+
+async def test_a_batch_without_session_methods_commits_together(running_server: Running) -> None:
+    """No login, logout or register in the batch: its sends decide in order, then wait
+    for the disk together, one fsync for all (a session method would run them one by
+    one, an fsync each)."""
+    log = running_server.service.log
+    assert isinstance(log, EventLog)  # a single node's store: the append-only log
+    observer = log.fsync_observer
+    fsyncs: list[float] = []
+
+    def counted(seconds: float) -> None:
+        fsyncs.append(seconds)
+        if observer is not None:
+            observer(seconds)
+
+    async with user_device(running_server.url, "carol") as peer:
+        chat = (await peer.call("status"))["chats"][0]["id"]
+        log.fsync_observer = counted
+        try:
+            replies = by_id(
+                await exchange(peer, [request("send", i, chat=chat, text=str(i)) for i in range(8)])
+            )
+        finally:
+            log.fsync_observer = observer
+    assert [replies[i]["result"]["message"]["text"] for i in range(8)] == [str(i) for i in range(8)]
+    assert len(fsyncs) < 8, fsyncs
