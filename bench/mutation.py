@@ -121,9 +121,11 @@ class _Offsets:
         for line in source.splitlines(keepends=True):
             self.starts.append(self.starts[-1] + len(line))
 
-    def of(self, node: ast.AST) -> tuple[int, int]:
-        start = self.starts[node.lineno - 1] + node.col_offset  # type: ignore[attr-defined]
-        end = self.starts[node.end_lineno - 1] + node.end_col_offset  # type: ignore[attr-defined]
+    def of(self, node: ast.expr | ast.stmt) -> tuple[int, int]:
+        assert node.end_lineno is not None  # parsed code has them
+        assert node.end_col_offset is not None
+        start = self.starts[node.lineno - 1] + node.col_offset
+        end = self.starts[node.end_lineno - 1] + node.end_col_offset
         return start, end
 
 
@@ -180,9 +182,9 @@ def mutants_of(path: str) -> list[Mutant]:
     skipped = _skipped_nodes(tree)
     found: list[Mutant] = []
 
-    def add(node: ast.AST, what: str, replacement: str) -> None:
+    def add(node: ast.expr | ast.stmt, what: str, replacement: str) -> None:
         start, end = offsets.of(node)
-        found.append(Mutant(path, node.lineno, what, start, end, replacement))  # type: ignore[attr-defined]
+        found.append(Mutant(path, node.lineno, what, start, end, replacement))
 
     def swapped(node: ast.AST, change: Any) -> str:
         mutated = copy.deepcopy(node)

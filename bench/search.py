@@ -24,7 +24,7 @@ import sys
 import time
 from array import array
 
-from server.domain.events import DirectChatOpened, MessagePosted, UserRegistered
+from server.domain.events import DirectChatOpened, Event, MessagePosted, UserRegistered
 from server.domain.model import GENERAL, Chat, ChatId, Message, MessageId, UserName
 from server.domain.search import SearchIndex
 from server.domain.state import State
@@ -52,12 +52,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def events(args: argparse.Namespace) -> tuple[list[object], list[MessagePosted]]:
+def events(args: argparse.Namespace) -> tuple[list[Event], list[MessagePosted]]:
     rng = random.Random(args.seed)
     vocabulary = [f"w{rank}" for rank in range(args.vocabulary)]
     weights = list(itertools.accumulate(1 / (rank + 1) for rank in range(args.vocabulary)))
     users = [UserName(f"user{i:04d}") for i in range(args.users)]
-    setup: list[object] = [UserRegistered(user, "x", START_MS) for user in users]
+    setup: list[Event] = [UserRegistered(user, "x", START_MS) for user in users]
     directs = []
     for index in range(args.direct_chats):
         a, b = rng.sample(users, 2)
@@ -82,12 +82,12 @@ def events(args: argparse.Namespace) -> tuple[list[object], list[MessagePosted]]
 
 
 def fold(
-    setup: list[object], posted: list[MessagePosted], index: SearchIndex
+    setup: list[Event], posted: list[MessagePosted], index: SearchIndex
 ) -> tuple[State, float]:
     state = State()
     state.search = index
     for event in setup:
-        state.apply(event)  # type: ignore[arg-type]
+        state.apply(event)
     gc.disable()
     began = time.thread_time()  # CPU time: the machine may be shared
     apply = state.apply
