@@ -10,18 +10,22 @@ The roles, and why:
   (Many writers doing compare-and-append lost 43-69 % of appends to conflicts
   here; a forwarded request costs ~0.7 ms.)
 - **Followers** fold the stream into their state, as a start-up replay does, and
-  tell their own devices. A request that decides something is forwarded to the
-  writer over NATS request/reply (``FORWARDED`` below is everything not in
-  ``ANSWERED_HERE``); the follower answers its device once its own fold has passed
-  the cursor the writer answered with, so the events come before the reply on
-  every node. Reads, logins and uploads are answered where the device is; what
+  tell their own devices. A request that decides something is bound and checked
+  where the device is, made into a command (server/domain/commands.py) and sent to
+  the writer as data over NATS request/reply (op ``command``); the writer's
+  executor decides it. The follower answers its device once its own fold has
+  passed the cursor the writer answered with, so the events come before the reply
+  on every node. Reads, logins and uploads are answered where the device is; what
   they record (a device authorised or revoked, a file stored) goes to the writer
   as events, which it admits only if they still fit its state.
 - **Jobs that must run once** (due scheduled messages, snapshots, unused files)
   run on the writer only (``Service.writing``).
 - A writer whose append failed does not know whether JetStream stored it: it
   re-reads the stream into a fresh state (``rebuild``), then goes on. A node that
-  misses messages (the stream was purged below what it needs) does the same.
+  misses messages (the stream was purged below what it needs) does the same. When
+  the append was fenced off (JetStream refused it whole: ``NotStored``), the
+  executor decides the command again against the re-read state, here or, once
+  this node no longer writes, on the writer.
 """
 
 from __future__ import annotations
@@ -40,11 +44,10 @@ import orjson
 from nats.aio.msg import Msg
 
 from server.app import replay
-from server.domain import rules
+from server.domain import commands, rules
+from server.domain.commands import Command
 from server.domain.events import Event, from_record, to_record
-from server.domain.model import DeviceId, UserName, user_key
-from server.errors import MessengerError, Unavailable
-from server.hub import Session
+from server.errors import InternalError, MessengerError, Unavailable
 from server.jetstream import JetStreamStore, Shared
 from server.store import Gap
 
@@ -54,9 +57,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("messenger.server.cluster")
 
-# Calls any node answers from its own state; every other method decides, and is
-# forwarded to the writer. A method added later is forwarded unless listed here:
-# slower, never wrong.
+# Calls any node answers from its own state; every other method decides through the
+# executor, which sends its command to the writer. A batch holding one of those runs
+# in order on a follower (the reads after it must see what the writer decided).
 ANSWERED_HERE: Final = frozenset(
     {
         "register",  # the KDF runs here; the name is admitted by the writer
@@ -93,22 +96,6 @@ class Forwarded(MessengerError):
         return self.error
 
 
-class _NoPeer:
-    """The peer of a request forwarded from another node: its device is there."""
-
-    def write_text(self, data: bytes) -> None:
-        pass
-
-    def buffered(self) -> int:
-        return 0
-
-    def abort(self) -> None:
-        pass
-
-    def close(self, code: int, reason: str) -> None:
-        pass
-
-
 class ClusterNode:
     def __init__(
         self,
@@ -141,11 +128,18 @@ class ClusterNode:
         self._follow: asyncio.Task[None] | None = None
         self._lease: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
-        service.forward = self.forward_events
-        service.writing = False
+        self._rebuild_lock = asyncio.Lock()  # one re-read at a time, whoever asks
+        self._rebuilds = 0
+        self._following(True)
         service.login_failures = self
-        dispatcher.forward = self.forward_call
+        service.executor.recover = self.recovered
         dispatcher.forwards = lambda name: not self.writer and name not in ANSWERED_HERE
+
+    def _following(self, following: bool) -> None:
+        """What this node records and decides goes to the writer while it follows."""
+        self.service.writing = not following
+        self.service.forward = self.forward_events if following else None
+        self.service.executor.forward = self.forward_command if following else None
 
     # -- life ------------------------------------------------------------------------
 
@@ -216,8 +210,21 @@ class ClusterNode:
         self.position = seq
         self._release()
 
+    async def recovered(self) -> None:
+        """Done once this node has re-read the stream after an append that JetStream
+        refused (the executor then decides again): by this call, or by whoever
+        re-read it meanwhile (the lease task, a step-down)."""
+        seen = self._rebuilds
+        async with self._rebuild_lock:
+            if self._rebuilds == seen and self.store.broken.is_set():
+                await self._rebuild_now()
+
     async def _rebuild(self) -> None:
         """Fold the stream into a fresh state, then go on from there."""
+        async with self._rebuild_lock:
+            await self._rebuild_now()
+
+    async def _rebuild_now(self) -> None:
         # Only one task folds: the follow loop must not fold into the old state
         # while the fresh one is read (what it folded would be missing from it).
         follow = self._follow
@@ -260,6 +267,7 @@ class ClusterNode:
             self.service.arm_schedule()  # the old state's timer (or none) is not the fresh one's
             self.position = self.store.position
             self.store.reset(self.store.position, fresh.cursor)
+            self._rebuilds += 1
             logger.info(
                 "node %s re-read %d events in %.2f s; cursor %d",
                 self.node,
@@ -312,19 +320,12 @@ class ClusterNode:
         await self.caught_up(found["cursor"])
         return found
 
-    async def forward_call(
-        self, session: Session, request: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        found = await self._ask_writer(
-            {
-                "op": "call",
-                "request": request,
-                "user": session.user,
-                "device": session.device,
-                "remote": session.remote,
-            }
-        )
-        reply: dict[str, Any] | None = found["reply"]
+    async def forward_command(self, command: Command) -> dict[str, Any]:
+        """The executor on a follower: the writer decides ``command`` and answers."""
+        found = await self._ask_writer({"op": "command", "command": commands.to_record(command)})
+        if "error" in found:
+            raise Forwarded(found["error"])
+        reply: dict[str, Any] = found["reply"]
         return reply
 
     def forward_events(self, events: list[Event]) -> asyncio.Future[None]:
@@ -377,14 +378,16 @@ class ClusterNode:
         service = self.service
         try:
             asked = orjson.loads(message.data)
-            if asked["op"] == "call":
-                session = Session(_NoPeer(), str(asked.get("remote") or "?"))
-                if asked.get("user") is not None:
-                    session.user = UserName(asked["user"])
-                    session.key = user_key(session.user)
-                    session.device = DeviceId(asked["device"])
-                reply = await self.dispatcher.call(session, asked["request"])
-                answer: dict[str, Any] = {"reply": reply}
+            answer: dict[str, Any]
+            if asked["op"] == "command":
+                try:
+                    command = commands.from_record(asked["command"])
+                    answer = {"reply": await service.executor.run_forwarded(command)}
+                except MessengerError as error:
+                    answer = {"error": error.to_wire()}
+                except Exception:  # a bug: answered at once, as the dispatcher would
+                    logger.exception("node %s: a forwarded command failed", self.node)
+                    answer = {"error": InternalError("Internal error").to_wire()}
             elif asked["op"] == "throttle":
                 answer = await self._count_login(asked)
             else:
@@ -466,8 +469,7 @@ class ClusterNode:
         self._rpc = await self.shared.nc.subscribe(
             self.shared.names.rpc, queue="writer", cb=self._serve
         )
-        self.service.forward = None
-        self.service.writing = True
+        self._following(False)
         self.service.arm_schedule()
         logger.info("node %s is the writer from stream sequence %d", self.node, last)
 
@@ -477,8 +479,7 @@ class ClusterNode:
         logger.warning("node %s stops writing: %s", self.node, why)
         self.writer = False
         self.writer_name = None
-        self.service.writing = False
-        self.service.forward = self.forward_events
+        self._following(True)
         self.service.disarm_schedule()
         if self._rpc is not None:
             with contextlib.suppress(Exception):

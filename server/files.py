@@ -311,8 +311,9 @@ class FileMethods:
         length: Annotated[int, Range(1, None), Doc("bytes at most (capped)")] | None = None,
     ) -> dict[str, Any]:
         """A piece of a file you can see, base64; ``eof`` once it reaches the end."""
-        self.state.expire(self.service.clock())  # a file seen only through an expired message
-        stored = rules.find_file(self.state, self.service.account(session), file)
+        # A file seen only through an expired message is not found.
+        account = self.service.account(session)
+        stored = rules.find_file(self.state, account, file, self.service.clock())
         offset = offset or 0
         if offset > stored.size:
             raise InvalidParams(f"Expected an offset of at most {stored.size}, but got {offset}")
@@ -332,8 +333,7 @@ class FileMethods:
     ) -> dict[str, Any]:
         """A path that downloads a file you can see with a plain GET, for 10 minutes."""
         now = self.service.clock()
-        self.state.expire(now)
-        stored = rules.find_file(self.state, self.service.account(session), file)
+        stored = rules.find_file(self.state, self.service.account(session), file, now)
         expires_at = now + FILE_URL_TTL_MS
         query = signed_query(stored.id, self.service.device(session), expires_at)
         return {"url": f"/files/{stored.id}?{query}", "expires_at": expires_at}
@@ -354,10 +354,9 @@ class FileMethods:
             device = self.state.devices_by_token.get(token_hash(token.strip()))
         if device is None:
             return None
-        self.state.expire(now)
         key = user_key(device.user)
         try:
-            stored = rules.find_file(self.state, self.state.users[key], file_id)
+            stored = rules.find_file(self.state, self.state.users[key], file_id, now)
             await self.blobs.fetch(stored.sha256)
         except NotFound:
             return None

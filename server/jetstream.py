@@ -41,7 +41,7 @@ from nats.js.object_store import ObjectStore
 
 from server.errors import Unavailable
 from server.log import decode_record, encode_record
-from server.store import Gap, Record, StoreFailed, in_chunks
+from server.store import Gap, NotStored, Record, StoreFailed, in_chunks
 
 logger = logging.getLogger("messenger.server.cluster")
 
@@ -55,7 +55,8 @@ HEADROOM: Final = 4096
 
 
 class Fenced(StoreFailed):
-    """Another writer appended first: this node's state is not the stream's."""
+    """Another writer appended first: this node's state is not the stream's, and
+    JetStream kept none of the refused records (their appends fail ``NotStored``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +201,14 @@ class _Compaction:
     head: list[Record]
 
 
+def _refusal(error: BaseException | None) -> Unavailable:
+    """What an append fails with after ``error``: after a fence, nothing queued since
+    the last stored publish was kept (the fenced publish was refused whole, and
+    nothing is published after it until ``reset``)."""
+    kind = NotStored if isinstance(error, Fenced) else Unavailable
+    return kind(f"The shared log cannot be written now: {error}", 1.0)
+
+
 class JetStreamStore:
     """``store.EventStore`` on one JetStream stream, written by the lease holder.
 
@@ -267,7 +276,7 @@ class JetStreamStore:
         return future
 
     def _unavailable(self) -> Unavailable:
-        return Unavailable(f"The shared log cannot be written now: {self._error}", 1.0)
+        return _refusal(self._error)
 
     def _enqueue(self, item: bytes | _Compaction) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -350,7 +359,7 @@ class JetStreamStore:
     def _fail_all(
         self, error: BaseException, waiters: list[asyncio.Future[None]] | None = None
     ) -> None:
-        unavailable = Unavailable(f"The shared log cannot be written now: {error}", 1.0)
+        unavailable = _refusal(error)
         for waiter in (waiters or []) + [future for _, future in self._queue]:
             if not waiter.done():
                 waiter.set_exception(unavailable)

@@ -16,6 +16,8 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Protocol
 
+from server.errors import Unavailable
+
 Record = dict[str, Any]
 
 # Records handed to the fold at a time when a store is read back.
@@ -25,6 +27,13 @@ READ_CHUNK = 4096
 class StoreFailed(Exception):
     """The store could not take records: whatever was given to it since the last
     durable point may or may not be stored."""
+
+
+class NotStored(Unavailable):
+    """What an append's future fails with when the store is certain it kept none of
+    its records (a JetStream writer fenced off: another appended first). Any other
+    failure leaves the outcome unknown. Only after ``NotStored`` may a decision be
+    taken again, against the state re-read from the store (server/executor.py)."""
 
 
 class Gap(StoreFailed):
@@ -44,7 +53,9 @@ class EventStore(Protocol):
 
     def append(self, records: list[Record]) -> asyncio.Future[None]:
         """Queue ``records`` (their cursors follow the last one appended); the future
-        is done once they are durable, or fails with ``StoreFailed``."""
+        is done once they are durable, or fails: with ``NotStored`` when none of them
+        was kept for certain, else with ``StoreFailed`` or ``Unavailable`` (they may
+        or may not be kept)."""
         ...
 
     def barrier(self) -> asyncio.Future[None]:

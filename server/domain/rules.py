@@ -79,8 +79,8 @@ def check_name_free(state: State, name: str) -> None:
 
 def register(state: State, name: str, password_hash: str, now: int) -> UserRegistered:
     check_name_free(state, name)
-    state.expire(now)  # the newcomer's last `history_size` messages are live ones
-    return UserRegistered(UserName(name), password_hash, now, state.newcomer_read_seq())
+    # The newcomer's last `history_size` messages are live ones.
+    return UserRegistered(UserName(name), password_hash, now, state.newcomer_read_seq(now))
 
 
 def authorize_device(
@@ -218,9 +218,8 @@ def check_rate(state: State, user: User, chat_id: ChatId, now: int, limit: int) 
 
 
 def find_message(state: State, user: User, message_id: str, now: int) -> Message:
-    """A live message of a chat ``user`` is a member of."""
-    state.expire(now)
-    message = state.messages.get(MessageId(message_id))
+    """A message of a chat ``user`` is a member of, live at ``now``."""
+    message = state.live_message(message_id, now)
     if message is None or user_key(user.name) not in state.chats[message.chat].read_markers:
         raise NotFound(f"No message {message_id!r} among your chats")
     return message
@@ -229,9 +228,13 @@ def find_message(state: State, user: User, message_id: str, now: int) -> Message
 def add_comment(
     state: State, author: User, message_id: str, *, text: str, now: int, comment_id: CommentId
 ) -> CommentAdded:
-    state.expire(now)  # a comment of an expired message is gone: "not found", not "a comment"
     comment = state.comments.get(CommentId(message_id))
-    if comment is not None and user_key(author.name) in state.chats[comment.chat].read_markers:
+    # A comment of an expired message is gone: "not found", not "a comment".
+    if (
+        comment is not None
+        and state.live_message(comment.message, now) is not None
+        and user_key(author.name) in state.chats[comment.chat].read_markers
+    ):
         raise InvalidParams("Expected a message, but got a comment: no comments on comments")
     message = find_message(state, author, message_id, now)
     check_not_banned(author, now)
@@ -240,16 +243,22 @@ def add_comment(
     return CommentAdded(comment_id, message.id, message.chat, author.name, text, now)
 
 
-def find_file(state: State, user: User, file_id: str) -> StoredFile:
-    """A file is visible to its uploader and to members of chats where it was posted."""
+def find_file(state: State, user: User, file_id: str, now: int) -> StoredFile:
+    """A file is visible to its uploader and to members of chats where a message live
+    at ``now`` carries it."""
     stored = state.files.get(FileId(file_id))
     key = user_key(user.name)
-    if stored is None or not (
-        user_key(stored.uploader) == key
-        or any(key in state.chats[chat].read_markers for chat in stored.chats)
-    ):
+    if stored is None:
         raise NotFound(f"No file {file_id!r} you can see")
-    return stored
+    if user_key(stored.uploader) == key:
+        return stored
+    lapsed = state.lapsed(now)
+    for chat, carried in stored.chats.items():
+        if key not in state.chats[chat].read_markers:
+            continue
+        if carried > sum(message.file == stored.id for message in lapsed.get(chat, ())):
+            return stored
+    raise NotFound(f"No file {file_id!r} you can see")
 
 
 def check_storage(state: State, user: User, size: int, mine: int) -> None:

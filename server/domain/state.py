@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from server.domain.events import (
     ChatRestored,
@@ -61,6 +61,8 @@ from server.domain.model import (
     user_key,
 )
 from server.domain.search import MentionIndex, SearchIndex
+
+_Id = TypeVar("_Id", MessageId, ScheduledId)
 
 # How many client_ids per device are remembered for idempotent `send`.
 CLIENT_IDS_PER_DEVICE: Final = 1000
@@ -146,10 +148,23 @@ class State:
         chat_id = self.direct_chats.get(_pair(a, b))
         return None if chat_id is None else self.chats[chat_id]
 
-    def newcomer_read_seq(self) -> int:
-        """A newcomer's unread starts with the last `history_size` live messages."""
+    def newcomer_read_seq(self, now: int | None = None) -> int:
+        """A newcomer's unread starts with the last `history_size` live messages (live
+        at ``now``: those whose lifetime is over count as gone, reclaimed or not)."""
         general = self.general
-        return max(general.first_seq - 1, general.last_seq - self.history_size)
+        first = general.first_seq
+        if now is not None:
+            for message in general.messages:
+                if message is not None and not expired(message, now):
+                    break
+                first += 1
+        return max(first - 1, general.last_seq - self.history_size)
+
+    def live_message(self, message_id: str, now: int) -> Message | None:
+        """The message, unless it was deleted or its lifetime is over by ``now`` (whether
+        ``expire`` has reclaimed it yet or not: a query never reclaims)."""
+        message = self.messages.get(MessageId(message_id))
+        return None if message is None or expired(message, now) else message
 
     def rate_window(self, at: int) -> int:
         return at // self.rate_period_ms
@@ -164,17 +179,21 @@ class State:
 
         Walks only the part of the heap at or before ``now`` (a heap's children are
         never earlier than their parent): O(due), however many are pending."""
-        heap = self.schedule
-        found: list[tuple[int, ScheduledId]] = []
-        below = [0]
-        while below:
-            index = below.pop()
-            if index < len(heap) and heap[index][0] <= now:
-                if heap[index][1] in self.scheduled:
-                    found.append(heap[index])
-                below += (2 * index + 1, 2 * index + 2)
+        found = [entry for entry in _heap_until(self.schedule, now) if entry[1] in self.scheduled]
         found.sort()
         return [self.scheduled[scheduled_id] for _, scheduled_id in found]
+
+    def lapsed(self, now: int) -> dict[ChatId, list[Message]]:
+        """The messages whose lifetime is over by ``now`` that ``expire`` has not
+        reclaimed yet, by chat: a read treats them as gone and changes nothing.
+        O(those) (the top of the heap): few, as the executor reclaims before every
+        command and housekeeping between them."""
+        found: dict[ChatId, list[Message]] = {}
+        for _, message_id in _heap_until(self.expiries, now):
+            message = self.messages.get(message_id)
+            if message is not None:
+                found.setdefault(message.chat, []).append(message)
+        return found
 
     def compacted(self) -> None:
         """A snapshot of this state was written: what expired is off the disk too."""
@@ -535,6 +554,24 @@ class State:
 
     def _snapshot_taken(self, event: SnapshotTaken) -> None:
         self.cursor = event.cursor
+
+
+def _heap_until(heap: list[tuple[int, _Id]], now: int) -> list[tuple[int, _Id]]:
+    """The entries of ``heap`` at or before ``now``, in no order, without popping:
+    only that part is walked (a heap's children are never earlier than their parent)."""
+    found = []
+    below = [0]
+    while below:
+        index = below.pop()
+        if index < len(heap) and heap[index][0] <= now:
+            found.append(heap[index])
+            below += (2 * index + 1, 2 * index + 2)
+    return found
+
+
+def expired(message: Message, now: int) -> bool:
+    """Whether ``message``'s lifetime is over by ``now`` (``expires_at == now`` is over)."""
+    return message.expires_at is not None and message.expires_at <= now
 
 
 def _trim(chat: Chat) -> None:

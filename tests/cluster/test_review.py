@@ -71,8 +71,9 @@ async def test_a_writer_that_steps_down_with_an_append_in_flight_folds_the_new_w
 ) -> None:
     """The writer loses its lease (its loop stalled) while an append is on its way; the
     append is then fenced. As a follower it must end up with the stream's state: not
-    keep the refused message, not skip the new writer's one at the same cursor, and
-    not answer every local call with -32008."""
+    keep the refused message at the cursor of the new writer's one, and not answer
+    every local call with -32008. The fenced send is decided again, by the new writer
+    (issue 7): a normal reply, the message stored once."""
     async with (
         nodes(tmp_path, [nats.url], 2) as (first, second),
         user_device(first.url, "alice") as alice,
@@ -89,18 +90,18 @@ async def test_a_writer_that_steps_down_with_an_append_in_flight_folds_the_new_w
         old._lease = asyncio.get_running_loop().create_task(old._hold_lease())
         await until(lambda: not old.writer, 5)
         gate.set()  # its append goes on, and is fenced off by JetStream
-        with pytest.raises(RpcError) as caught:
-            await sending
-        assert caught.value.code == -32008
+        sent = await sending  # decided again, on the new writer
+        assert sent["message"]["text"] == "refused"
+        assert sent["message"]["seq"] == 2
         await bob.call("send", chat="general", text="after")
         await until(lambda: old.position == new.position, 5)
         await asyncio.sleep(0.5)
-        assert await texts(bob) == ["stored", "after"]
+        assert await texts(bob) == ["stored", "refused", "after"]
         # On main: the old writer keeps "refused" at the cursor of "stored", never
         # tells alice of "stored", and refuses its own reads with -32008 for ever.
         kept = sorted(m.text for m in old.service.state.messages.values())
         assert kept == sorted(m.text for m in new.service.state.messages.values())
-        assert await texts(alice) == ["stored", "after"]
+        assert await texts(alice) == ["stored", "refused", "after"]
 
 
 async def test_a_rebuild_keeps_what_the_follow_loop_folded_meanwhile(

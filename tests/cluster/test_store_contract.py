@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.errors import TimeoutError as NatsTimeout
 
 from server import jetstream
 from server.errors import Unavailable
 from server.log import EventLog
-from server.store import EventStore, Record
+from server.store import EventStore, NotStored, Record
 from tests.cluster.support import Nats
 
 Opener = Callable[[], contextlib.AbstractAsyncContextManager[EventStore]]
@@ -110,7 +111,9 @@ async def test_many_appends_read_back_whole(open_store: Opener) -> None:
 
 async def test_a_stale_writer_is_fenced_off(nats: Nats) -> None:
     """Two JetStream writers that both think they know the end: the second's append
-    is refused (-32008) instead of interleaving, and the store says it is broken."""
+    is refused (-32008) instead of interleaving, and the store says it is broken.
+    The refusal is certain (``NotStored``: a decision may be taken again), for the
+    fenced append and for every one after it until the stream is re-read."""
     opened: list[Any] = []
     try:
         for name in ("a", "b"):
@@ -123,12 +126,49 @@ async def test_a_stale_writer_is_fenced_off(nats: Nats) -> None:
             opened.append((shared, store))
         (_, first), (_, second) = opened
         await first.append(records(1, 1))
-        with pytest.raises(Unavailable):
+        with pytest.raises(NotStored):
             await second.append(records(1, 1))
         assert second.broken.is_set()
-        with pytest.raises(Unavailable):  # and it stays refusing until re-read
+        with pytest.raises(NotStored):  # and it stays refusing until re-read
             await second.append(records(2, 1))
+        assert [r["n"] for r in await read_back_stream(nats, "fence")] == [1]
     finally:
         for shared, store in opened:
             await store.close()
             await shared.close()
+
+
+async def read_back_stream(nats: Nats, cluster: str) -> list[Record]:
+    shared = await jetstream.connect([nats.url], cluster, 1.0, "reader")
+    try:
+        store = jetstream.JetStreamStore(shared)
+        return [record async for chunk in store.records() for record in chunk]
+    finally:
+        await shared.close()
+
+
+async def test_an_append_without_an_answer_is_not_known_unstored(nats: Nats) -> None:
+    """A publish whose acknowledgement never came may be stored: the append fails
+    -32008 but not ``NotStored`` (nothing may be decided again)."""
+    shared = await jetstream.connect([nats.url], "lost", 1.0, "a")
+    store = jetstream.JetStreamStore(shared)
+    try:
+        async for _ in store.records():
+            pass
+        store.reset(store.position, store.cursor)
+        store.start()
+        publish = shared.js.publish
+
+        async def unanswered(subject: str, *args: Any, **kwargs: Any) -> Any:
+            await publish(subject, *args, **kwargs)
+            raise NatsTimeout
+
+        shared.js.publish = unanswered  # type: ignore[method-assign]
+        with pytest.raises(Unavailable) as caught:
+            await store.append(records(1, 1))
+        assert not isinstance(caught.value, NotStored)
+        assert store.broken.is_set()
+        assert [r["n"] for r in await read_back_stream(nats, "lost")] == [1]
+    finally:
+        await store.close()
+        await shared.close()
