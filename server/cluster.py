@@ -85,6 +85,18 @@ ANSWERED_HERE: Final = frozenset(
 )
 
 
+async def _ended(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` and wait until it has ended. Asked again until it has: on
+    Python 3.11 a ``wait_for`` inside nats-py can swallow a cancellation whose inner
+    call completed at the same moment, and the follow loop then goes on for ever (a
+    node's stop right after a re-read restarted that loop hung so)."""
+    while task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    if task is not None and not task.cancelled() and task.exception() is not None:
+        logger.warning("a cluster task ended with %r", task.exception())
+
+
 class Forwarded(MessengerError):
     """An error the writer answered a forwarded request with, passed on as it came."""
 
@@ -149,11 +161,8 @@ class ClusterNode:
         self._lease = loop.create_task(self._hold_lease(), name="messenger-lease")
 
     async def stop(self) -> None:
-        for task in (self._lease, self._follow):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await _ended(self._lease)
+        await _ended(self._follow)  # read after: a re-read the lease task ran restarts it
         if self.writer:
             await self._step_down("stopping")
             with contextlib.suppress(Exception):
@@ -230,10 +239,7 @@ class ClusterNode:
         follow = self._follow
         restart = follow is not None and follow is not asyncio.current_task() and not follow.done()
         if restart:
-            assert follow is not None
-            follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follow
+            await _ended(follow)
         self.rebuilding = True
         began = time.perf_counter()
         try:

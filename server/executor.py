@@ -23,9 +23,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from server.domain import rules
 from server.domain.commands import RANDOM_IDS, Command, Ids
 from server.domain.decisions import Policy, decide
-from server.domain.events import UserBanned
+from server.domain.events import Event, UserBanned
+from server.domain.state import State
 from server.errors import MessengerError
 from server.store import NotStored
 
@@ -65,19 +67,41 @@ class Executor:
                 return await self.forward(command)
             try:
                 return await self._decide_here(command)
-            except NotStored:
+            except NotStored as refused:
                 attempt += 1
                 if self.recover is None or attempt > REDECIDE_MAX:
                     raise
                 logger.info(
                     "%s was fenced off; deciding it again (%d)", type(command).__name__, attempt
                 )
-                await self.recover()
+                # Not for ever: a node that cannot re-read the log (NATS out of reach)
+                # answers -32008 as it did before (the re-read goes on, shielded).
+                try:
+                    await asyncio.wait_for(
+                        asyncio.shield(self.recover()), self.service.config.forward_timeout
+                    )
+                except TimeoutError:
+                    raise refused from None
 
     async def run_forwarded(self, command: Command) -> dict[str, Any]:
         """``run`` for a command another node sent, under the guard a handler runs in."""
         async with self.service.pause.request():
             return await self.run(command)
+
+    def run_job(self, job: Callable[[State, int], list[Event]]) -> asyncio.Future[None] | None:
+        """A decision of the server's own (the timer's due messages, housekeeping's
+        unused files), taken as a command is: reclaim, decide at ``now``, record.
+        None when it decides nothing; never taken again after a fence (the job runs
+        again on whichever node writes next, against its state)."""
+        service = self.service
+        now = service.clock()
+        service.state.expire(now)
+        events = job(service.state, now)
+        return service.record(events) if events else None
+
+    def post_due(self, state: State, now: int) -> list[Event]:
+        """The scheduled messages due by ``now``, posted or cancelled (``rules``)."""
+        return rules.post_due(state, now, self.ids.message, self.policy.message_ttl_ms)
 
     async def _decide_here(self, command: Command) -> dict[str, Any]:
         service = self.service

@@ -34,7 +34,7 @@ from typing import Annotated, Any, BinaryIO, Final
 from server.auth import token_hash
 from server.blobs import Blobs, LocalBlobs
 from server.domain import rules, views
-from server.domain.events import FileDropped, FileUploaded
+from server.domain.events import Event, FileDropped, FileUploaded
 from server.domain.model import Device, DeviceId, FileId, StoredFile, UserKey, user_key
 from server.domain.state import State
 from server.errors import Forbidden, InternalError, InvalidParams, NotFound, RateLimited, TooLarge
@@ -263,12 +263,16 @@ class FileMethods:
             loop = asyncio.get_running_loop()
             loop.run_in_executor(self.blob_io, self.blobs.prune_cache, self.in_use())
             return
-        now = self.service.clock()
-        unused = self.state.unused_files(now, max(self.config.message_ttl, 3600) * 1000)
-        if not unused:
+        unused: list[StoredFile] = []
+
+        def drop(state: State, now: int) -> list[Event]:
+            unused.extend(state.unused_files(now, max(self.config.message_ttl, 3600) * 1000))
+            return [FileDropped(stored.id, now) for stored in unused]
+
+        durable = self.service.executor.run_job(drop)
+        if durable is None:
             return
         logger.info("dropping %d stored files no message carries any more", len(unused))
-        durable = self.service.record([FileDropped(stored.id, now) for stored in unused])
         digests = {stored.sha256 for stored in unused}
 
         def delete(_: asyncio.Future[None]) -> None:

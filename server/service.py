@@ -321,19 +321,22 @@ class Service:
             self._timer = asyncio.get_running_loop().call_later(0.05, self._post_due)
             return
         try:
-            events = rules.post_due(
-                self.state, self.clock(), self.executor.ids.message, self.config.message_ttl * 1000
-            )
-            if events:
-                posted = sum(isinstance(e, MessagePosted) for e in events)
-                logger.info(
-                    "posting %d scheduled messages (%d cancelled)", posted, len(events) - posted
-                )
-                self.record(events).add_done_callback(_log_failure)
+            durable = self.executor.run_job(self._due)
+            if durable is not None:
+                durable.add_done_callback(_log_failure)
         except Exception:  # a task boundary: log it, and keep the timer going
             logger.exception("posting scheduled messages failed")
         finally:
             self.arm_schedule()
+
+    def _due(self, state: State, now: int) -> list[Event]:
+        events = self.executor.post_due(state, now)
+        if events:
+            posted = sum(isinstance(e, MessagePosted) for e in events)
+            logger.info(
+                "posting %d scheduled messages (%d cancelled)", posted, len(events) - posted
+            )
+        return events
 
     async def _keep_house(self) -> None:
         while True:
