@@ -66,6 +66,7 @@ class Names:
     files: str
     lease: str
     rpc: str  # requests forwarded to the writer
+    logins: str  # failed logins the writer counted, mirrored by every node
 
     @classmethod
     def of(cls, cluster: str) -> Names:
@@ -76,6 +77,7 @@ class Names:
             files=f"{cluster}_files",
             lease=f"{cluster}_lease",
             rpc=f"{cluster}.writer",
+            logins=f"{cluster}.logins",
         )
 
 
