@@ -147,9 +147,7 @@ async def test_reconnect_resumes_with_since(page: Page, server: WebServer) -> No
     assert texts == ["while away"]
 
 
-async def test_a_silent_connection_is_noticed_and_resumed(
-    page: Page, server: WebServer
-) -> None:
+async def test_a_silent_connection_is_noticed_and_resumed(page: Page, server: WebServer) -> None:
     """A browser never sees the server's pings: when its connection goes silent (the
     path died, the socket still looks open), the heartbeat notices within idle +
     timeout, reconnects, and resumes with `since`, missing nothing."""
