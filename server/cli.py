@@ -7,6 +7,7 @@ import asyncio
 import ctypes
 import gc
 import logging
+import os
 import re
 import signal
 import sys
@@ -105,6 +106,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="a proxy whose X-Forwarded-For names the client (repeatable)",
     )
     parser.add_argument(
+        "--metrics-token",
+        default=os.environ.get("MESSENGER_METRICS_TOKEN") or None,
+        metavar="TOKEN",
+        help="GET /metrics answers 'Authorization: Bearer TOKEN' from anywhere; without "
+        "it, clients on this machine only (default: $MESSENGER_METRICS_TOKEN)",
+    )
+    parser.add_argument(
         "--presence-grace",
         type=_positive_seconds,
         default=defaults.presence_grace,
@@ -161,6 +169,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         max_connections=args.max_connections,
         max_connections_per_address=args.max_connections_per_address,
         trusted_proxies=frozenset(args.trusted_proxy),
+        metrics_token=args.metrics_token,
         cluster=tuple(url.strip() for url in args.cluster.split(",") if url.strip()),
         cluster_name=args.cluster_name,
         node_name=args.node_name,
@@ -265,11 +274,13 @@ async def serve(config: Config) -> None:
         config.register_limit,
     )
     logger.info(
-        "login within %g s; up to %d connections, %d per address; trusted proxies: %s",
+        "login within %g s; up to %d connections, %d per address; trusted proxies: %s; "
+        "/metrics for %s",
         config.login_timeout,
         config.max_connections or default_max_connections(),
         config.max_connections_per_address,
         ", ".join(sorted(config.trusted_proxies)) or "none",
+        "this machine" if config.metrics_token is None else "the bearer of the token",
     )
     async with run_server(config) as running:
         # The replayed state lives as long as the process: keep the cyclic GC from
