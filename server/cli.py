@@ -98,6 +98,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="connections at once from one client address; more get HTTP 503",
     )
     parser.add_argument(
+        "--max-devices",
+        type=_positive,
+        default=defaults.max_devices,
+        help="devices one user keeps; a new one revokes the oldest not connected",
+    )
+    parser.add_argument(
         "--trusted-proxy",
         action="append",
         type=_address,
@@ -168,6 +174,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         login_timeout=args.login_timeout,
         max_connections=args.max_connections,
         max_connections_per_address=args.max_connections_per_address,
+        max_devices=args.max_devices,
         trusted_proxies=frozenset(args.trusted_proxy),
         metrics_token=args.metrics_token,
         cluster=tuple(url.strip() for url in args.cluster.split(",") if url.strip()),

@@ -45,6 +45,7 @@ class Config:
     login_timeout: float = 20.0  # seconds a connection may take to log in; then 1008
     max_connections: int | None = None  # None: derived from the fd limit at start
     max_connections_per_address: int = 256
+    max_devices: int = 100  # per user: a new one revokes the oldest not connected
     trusted_proxies: frozenset[str] = frozenset()  # their X-Forwarded-For names the client
     # GET /metrics: with a token, for `Authorization: Bearer <token>` only; without
     # one, for clients on this machine only (loopback addresses).
