@@ -5,6 +5,7 @@ in a frame, requests in a batch) hold exactly at their numbers."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Annotated, Any
 
@@ -34,6 +35,7 @@ class Toy:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.steps: list[str] = []
 
     @rpc_method("toy.params")
     async def params(
@@ -62,6 +64,19 @@ class Toy:
     ) -> dict[str, Any]:
         return {"left": left, "right": right}
 
+    @rpc_method("toy.step")
+    async def step(self, session: Any, *, label: str) -> dict[str, Any]:
+        """A read: it yields to the loop once between its start and its end."""
+        self.steps.append(f"{label}+")
+        await asyncio.sleep(0)
+        self.steps.append(f"{label}-")
+        return {}
+
+    @rpc_method("toy.session", ordered=True)
+    async def session(self, session: Any, *, label: str) -> dict[str, Any]:
+        """Changes the session: the requests after it in a batch wait for it."""
+        return await self.step(session, label=label)
+
     @rpc_method("toy.open", anonymous=True)
     async def open(self, session: Any) -> dict[str, Any]:
         return {"open": True}
@@ -71,8 +86,8 @@ class Toy:
         raise StoreFailed("disk full") if store else RuntimeError("a bug")
 
 
-def registry() -> Registry:
-    return Registry(Toy(), title="toy", version="1")
+def registry(toy: Toy | None = None) -> Registry:
+    return Registry(toy or Toy(), title="toy", version="1")
 
 
 def bind(**params: Any) -> dict[str, Any]:
@@ -139,6 +154,7 @@ def test_params_are_checked_by_name_and_null_is_absent() -> None:
     assert invalid(name="ab", a=1, b=2, c=3, d=4, e=5) == (
         f"Expected params among {known}, but got unexpected ['a', 'b', 'c'] and 2 more"
     )
+    assert invalid(name="ab", a=1, b=2, c=3, d=4).endswith("['a', 'b', 'c'] and 1 more")
 
 
 def test_exactly_one_of_an_exclusive_group() -> None:
@@ -176,7 +192,7 @@ def test_the_openrpc_document_describes_the_same_bounds() -> None:
     assert document["openrpc"] == "1.3.2"
     assert document["info"] == {"title": "toy", "version": "1"}
     assert [method["name"] for method in document["methods"]] == sorted(
-        ["toy.params", "toy.either", "toy.open", "toy.fail"]
+        ["toy.params", "toy.either", "toy.open", "toy.fail", "toy.step", "toy.session"]
     )
     params = next(m for m in document["methods"] if m["name"] == "toy.params")
     assert params["summary"] == "Take every kind of param."
@@ -216,22 +232,30 @@ async def answer(frame: Any, logged_in: bool = True) -> Any:
     return None if reply is None else orjson.loads(reply)
 
 
-def nested_frame(containers: int) -> str:
-    """A batch of one request whose params hold ``containers`` arrays and objects in all."""
-    filler = ",".join(["[]"] * (containers - 3))  # the batch, the request, its params
+def nested_frame(containers: int, text: str = "") -> str:
+    """A batch of one request whose params hold ``containers`` arrays and objects in all,
+    and ``text`` as a string among them."""
+    filler = ",".join(["[]"] * (containers - 3) + [orjson.dumps(text).decode()])
     return f'[{{"jsonrpc":"2.0","method":"toy.open","params":{{"x":[{filler}]}},"id":1}}]'
 
 
 async def test_a_frame_of_exactly_max_containers_is_parsed() -> None:
     """4096 arrays and objects in a frame are parsed (here: refused as params, which
     needs parsing), 4097 are refused unparsed; brackets inside strings do not count."""
-    at_limit = await answer(nested_frame(MAX_CONTAINERS - 1))  # x's list is one more
+    assert MAX_CONTAINERS == 4096
+    at_limit = await answer(nested_frame(4095))  # x's list is one more
     assert at_limit[0]["error"]["code"] == -32602
-    over = await answer(nested_frame(MAX_CONTAINERS))
+    with_text = await answer(nested_frame(4095, text="[{[{"))
+    assert with_text[0]["error"]["code"] == -32602
+    over = await answer(nested_frame(4096))
     assert over["error"] == {
         "code": -32600,
-        "message": f"Expected at most {MAX_CONTAINERS} arrays and objects in a frame, but got more",
+        "message": "Expected at most 4096 arrays and objects in a frame, but got more",
     }
+    objects = (
+        f'{{"jsonrpc":"2.0","method":"toy.open","params":{{"x":[{",".join(["{}"] * 5000)}]}}}}'
+    )
+    assert (await answer(objects))["error"]["code"] == -32600  # objects count as arrays do
     in_text = orjson.dumps(call("toy.params", name="ab", tags=["[" * 5000])).decode()
     assert (await answer(in_text))["result"] == {"ok": True}
 
@@ -239,7 +263,8 @@ async def test_a_frame_of_exactly_max_containers_is_parsed() -> None:
 async def test_a_batch_of_max_batch_requests_is_answered_and_one_more_refused() -> None:
     """100 requests in a batch get 100 replies; 101 get one error."""
     full = await answer([call("toy.open", number) for number in range(MAX_BATCH)])
-    assert [reply["id"] for reply in full] == list(range(MAX_BATCH))
+    assert MAX_BATCH == 100
+    assert [reply["id"] for reply in full] == list(range(100))
     over = await answer([call("toy.open", number) for number in range(MAX_BATCH + 1)])
     assert over["error"]["message"] == "Expected at most 100 requests in a batch, but got 101"
 
@@ -349,3 +374,39 @@ async def test_a_forwarded_method_is_checked_here_and_answered_by_the_writer() -
     assert bad is not None
     assert orjson.loads(bad)["error"]["code"] == -32602
     assert len(forwarded) == 1
+    here = await rpc.handle(None, rpc.parse(orjson.dumps(call("toy.open"))))
+    assert here is not None
+    assert orjson.loads(here)["result"] == {"open": True}
+    assert len(forwarded) == 1
+
+
+async def steps_of(batch: list[dict[str, Any]], forwards: str | None = None) -> list[str]:
+    """The order the batch's handlers started (+) and ended (-) in."""
+    toy = Toy()
+    rpc = Dispatcher(registry(toy), lambda session: True)
+    if forwards is not None:
+
+        async def forward(session: Any, request: dict[str, Any]) -> dict[str, Any]:
+            return await rpc.registry.methods["toy.step"].handler(session, **request["params"])
+
+        rpc.forward = forward
+        rpc.forwards = lambda name: name == forwards
+    await rpc.handle(None, rpc.parse(orjson.dumps(batch)))
+    return toy.steps
+
+
+async def test_reads_in_a_batch_run_together_and_a_session_method_alone() -> None:
+    """Two reads of one batch overlap (they wait for the disk together); with a method
+    that changes the session anywhere in the batch, each request ends before the next."""
+    reads = [call("toy.step", 1, label="a"), call("toy.step", 2, label="b")]
+    assert await steps_of(reads) == ["a+", "b+", "a-", "b-"]
+    ordered = [call("toy.step", 1, label="a"), call("toy.session", 2, label="b")]
+    assert await steps_of(ordered) == ["a+", "a-", "b+", "b-"]
+
+
+async def test_a_batch_with_a_forwarded_method_runs_in_order() -> None:
+    """On a follower, a batch holding a call the writer decides runs one request at a
+    time (the reads after it must see it); one holding none still runs together."""
+    reads = [call("toy.step", 1, label="a"), call("toy.step", 2, label="b")]
+    assert await steps_of(reads, forwards="toy.step") == ["a+", "a-", "b+", "b-"]
+    assert await steps_of(reads, forwards="toy.other") == ["a+", "b+", "a-", "b-"]
