@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-from server.domain.model import ChatId, Message, MessageId, UserKey, UserName
+from server.domain.model import Chat, ChatId, Message, MessageId, UserKey, UserName
 from server.domain.search import (
     MENTIONS_MAX,
     QUERY_WORDS_MAX,
@@ -212,3 +212,22 @@ def test_mentions_are_counted_once_each_in_seq_order_and_forgotten_when_expired(
     index.remove("c", bob, 9)
     assert index.seqs == {}
     assert index.unread("c", UserKey("nobody"), 0, 1, everything_live) == 0
+
+
+def test_building_a_built_index_changes_nothing() -> None:
+    """build() on an index that was never deferred says it is built and indexes nothing
+    twice: every message is still found once."""
+    model = Model()
+    for _ in range(3):
+        model.post("common", "big")
+    assert model.index.build(10) is True
+    model.check("common", None, None)
+
+
+def test_a_chat_has_no_message_past_its_last_seq() -> None:
+    """message_at answers None for a seq before the first or after the last."""
+    model = Model()
+    model.post("one", "big")
+    chat = Chat(ChatId("big"), "group", "t", None, messages=list(model.chats["big"]))
+    assert chat.message_at(1) is model.posted[0]
+    assert (chat.message_at(0), chat.message_at(2)) == (None, None)
