@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
+import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,7 +19,14 @@ import orjson
 import pytest
 
 from server.config import FsyncPolicy
-from server.log import OS_DISK, EventLog, decode_record, encode_record, fsync_directory
+from server.log import (
+    OS_DISK,
+    EventLog,
+    LogFailed,
+    decode_record,
+    encode_record,
+    fsync_directory,
+)
 
 
 class SeenDisk:
@@ -195,3 +204,118 @@ async def test_a_head_of_more_than_4096_records_is_written_whole(tmp_path: Path)
     async with log_on(path, FsyncPolicy.ALWAYS, SeenDisk()) as log:
         records = [record async for chunk in log.records() for record in chunk]
     assert records == [{"n": n} for n in range(5001)]
+
+
+# -- what a log holds while open, and lets go of at close ---------------------------------
+
+
+def log_threads() -> list[str]:
+    return [
+        thread.name for thread in threading.enumerate() if thread.name.startswith("messenger-log")
+    ]
+
+
+def log_tasks() -> list[str]:
+    return [
+        task.get_name()
+        for task in asyncio.all_tasks()
+        if task.get_name().startswith("messenger-log")
+    ]
+
+
+async def test_close_leaves_no_descriptor_thread_or_task(tmp_path: Path) -> None:
+    """After close (compactions and a batch syncer included) the log holds no file
+    descriptor, no I/O thread and no task more than before it was opened."""
+    fds, threads, tasks = len(os.listdir("/proc/self/fd")), log_threads(), log_tasks()
+    async with log_on(tmp_path / "events.log", FsyncPolicy.BATCH, SeenDisk()) as log:
+        await log.append([{"n": 1}])
+        await log.compact([{"n": 1}])
+        await log.compact([{"n": 1}])
+        assert len(log_tasks()) == len(tasks) + 2  # the writer and the syncer
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert (log_threads(), log_tasks()) == (threads, tasks)
+
+
+async def test_a_compaction_fsyncs_the_new_file_then_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head is fsynced before the rename, the directory after it (the new name
+    must survive a power cut)."""
+    path = tmp_path / "events.log"
+    async with log_on(path, FsyncPolicy.NEVER, OS_DISK) as log:
+        with os_fsyncs(monkeypatch) as synced:
+            await log.compact([{"n": 1}])
+    assert synced[:2] == [str(path) + ".compacting", str(tmp_path)]
+
+
+async def test_an_empty_append_costs_no_fsync(tmp_path: Path) -> None:
+    """append([]) is done at once, without a write or an fsync."""
+    disk = SeenDisk()
+    async with log_on(tmp_path / "events.log", FsyncPolicy.ALWAYS, disk) as log:
+        await log.append([])
+        assert disk.fsyncs == 0
+
+
+async def test_each_fsync_is_reported_with_its_duration(tmp_path: Path) -> None:
+    """fsync_observer hears each fsync of an append, with seconds no longer than the
+    append took."""
+    heard: list[float] = []
+    async with log_on(tmp_path / "events.log", FsyncPolicy.ALWAYS, SeenDisk()) as log:
+        log.fsync_observer = heard.append
+        began = time.perf_counter()
+        await log.append([{"n": 1}])
+        took = time.perf_counter() - began
+    assert len(heard) == 1
+    assert 0 <= heard[0] <= took
+
+
+class FailingDisk(SeenDisk):
+    """Writes wait for ``gate``; the first write, or every fsync, fails."""
+
+    def __init__(self, fail_fsync: bool = False) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.writes = 0
+        self.fail_fsync = fail_fsync
+
+    def write(self, fd: int, data: memoryview) -> int:
+        self.entered.set()
+        self.gate.wait(10)
+        self.writes += 1
+        if self.writes == 1 and not self.fail_fsync:
+            raise OSError(28, "No space left on device")
+        return super().write(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        if self.fail_fsync:
+            raise OSError(5, "Input/output error")
+        super().fsync(fd)
+
+
+async def test_after_a_failed_write_nothing_queued_reaches_the_file(tmp_path: Path) -> None:
+    """Records queued while a failing write was under way fail with it, and are never
+    written after it, even if the disk works again."""
+    path = tmp_path / "events.log"
+    disk = FailingDisk()
+    async with log_on(path, FsyncPolicy.ALWAYS, disk) as log:
+        first = log.append([{"n": "first"}])
+        assert await asyncio.to_thread(disk.entered.wait, 10)
+        second = log.append([{"n": "second"}])
+        disk.gate.set()
+        for append in (first, second):
+            with pytest.raises(LogFailed):
+                await append
+        assert log.failed.is_set()
+    assert b"second" not in path.read_bytes()
+
+
+async def test_a_failed_batch_fsync_stops_the_log(tmp_path: Path) -> None:
+    """Under ``batch`` an fsync that fails marks the log failed: later appends are refused."""
+    disk = FailingDisk(fail_fsync=True)
+    disk.gate.set()
+    async with log_on(tmp_path / "events.log", FsyncPolicy.BATCH, disk) as log:
+        await log.append([{"n": 1}])
+        await asyncio.wait_for(log.failed.wait(), 10)
+        with pytest.raises(LogFailed):
+            await log.append([{"n": 2}])

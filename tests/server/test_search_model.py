@@ -88,7 +88,7 @@ def test_every_query_answers_as_a_scan_of_the_live_messages() -> None:
         roll = rng.random()
         live = list(model.live.values())
         if roll < 0.5 or not live:
-            model.post(random_text(rng), rng.choice(["small", "big", "big", "big"]))
+            model.post(random_text(rng), "small" if rng.random() < 0.04 else "big")
         elif roll < 0.65:
             model.edit(rng.choice(live), random_text(rng))
         elif roll < 0.7:
@@ -209,6 +209,8 @@ def test_mentions_are_counted_once_each_in_seq_order_and_forgotten_when_expired(
     assert index.unread("c", bob, 0, 8, everything_live) == 0
     assert index.seqs == {}
     index.add("c", bob, 9)
+    index.remove("c", bob, 10)  # past the last: nothing changes
+    index.remove("c", UserKey("nobody"), 9)
     index.remove("c", bob, 9)
     assert index.seqs == {}
     assert index.unread("c", UserKey("nobody"), 0, 1, everything_live) == 0
@@ -231,3 +233,33 @@ def test_a_chat_has_no_message_past_its_last_seq() -> None:
     chat = Chat(ChatId("big"), "group", "t", None, messages=list(model.chats["big"]))
     assert chat.message_at(1) is model.posted[0]
     assert (chat.message_at(0), chat.message_at(2)) == (None, None)
+
+
+def test_a_message_posted_after_the_front_was_trimmed_whole_stays_found() -> None:
+    """Once every message expired (the front trimmed to nothing), a message posted next
+    is found while a newer one expires behind it."""
+    model = Model()
+    for message in [model.post("old", "big") for _ in range(3)]:
+        model.gone(message, "expire")
+    kept = model.post("kept", "big")
+    newer = model.post("newer", "big")
+    model.gone(newer, "expire")
+    model.check("kept", None, None)
+    assert [m.id for m in model.index.search("kept", lambda m: True)] == [kept.id]
+
+
+def test_the_postings_of_100_001_expired_messages_are_swept_by_the_last_expiry() -> None:
+    """Expired postings stay until the expired outnumber both the live and 100,000:
+    the 100,001st expiry sweeps them all, the 100,000th none."""
+    index = SearchIndex()
+    posted = [
+        Message(MessageId(""), ChatId("c"), n, UserName("a"), "common", n, None)
+        for n in range(100_002)
+    ]
+    for message in posted:
+        index.add(message)
+    for message in posted[:100_000]:
+        index.expired(message)
+    assert len(index.postings["common"]) == 100_002
+    index.expired(posted[100_000])
+    assert list(index.postings["common"]) == [posted[-1].order]
