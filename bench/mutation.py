@@ -350,7 +350,7 @@ class Coverage:
         by_line = self.lines.get(file, {})
         lines = set(range(first, last + 1))
         if not any(line in by_line for line in lines):  # run at import: where it is used
-            lines = uses_of_constant(original, first)
+            lines = uses_of_constant(original, first) | calls_of_signature(original, first)
         tests = {test for line in lines for test in by_line.get(line, ())}
         tests -= set(self.failed)
         return sorted(tests, key=lambda test: (self.durations.get(test, 0.0), test))
@@ -374,6 +374,18 @@ def uses_of_constant(source: bytes, line: int) -> set[int]:
         for node in ast.walk(tree)
         if isinstance(node, ast.Name) and node.id in names and isinstance(node.ctx, ast.Load)
     }
+
+
+def calls_of_signature(source: bytes, line: int) -> set[int]:
+    """The line a call of the function is traced at (its first, a decorator's if it has
+    one) when ``line`` is in its signature but not its first line: a default runs at
+    import, before any test, but matters in every call that leaves it out."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            body_starts = node.body[0].lineno
+            if node.lineno < line < body_starts:
+                return {min([node.lineno, *(d.lineno for d in node.decorator_list)])}
+    return set()
 
 
 def _pytest(args: list[str], env: dict[str, str], timeout: float | None) -> int | None:

@@ -137,6 +137,7 @@ class ClusterNode:
         self._order = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rpc: Any = None  # the writer's subscription to forwarded requests
+        self._logins: Any = None  # the mirror of the writer's count of failed logins
         self._follow: asyncio.Task[None] | None = None
         self._lease: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
@@ -157,6 +158,9 @@ class ClusterNode:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._logins = await self.shared.nc.subscribe(
+            self.shared.names.logins, cb=self._mirror_login
+        )
         self._follow = loop.create_task(self._follow_stream(), name="messenger-follow")
         self._lease = loop.create_task(self._hold_lease(), name="messenger-lease")
 
@@ -169,6 +173,9 @@ class ClusterNode:
                 await self.shared.lease.delete("writer", last=self._lease_revision)
         for task in list(self._tasks):
             task.cancel()
+        if self._logins is not None:
+            with contextlib.suppress(Exception):
+                await self._logins.unsubscribe()
 
     def health(self) -> tuple[bool, str]:
         """(healthy, what to say): a node that cannot write takes no devices."""
@@ -355,28 +362,47 @@ class ClusterNode:
         return float(found["retry_after"])
 
     async def failed(self, pair: str, address: str) -> None:
+        asked = {"op": "throttle", "ask": "failed", "pair": pair, "address": address}
         if self.writer:
-            await self.service.counted_here.failed(pair, address)
+            await self._count_login(asked)
         else:
-            await self._ask_writer(
-                {"op": "throttle", "ask": "failed", "pair": pair, "address": address}
-            )
+            await self._ask_writer(asked)
 
     async def succeeded(self, pair: str) -> None:
+        asked = {"op": "throttle", "ask": "succeeded", "pair": pair}
         if self.writer:
-            await self.service.counted_here.succeeded(pair)
+            await self._count_login(asked)
         else:
-            await self._ask_writer({"op": "throttle", "ask": "succeeded", "pair": pair})
+            await self._ask_writer(asked)
 
     async def _count_login(self, asked: dict[str, Any]) -> dict[str, Any]:
-        here, ask = self.service.counted_here, asked["ask"]
-        if ask == "retry_after":
+        """The writer counts; every other node keeps a copy (``_mirror_login``), so
+        that a node taking over as writer goes on from the same counts instead of
+        giving every guesser a fresh start."""
+        if asked["ask"] == "retry_after":
+            here = self.service.counted_here
             return {"retry_after": await here.retry_after(asked["pair"], asked["address"])}
-        if ask == "failed":
-            await here.failed(asked["pair"], asked["address"])
-        elif ask == "succeeded":
-            await here.succeeded(asked["pair"])
+        await self._count_here(asked)
+        with contextlib.suppress(Exception):  # a copy: the count itself is kept here
+            await self.shared.nc.publish(
+                self.shared.names.logins, orjson.dumps({**asked, "node": self.node})
+            )
         return {}
+
+    async def _count_here(self, asked: dict[str, Any]) -> None:
+        here = self.service.counted_here
+        if asked["ask"] == "failed":
+            await here.failed(asked["pair"], asked["address"])
+        elif asked["ask"] == "succeeded":
+            await here.succeeded(asked["pair"])
+
+    async def _mirror_login(self, message: Msg) -> None:
+        try:
+            asked = orjson.loads(message.data)
+            if asked.get("node") != self.node and not self.writer:
+                await self._count_here(asked)
+        except Exception:
+            logger.exception("node %s: a mirrored login count was not understood", self.node)
 
     # -- the writer ----------------------------------------------------------------
 

@@ -67,6 +67,7 @@ class Names:
     files: str
     lease: str
     rpc: str  # requests forwarded to the writer
+    logins: str  # failed logins the writer counted, mirrored by every node
 
     @classmethod
     def of(cls, cluster: str) -> Names:
@@ -77,6 +78,7 @@ class Names:
             files=f"{cluster}_files",
             lease=f"{cluster}_lease",
             rpc=f"{cluster}.writer",
+            logins=f"{cluster}.logins",
         )
 
 

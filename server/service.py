@@ -463,10 +463,14 @@ class Service:
         while device_id in account.devices:
             device_id = DeviceId(secrets.token_hex(4))
         token, stored_hash = new_token()
-        event = rules.authorize_device(
-            account, device_id, device_name or device_id, stored_hash, self.clock()
-        )
-        await self.commit([event])
+        now = self.clock()
+        key = user_key(account.name)
+        connected = {*self.hub.online_devices(key), *self.online_elsewhere(key)}
+        events: list[Event] = [
+            *rules.make_room_for_device(account, connected, self.config.max_devices, now),
+            rules.authorize_device(account, device_id, device_name or device_id, stored_hash, now),
+        ]
+        await self.commit(events)
         return account, device_id, token
 
     @rpc_method("logout", ordered=True)

@@ -7,7 +7,7 @@ that need randomness or a KDF are made by the caller and passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Final
 
 from server.domain.events import (
@@ -91,6 +91,29 @@ def authorize_device(
 
 def revoke_device(device: Device, now: int) -> DeviceRevoked:
     return DeviceRevoked(device.user, device.id, now)
+
+
+def make_room_for_device(
+    user: User, connected: Collection[str], limit: int, now: int
+) -> list[DeviceRevoked]:
+    """A user keeps at most ``limit`` devices (each password login makes one, and a
+    script or a browser that forgets its token would make them without end): a new
+    one revokes the oldest that are not connected anywhere. With all of them
+    connected, the login is refused."""
+    excess = len(user.devices) + 1 - limit
+    if excess <= 0:
+        return []
+    idle = sorted(
+        (device for device in user.devices.values() if device.id not in connected),
+        key=lambda device: (device.created_at, device.id),
+    )
+    if len(idle) < excess:
+        raise RateLimited(
+            f"All {len(user.devices)} devices of this user are connected (at most {limit}); "
+            "log out one first",
+            60.0,
+        )
+    return [revoke_device(device, now) for device in idle[:excess]]
 
 
 def find_chat(state: State, user: User, chat_id: str) -> Chat:

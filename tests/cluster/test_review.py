@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,18 @@ import orjson
 import pytest
 from nats.errors import TimeoutError as NatsTimeout
 
-from server.app import Running
+from server.app import Running, run_server
 from server.cluster import ClusterNode
 from server.store import StoreFailed
-from tests.cluster.support import Nats, eventually, is_writer, nodes, until
+from tests.cluster.support import (
+    Nats,
+    eventually,
+    is_writer,
+    node_config,
+    nodes,
+    until,
+    wait_for_writer,
+)
 from tests.wsclient import RpcError, connected, user_device
 
 
@@ -283,6 +292,42 @@ async def test_the_login_throttle_counts_guesses_through_every_node(
         with pytest.raises(RpcError) as there:
             await elsewhere.call("login", user="alice", password="wrong-guess")
         assert there.value.code == -32004  # main: -32001, the guess was checked
+
+
+async def test_a_new_writer_goes_on_counting_failed_logins(tmp_path: Path, nats: Nats) -> None:
+    """A node that takes over as writer keeps the count of failed logins: the writer
+    counts them, every node keeps a copy. Before, the new writer started from
+    nothing, and a guesser went on at full speed after every change of writer."""
+    config = node_config(tmp_path, [nats.url], "node1", **_THROTTLE)
+    first = contextlib.AsyncExitStack()
+    one = await first.enter_async_context(run_server(config))
+    try:
+        await wait_for_writer(one)
+        async with contextlib.AsyncExitStack() as stack:
+            two = await stack.enter_async_context(
+                run_server(node_config(tmp_path, [nats.url], "node2", **_THROTTLE))
+            )
+            async with user_device(one.url, "alice"), connected(two.url) as guesser:
+                for _ in range(3):
+                    with pytest.raises(RpcError):
+                        await guesser.call("login", user="alice", password="wrong-guess")
+            copy = two.service.counted_here
+
+            async def mirrored() -> bool:
+                return await copy.retry_after("alice 127.0.0.1", "127.0.0.1") > 0
+
+            await eventually(mirrored)
+            await first.aclose()  # the writer leaves; node2 takes over
+            await wait_for_writer(two)
+            async with connected(two.url) as again:
+                with pytest.raises(RpcError) as refused:
+                    await again.call("login", user="alice", password="wrong-guess")
+            assert refused.value.code == -32004  # before: -32001, the guess was checked
+    finally:
+        await first.aclose()
+
+
+_THROTTLE = {"login_attempts": 2, "login_backoff": 60.0}
 
 
 async def test_a_batch_through_a_follower_decides_in_order(tmp_path: Path, nats: Nats) -> None:

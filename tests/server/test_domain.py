@@ -487,7 +487,7 @@ def test_token_is_stored_only_as_its_hash() -> None:
     token, stored = new_token()
     other, _ = new_token()
     assert token != other
-    assert len(token) >= 43  # 256 bits, base64url
+    assert len(token) == 43  # 256 bits, base64url, unpadded
     assert stored == token_hash(token)
     assert token not in stored
 

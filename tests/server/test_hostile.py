@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import resource
 import socket
@@ -525,6 +526,30 @@ async def test_metrics_in_prometheus_text_format(tmp_path: Path) -> None:
         assert await metric(running, "messenger_fsync_seconds_count") >= 1
         assert await metric(running, "messenger_fanout_bytes_total") > 0
         assert await metric(running, 'messenger_connections{state="logged_in"}') == 1
+
+
+async def test_metrics_are_for_this_machine_or_a_bearer_of_the_token(tmp_path: Path) -> None:
+    """Without --metrics-token, /metrics answers clients on this machine only (a client
+    behind a trusted proxy counts as where it is); with one, only `Bearer <token>`,
+    from anywhere. Before, anyone who could reach the port read the figures."""
+    remote = {"X-Forwarded-For": "203.0.113.9"}
+    config = dataclasses.replace(config_in(tmp_path), trusted_proxies=frozenset({"127.0.0.1"}))
+    async with run_server(config, Clock()) as running:
+        assert (await http_get(running, "/metrics")).status == 200  # this machine
+        refused = await http_get(running, "/metrics", remote)
+        assert refused.status == 403
+        assert b"--metrics-token" in refused.body
+    config = dataclasses.replace(config, metrics_token="s3cret-token")
+    async with run_server(config, Clock()) as running:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+            reply = await http_get(running, "/metrics", headers)
+            assert reply.status == 401, headers
+            assert reply.headers["www-authenticate"].startswith("Bearer")
+        right = {**remote, "Authorization": "Bearer s3cret-token"}
+        reply = await http_get(running, "/metrics", right)
+        assert reply.status == 200
+        assert b"messenger_connections" in reply.body
+    assert parse_args(["--metrics-token", "t0ken"]).metrics_token == "t0ken"
 
 
 # -- file descriptors ----------------------------------------------------------------

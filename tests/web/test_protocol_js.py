@@ -147,6 +147,51 @@ async def test_reconnect_resumes_with_since(page: Page, server: WebServer) -> No
     assert texts == ["while away"]
 
 
+async def test_a_silent_connection_is_noticed_and_resumed(page: Page, server: WebServer) -> None:
+    """A browser never sees the server's pings: when its connection goes silent (the
+    path died, the socket still looks open), the heartbeat notices within idle +
+    timeout, reconnects, and resumes with `since`, missing nothing."""
+    await page.evaluate(
+        """async ([user, password]) => {
+          const protocol = await import("/assets/protocol.js");
+          // A socket whose path can die without a close: while `window.deaf`, nothing
+          // goes out and nothing comes in.
+          window.deaf = false;
+          class Flaky extends WebSocket {
+            constructor(url) {
+              super(url);
+              this.addEventListener("message", (m) => {
+                if (window.deaf) m.stopImmediatePropagation();
+              });
+            }
+            set onmessage(f) { this.addEventListener("message", f); }
+            send(data) { if (!window.deaf) super.send(data); }
+          }
+          const c = new protocol.Connection(`ws://${location.host}/`, {
+            backoff: [50], WebSocket: Flaky, heartbeat: {idle: 200, timeout: 300}});
+          window.hb = c;
+          window.hbStates = [];
+          window.hbSeen = [];
+          c.on("state", (s) => window.hbStates.push(s));
+          c.on("event", (method, params) => window.hbSeen.push([method, params]));
+          await c.signIn({user, password, register: true});
+        }""",
+        ["pj_silent", PASSWORD],
+    )
+    await page.evaluate("() => { window.deaf = true; window.hbStates = []; }")
+    async with user_device(server.url, "pj_silent", register=False) as twin:
+        await twin.call("send", chat="general", text="said while it was deaf")
+        await page.wait_for_function("() => hbStates.includes('offline')")
+        # Still deaf: the heartbeat took the silence for a dead connection on its own.
+        await page.evaluate("() => { window.deaf = false; }")
+        await page.wait_for_function("() => hb.state === 'online'")
+    texts = await page.evaluate(
+        "() => hbSeen.filter(([m]) => m === 'message').map(([, p]) => p.message.text)"
+    )
+    assert texts == ["said while it was deaf"]
+    await page.evaluate("() => hb.stop()")
+
+
 async def test_send_lost_in_flight_is_posted_once(page: Page, server: WebServer) -> None:
     """A send whose reply is lost with the socket is sent again after the reconnect,
     with the same client_id: one message is posted, and the promise gets it."""
