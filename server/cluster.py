@@ -417,10 +417,13 @@ class ClusterNode:
                 try:
                     async with service.pause.request():  # as the dispatcher's calls do
                         now = service.clock()
-                        events = [
-                            rules.admit(service.state, from_record(record), now)
-                            for record in asked["events"]
-                        ]
+                        events = rules.admit_all(
+                            service.state,
+                            [from_record(record) for record in asked["events"]],
+                            now,
+                            service.connected_devices,
+                            service.config.max_devices,
+                        )
                         await service.commit(events)
                     answer = {}
                 except MessengerError as error:
