@@ -165,7 +165,9 @@ class ClusterNode:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if self.writer:
-            await self._step_down("stopping")
+            # No re-read: the state is dropped with the process, and with NATS away
+            # a re-read would retry, and the stop wait, for as long as it stays away.
+            await self._step_down("stopping", reread=False)
             with contextlib.suppress(Exception):
                 await self.shared.lease.delete("writer", last=self._lease_revision)
         for task in list(self._tasks):
@@ -500,7 +502,7 @@ class ClusterNode:
         self.service.arm_schedule()
         logger.info("node %s is the writer from stream sequence %d", self.node, last)
 
-    async def _step_down(self, why: str) -> None:
+    async def _step_down(self, why: str, *, reread: bool = True) -> None:
         if not self.writer:
             return
         logger.warning("node %s stops writing: %s", self.node, why)
@@ -517,5 +519,7 @@ class ClusterNode:
         # re-read the stream unless everything this node applied is known stored.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.store.barrier(), self.store.publish_timeout)
+        if not reread:
+            return
         if self.store.broken.is_set() or self.service.state.cursor > self.service.hub.published:
             await self._rebuild()
