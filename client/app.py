@@ -394,7 +394,7 @@ class App:
                 comment = params["comment"]
                 if self.in_view(comment["chat"]):
                     self.show_comment(comment, only_new=True)
-                elif self.model.comment_wants_attention(comment):
+                elif self.model.comment_wants_attention(comment, params.get("message_author")):
                     # Another chat's: shown here all the same, its line says where
                     # ("re general#12"), and it rings, as a mention does.
                     self.show_comment(comment, only_new=True)

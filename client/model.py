@@ -267,12 +267,15 @@ class Model:
             return any(isinstance(name, str) and _same_user(name, self.me) for name in named)
         return self._mention.search(message.get("text") or "") is not None
 
-    def comment_wants_attention(self, comment: Json) -> bool:
+    def comment_wants_attention(self, comment: Json, message_author: str | None = None) -> bool:
         """Someone else's comment on one of the user's messages, or naming the user:
-        shown (and rung) whichever chat is open."""
+        shown (and rung) whichever chat is open. ``message_author`` (the event's) tells
+        a message of the user's that this session never loaded."""
         if self.is_mine(comment):
             return False
-        on_mine = MessageId(comment["message"]) in self._mine
+        on_mine = MessageId(comment["message"]) in self._mine or (
+            isinstance(message_author, str) and _same_user(message_author, self.me)
+        )
         return on_mine or self._mention.search(comment.get("text") or "") is not None
 
     def wants_attention(self, message: Json) -> bool:

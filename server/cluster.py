@@ -168,7 +168,9 @@ class ClusterNode:
         await _ended(self._lease)
         await _ended(self._follow)  # read after: a re-read the lease task ran restarts it
         if self.writer:
-            await self._step_down("stopping")
+            # No re-read: the state is dropped with the process, and with NATS away
+            # a re-read would retry, and the stop wait, for as long as it stays away.
+            await self._step_down("stopping", reread=False)
             with contextlib.suppress(Exception):
                 await self.shared.lease.delete("writer", last=self._lease_revision)
         for task in list(self._tasks):
@@ -426,10 +428,13 @@ class ClusterNode:
                 try:
                     async with service.pause.request():  # as the dispatcher's calls do
                         now = service.clock()
-                        events = [
-                            rules.admit(service.state, from_record(record), now)
-                            for record in asked["events"]
-                        ]
+                        events = rules.admit_all(
+                            service.state,
+                            [from_record(record) for record in asked["events"]],
+                            now,
+                            service.connected_devices,
+                            service.config.max_devices,
+                        )
                         await service.commit(events)
                     answer = {}
                 except MessengerError as error:
@@ -505,7 +510,7 @@ class ClusterNode:
         self.service.arm_schedule()
         logger.info("node %s is the writer from stream sequence %d", self.node, last)
 
-    async def _step_down(self, why: str) -> None:
+    async def _step_down(self, why: str, *, reread: bool = True) -> None:
         if not self.writer:
             return
         logger.warning("node %s stops writing: %s", self.node, why)
@@ -521,5 +526,7 @@ class ClusterNode:
         # re-read the stream unless everything this node applied is known stored.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.store.barrier(), self.store.publish_timeout)
+        if not reread:
+            return
         if self.store.broken.is_set() or self.service.state.cursor > self.service.hub.published:
             await self._rebuild()

@@ -464,14 +464,19 @@ class Service:
             device_id = DeviceId(secrets.token_hex(4))
         token, stored_hash = new_token()
         now = self.clock()
-        key = user_key(account.name)
-        connected = {*self.hub.online_devices(key), *self.online_elsewhere(key)}
         events: list[Event] = [
-            *rules.make_room_for_device(account, connected, self.config.max_devices, now),
+            *rules.make_room_for_device(
+                account, self.connected_devices(account), self.config.max_devices, now
+            ),
             rules.authorize_device(account, device_id, device_name or device_id, stored_hash, now),
         ]
         await self.commit(events)
         return account, device_id, token
+
+    def connected_devices(self, account: User) -> set[str]:
+        """The user's devices connected to this node or, in a cluster, another."""
+        key = user_key(account.name)
+        return {*self.hub.online_devices(key), *self.online_elsewhere(key)}
 
     @rpc_method("logout", ordered=True)
     async def logout(self, session: Session) -> dict[str, Any]:

@@ -818,7 +818,11 @@ WEBSOCKETS_LOGGER.addFilter(RedactingFilter())
 
 
 def _is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ``::1``, and ``::ffff:127.x.y.z`` as a dual-stack socket names a
+    client of this machine (Python 3.11's ``is_loopback`` says False for that one)."""
     try:
-        return ipaddress.ip_address(address).is_loopback
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return (mapped or ip).is_loopback

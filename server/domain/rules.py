@@ -116,6 +116,30 @@ def make_room_for_device(
     return [revoke_device(device, now) for device in idle[:excess]]
 
 
+def admit_all(
+    state: State,
+    events: list[Event],
+    now: int,
+    connected: Callable[[User], Collection[str]],
+    max_devices: int,
+) -> list[Event]:
+    """``admit`` for one batch from another node. A password login there sends the
+    devices it revoked to make room with the new one, decided against that node's
+    state, which may lack another login's events still on their way (both revoke the
+    same device; together they pass the cap): the writer makes the room again
+    against its own state, and drops those revocations."""
+    logging_in = {user_key(e.user) for e in events if isinstance(e, DeviceAuthorized)}
+    admitted: list[Event] = []
+    for event in events:
+        if isinstance(event, DeviceRevoked) and user_key(event.user) in logging_in:
+            continue
+        user = state.user(event.user) if isinstance(event, DeviceAuthorized) else None
+        if user is not None:
+            admitted += make_room_for_device(user, connected(user), max_devices, now)
+        admitted.append(admit(state, event, now))
+    return admitted
+
+
 def find_chat(state: State, user: User, chat_id: str) -> Chat:
     """The chat, if ``user`` is a member; a non-member cannot tell it from no chat."""
     chat = state.chats.get(ChatId(chat_id))

@@ -222,7 +222,11 @@ def notification(state: State, event: Event) -> Told | None:
             if comment is None:
                 return None
             chat = state.chats[event.chat]
-            return _members(chat), "comment", {"comment": comment_view(comment)}
+            params: dict[str, Any] = {"comment": comment_view(comment)}
+            parent = state.messages.get(comment.message)
+            if parent is not None:  # whose message: a client may not have seen it
+                params["message_author"] = parent.author
+            return _members(chat), "comment", params
         case MessageScheduled():
             pending = state.scheduled.get(event.scheduled)
             if pending is None:

@@ -92,6 +92,7 @@ export class Connection {
     this.WebSocket = WebSocket;
     this.heartbeat = heartbeat;
     this.heard = 0; // Date.now() when the socket last brought anything
+    this.frames = 0; // how many frames the sockets brought: a probe's reply may be late
     this.beat = null; // the heartbeat's interval while online
     this.probing = false;
     this.socket = null;
@@ -151,6 +152,7 @@ export class Connection {
   async checkAlive() {
     if (this.probing || this.state !== "online" || Date.now() - this.heard < this.heartbeat.idle) return;
     const socket = this.socket;
+    const frames = this.frames;
     this.probing = true;
     let timer;
     const silent = new Promise((resolve) => {
@@ -162,7 +164,10 @@ export class Connection {
         () => false,
         () => false,
       );
-      if ((await Promise.race([answered, silent])) && this.socket === socket && this.state === "online") {
+      // A reply can be late behind a slow call on this socket: frames that came
+      // meanwhile show it alive (a dead path brings none).
+      const late = await Promise.race([answered, silent]);
+      if (late && this.frames === frames && this.socket === socket && this.state === "online") {
         console.warn(`no reply from the server in ${this.heartbeat.timeout} ms: reconnecting`);
         this.closeSocket();
         this.lost();
@@ -219,6 +224,7 @@ export class Connection {
 
   receive(data) {
     this.heard = Date.now();
+    this.frames += 1;
     let payload;
     try {
       payload = JSON.parse(data);

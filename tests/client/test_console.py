@@ -385,3 +385,24 @@ async def test_a_comment_on_my_message_in_another_chat_shows_and_rings(
         assert "on my own" not in alice.text.getvalue()
         assert alice.text.getvalue().count("\a") == bells + 2
         assert await bob.end() == 0
+
+
+async def test_a_comment_on_my_message_of_an_earlier_session_shows_and_rings(
+    running_server: Running, clients: Clients, config_home: Path
+) -> None:
+    """A comment on a message the user wrote before this console started (so never
+    loaded by it), in a chat not open, shows and rings as well: the event says whose
+    message it is. On main it was dropped unseen."""
+    port = running_server.port
+    async with console(port, config_home) as alice:
+        bob = clients.start(port, "bob")
+        await bob.started()
+        alice.keyboard.send_text("/dm @bob written yesterday\r")
+        await alice.text.wait_for("@bob#1 alice: written yesterday")
+    async with console(port, config_home, register=False) as alice:
+        mark = alice.mark()
+        bells = alice.text.getvalue().count("\a")
+        bob.type("/comment @alice#1 about yesterday")
+        await alice.text.wait_for("re @bob bob: about yesterday", after=mark)
+        assert alice.text.getvalue().count("\a") == bells + 1
+        assert await bob.end() == 0

@@ -511,3 +511,28 @@ async def test_an_unexpected_error_in_the_append_task_answers_not_hangs(
         await until(lambda: node.health()[0])  # the writer re-reads the log and goes on
         sent = await alice.call("send", chat="general", text="three")
         assert sent["message"]["text"] == "three"
+
+
+async def test_a_writer_stopping_while_nats_is_down_stops(tmp_path: Path, nats: Nats) -> None:
+    """A writer told to stop while NATS is out of reach, with an append that failed:
+    stepping down re-read the log into a fresh state for a process about to exit,
+    retrying every 0.5 s for as long as NATS stayed away, so the stop (SIGTERM, a
+    test's teardown) never ended. A stopping node re-reads nothing."""
+    config = node_config(tmp_path, [nats.url], "node1")
+    stack = contextlib.AsyncExitStack()
+    running = await stack.enter_async_context(run_server(config))
+    try:
+        await wait_for_writer(running)
+        async with user_device(running.url, "alice") as alice:
+            nats.stop()
+            with pytest.raises(RpcError) as refused:
+                await alice.call("send", chat="general", text="lost")
+            assert refused.value.code == -32008
+            node = cluster_node(running)
+            assert node.writer
+            assert node.store.broken.is_set()
+            async with asyncio.timeout(30):  # on main: for as long as NATS is away
+                await stack.aclose()
+    finally:
+        nats.start()
+        await stack.aclose()

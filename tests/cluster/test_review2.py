@@ -10,7 +10,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from server.app import run_server
+from server.app import Running, run_server
 from tests.cluster.support import Nats, node_config, nodes, until, wait_for_writer
 from tests.server.extras_support import Clock, post
 from tests.wsclient import connected, user_device
@@ -114,3 +114,31 @@ async def test_last_seen_is_recorded_when_the_last_devices_leave_two_nodes_toget
         alice_state = writer.service.state.user("alice")
         assert alice_state is not None
         assert alice_state.last_seen is not None  # main: None on both nodes
+
+
+async def test_password_logins_at_the_device_cap_through_a_follower_all_succeed(
+    tmp_path: Path, nats: Nats
+) -> None:
+    """Two password logins of a user at ``--max-devices``, at once through a follower:
+    each made room against the follower's state, which does not hold the other's
+    events yet, so both revoked the same oldest device. The writer decides the room
+    against its own state: both logins succeed and the cap holds. On main the second
+    was refused with -32005 (the first had already revoked that device)."""
+    async with nodes(tmp_path, [nats.url], 2, max_devices=2) as (writer, follower):
+        for register in (True, False):  # two devices, neither connected
+            async with user_device(writer.url, "alice", register=register):
+                pass
+
+        def devices(running: Running) -> int:
+            user = running.service.state.user("alice")
+            return 0 if user is None else len(user.devices)
+
+        await until(lambda: devices(follower) == 2)
+        async with connected(follower.url) as one, connected(follower.url) as two:
+            results = await asyncio.gather(
+                one.call("login", user="alice", password="password1"),
+                two.call("login", user="alice", password="password1"),
+                return_exceptions=True,
+            )
+            assert [type(result) for result in results] == [dict, dict], results
+            assert devices(writer) == 2

@@ -552,6 +552,24 @@ async def test_metrics_are_for_this_machine_or_a_bearer_of_the_token(tmp_path: P
     assert parse_args(["--metrics-token", "t0ken"]).metrics_token == "t0ken"
 
 
+async def test_metrics_count_an_ipv4_mapped_loopback_client_as_this_machine(
+    tmp_path: Path,
+) -> None:
+    """A dual-stack proxy names a client of this machine ``::ffff:127.0.0.1``: that is
+    this machine, as ``127.0.0.1`` and ``::1`` are; ``::ffff:`` before another address
+    is not. On main the first got 403 (Python 3.11's ``is_loopback`` says False)."""
+    config = dataclasses.replace(config_in(tmp_path), trusted_proxies=frozenset({"127.0.0.1"}))
+    async with run_server(config, Clock()) as running:
+        for client, status in [
+            ("::ffff:127.0.0.1", 200),
+            ("::1", 200),
+            ("::ffff:203.0.113.9", 403),
+            ("::ffff:7f00:1", 200),
+        ]:
+            reply = await http_get(running, "/metrics", {"X-Forwarded-For": client})
+            assert reply.status == status, client
+
+
 # -- file descriptors ----------------------------------------------------------------
 
 
