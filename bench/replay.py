@@ -3,9 +3,13 @@
 Builds a log of ``--events`` records (default 1,000,000) in a temporary state
 directory, written with the server's own mapper and codec (``to_record``,
 ``encode_record``), then times ``server.app.replay`` on it in a fresh process so
-that the peak RSS printed is the replay's own. Prints figures; asserts nothing.
+that the peak RSS printed is the replay's own (wall and CPU seconds). Then, as a
+compaction does, saves a snapshot of the live state beside an empty log (the
+seconds to make and write it, its size) and times a start from it (load seconds,
+peak RSS). Prints figures; asserts nothing.
 
-    .venv/bin/python bench/replay.py                  # 1M events
+    .venv/bin/python bench/replay.py                  # 1M events (919k live messages)
+    .venv/bin/python bench/replay.py --events 1088000   # a snapshot of 1M live messages
     .venv/bin/python bench/replay.py --profile 25     # and the 25 costliest functions
 """
 

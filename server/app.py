@@ -36,7 +36,7 @@ from server.messaging import MessagingMethods
 from server.metrics import Metrics
 from server.rpc import Dispatcher
 from server.service import Clock, Service, encode_event, system_clock
-from server.store import EventStore, Gap, Record, StoreFailed
+from server.store import EventStore, Gap, StoreFailed
 from server.transport import Transport
 
 if TYPE_CHECKING:
@@ -102,19 +102,25 @@ async def replay(
         fold, apply = state.fold, state.apply
         async for chunk in store.records(loaded):
             for record in chunk:
-                cursor = record.pop("c", None)
-                if cursor is None or (cursor <= covered and not count):
-                    if loaded is None:
-                        # An older log's snapshot, at its head: folded as before.
-                        fold(_event(record, source, offset_of, skipped))
-                    skipped += 1  # else covered by the snapshot (or an older one)
-                    continue
+                cursor = record.get("c")
+                try:
+                    if cursor is None or (cursor <= covered and not count):
+                        if loaded is None:
+                            # An older log's snapshot, at its head: folded as before.
+                            fold(from_record(record))
+                        skipped += 1  # else covered by the snapshot (or an older one)
+                        continue
+                    event = from_record(record)
+                except (TypeError, ValueError, KeyError) as error:
+                    raise LogCorrupted(
+                        f"{source}: record {skipped + count + 1}"
+                        f"{_at(offset_of, skipped + count)} is not an event: {error}"
+                    ) from None
                 if cursor != state.cursor + 1:
                     raise LogCorrupted(
                         f"{source}{_at(offset_of, skipped + count)}: "
                         f"expected cursor {state.cursor + 1}, but got {cursor}"
                     )
-                event = _event(record, source, offset_of, skipped + count)
                 apply(event)
                 tail.append(event)
                 count += 1
@@ -283,17 +289,6 @@ async def run_server(
         host, port = server.sockets[0].getsockname()[:2]
         logger.info("messenger %s serving on ws://%s:%d/", __version__, host, port)
         yield Running(host, port, service, node)
-
-
-def _event(
-    record: Record, source: str, offset_of: Callable[[int], int] | None, index: int
-) -> Event:
-    try:
-        return from_record(record)
-    except (TypeError, ValueError, KeyError) as error:
-        raise LogCorrupted(
-            f"{source}: record {index + 1}{_at(offset_of, index)} is not an event: {error}"
-        ) from None
 
 
 def _at(offset_of: Callable[[int], int] | None, index: int) -> str:

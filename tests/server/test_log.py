@@ -366,3 +366,42 @@ def test_record_line_format_is_checksum_space_json_newline() -> None:
     """A stored line is 8 hex digits of crc32, a space, the compact JSON, a newline."""
     body = b'{"type":"T","n":1}'
     assert encode_record({"type": "T", "n": 1}) == b"%08x %b\n" % (zlib.crc32(body), body)
+
+
+# -- the snapshot file -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["a bit flipped", "cut short", "no header"])
+def test_a_damaged_snapshot_file_is_refused_naming_it(tmp_path: Path, damage: str) -> None:
+    """A snapshot file whose data does not match its header (size, crc32) stops the
+    start naming the file: the records it covers are gone from the log, so going on
+    without it would lie."""
+    snapshots = EventLog(tmp_path / "events.log").snapshots
+    snapshots.write(Snapshot(b"the state " * 1000, 42))
+    data = bytearray(snapshots.path.read_bytes())
+    if damage == "a bit flipped":
+        data[-100] ^= 0x01
+    elif damage == "cut short":
+        del data[-100:]
+    else:
+        data = data[data.index(b"\n") + 1 :]
+    snapshots.path.write_bytes(data)
+    with pytest.raises(LogCorrupted) as caught:
+        snapshots.read()
+    assert str(snapshots.path) in str(caught.value)
+    assert "refusing to start" in str(caught.value)
+
+
+async def test_an_unfinished_snapshot_is_removed_unread(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A snapshot still being written when the process died (``.writing``) is never
+    loaded: the previous snapshot is."""
+    snapshots = EventLog(tmp_path / "events.log").snapshots
+    snapshots.write(Snapshot(b"previous", 3))
+    unfinished = snapshots.path.with_name(snapshots.path.name + ".writing")
+    unfinished.write_bytes(b"messenger-snapshot 9 100 00000000\nnew but cut")
+    with caplog.at_level(logging.WARNING):
+        assert await snapshots.load() == Snapshot(b"previous", 3)
+    assert not unfinished.exists()
+    assert "unfinished snapshot" in caplog.text
