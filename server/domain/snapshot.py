@@ -274,8 +274,7 @@ def load(data: bytes, state: State) -> None:
             state.direct_chats[(a, b)] = chat.id
         if chat.link_hash is not None:
             state.links[chat.link_hash] = chat.id
-        if chat.holes:
-            chat.holes = chat.messages.count(None)
+        chat.holes = chat.messages.count(None)
     heapq.heapify(state.expiries)
     state.schedule = [(p.send_at, p.id) for p in state.scheduled.values()]
     heapq.heapify(state.schedule)
@@ -321,15 +320,15 @@ def _load_chats(state: State, rows: list[list[Any]]) -> None:
 
 def _load_messages(state: State, rows: list[list[Any]]) -> None:
     chats, messages, comments = state.chats, state.messages, state.comments
-    add, expiries, mention = state.search.add, state.expiries, state.mentions.add
+    expiries, mention = state.expiries, state.mentions.add
+    loaded = []
     for row in rows:
         message_id, chat_id, seq, author, text, ts, expires_at, file, edited_at, names, said = row
         message = Message(message_id, chat_id, seq, author, text, ts, expires_at, file, edited_at)
         chat = chats[chat_id]
-        chat.messages[seq - chat.first_seq] = message
-        chat.holes -= 1
+        chat.messages[seq - chat.first_seq] = message  # its holes are counted after
         messages[message_id] = message
-        add(message)
+        loaded.append(message)
         if expires_at is not None:
             expiries.append((expires_at, message_id))
         if names:
@@ -343,6 +342,7 @@ def _load_messages(state: State, rows: list[list[Any]]) -> None:
             ]
             for comment in message.comments:
                 comments[comment.id] = comment
+    state.search.add_all(loaded)
 
 
 def _load_scheduled(state: State, rows: list[list[Any]]) -> None:

@@ -330,7 +330,7 @@ def picture(state: State) -> dict[str, Any]:
     """Every structure of ``state``, in the order it keeps where that order is seen
     (a user's chats, the markers, the client_ids evicted oldest first); heaps and
     indexes as what they hold of the live state."""
-    live = state.messages
+    live, search = state.messages, state.search
     for device in state.devices_by_token.values():  # the same objects as the users'
         assert state.users[user_key(device.user)].devices[device.id] is device
     for comment in state.comments.values():
@@ -369,6 +369,11 @@ def picture(state: State) -> dict[str, Any]:
             for m in live.values()
         },
         "search order": [m.id for m in state.search.messages if m is not None],
+        "search words": {
+            word: found
+            for word, posted in state.search.postings.items()
+            if (found := [m.id for o in posted if (m := search.messages[o - search.base])])
+        },
         "comments": {key: fields(comment) for key, comment in state.comments.items()},
         "files": {key: fields(stored) for key, stored in state.files.items()},
         "scheduled": [fields(pending) for pending in state.scheduled.values()],
@@ -385,9 +390,14 @@ def picture(state: State) -> dict[str, Any]:
     }
 
 
-def loaded(data: bytes, like: State) -> State:
+def loaded(data: bytes, like: State, *, deferred: bool = False) -> State:
+    """A fresh state like ``like``, the snapshot ``data`` loaded into it; ``deferred``:
+    its search index built after the load, as at a server's start."""
     again = State(like.history_size, like.rate_period_ms, like.quotas)
+    if deferred:
+        again.search.defer()
     load(data, again)
+    again.search.build(10**9)
     return again
 
 
@@ -401,6 +411,7 @@ def test_loading_the_snapshot_of_a_folded_history_gives_the_same_state(seed: int
     assert data.startswith(FORMAT)
     again = loaded(data, state)
     assert picture(again) == picture(state)
+    assert picture(loaded(data, state, deferred=True)) == picture(state)
     assert b"".join(dump(again)) == data
     later = grow(state, random.Random(seed + 100), 500, at=10**9)
     redo(again, later)
