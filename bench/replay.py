@@ -311,6 +311,33 @@ def write_snapshot(
     return len(state.messages), time.perf_counter() - started
 
 
+def _write_snapshot_child(
+    sender: multiprocessing.connection.Connection,
+    args: argparse.Namespace,
+    path: Path,
+    now: int,
+    compacted: Path,
+) -> None:
+    sender.send(write_snapshot(args, path, now, compacted))
+    sender.close()
+
+
+def write_snapshot_apart(
+    args: argparse.Namespace, path: Path, now: int, compacted: Path
+) -> tuple[int, float]:
+    """``write_snapshot`` in a process of its own: this one stays small, so that the
+    replaying process started from it next does not begin with its pages counted
+    (a forked child's peak RSS starts at its parent's)."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_write_snapshot_child, args=(sender, args, path, now, compacted))
+    child.start()
+    sender.close()
+    written: tuple[int, float] = receiver.recv()
+    child.join(30)
+    return written
+
+
 def time_replay(
     args: argparse.Namespace, path: Path, now: int, what: str, records: int | None = None
 ) -> None:
@@ -372,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
         time_replay(args, path, now, "events")
         if args.snapshot:
             compacted = state_dir / "snapshot" / LOG_FILE
-            messages, seconds = write_snapshot(args, path, now, compacted)
+            messages, seconds = write_snapshot_apart(args, path, now, compacted)
             size = EventLog(compacted).snapshots.path.stat().st_size
             print(
                 f"wrote a snapshot of the live state, {messages:,} messages: "
