@@ -256,7 +256,7 @@ class ClusterNode:
                 try:
                     fresh = self.service.new_state()
                     recent, count = await replay(
-                        self.store.records(), fresh, self.service.hub.recent.capacity
+                        self.store, fresh, self.service.hub.recent.capacity
                     )
                     break
                 except Gap:

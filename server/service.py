@@ -51,13 +51,13 @@ from server.domain.model import (
     UserName,
     user_key,
 )
-from server.domain.snapshot import snapshot
+from server.domain.snapshot import dump
 from server.domain.state import State, expired
 from server.errors import InvalidParams, NotFound, RateLimited, Unauthenticated
 from server.executor import Executor
 from server.hub import Hub, Session
 from server.rpc import Doc, Length, Pattern, Range, Registry, rpc_method
-from server.store import EventStore
+from server.store import EventStore, Snapshot
 from wire import (
     DEVICE_NAME_MAX,
     HISTORY_MAX,
@@ -79,7 +79,6 @@ def system_clock() -> int:
 # Replies must fit in a frame (the client's limit is the same 1 MiB): lists of
 # messages stop at this many bytes of JSON and say has_more.
 REPLY_BUDGET = 900_000
-SNAPSHOT_SLICE = 2000  # records of a snapshot made between two turns of the event loop
 UNREAD_PER_CHAT = 1000
 
 UserParam = Annotated[
@@ -360,7 +359,8 @@ class Service:
                 logger.exception("housekeeping failed")
 
     async def compact(self) -> None:
-        """Rewrite the log as a snapshot of the live state (expired messages dropped).
+        """Save a snapshot of the live state (expired messages dropped) in the store's
+        snapshot store, in place of the records it covers.
 
         The snapshot is read while requests are held (``Pause``), in slices with the
         event loop free between them: pushes, pings and HTTP go on (a snapshot of
@@ -368,18 +368,18 @@ class Service:
         async with self.pause.paused():
             began = time.perf_counter()
             self.state.expire(self.clock())
-            head: list[dict[str, Any]] = []
-            for event in snapshot(self.state):
-                head.append(to_record(event))
-                if len(head) % SNAPSHOT_SLICE == 0:
-                    await asyncio.sleep(0)
+            pieces: list[bytes] = []
+            for piece in dump(self.state):  # a slice of a few thousand objects
+                pieces.append(piece)
+                await asyncio.sleep(0)
             self.state.compacted()
             self._compacted_at = self.clock()
-            written = self.log.compact(head)
+            data = b"".join(pieces)
+            written = self.log.compact(Snapshot(data, self.state.cursor))
             held = time.perf_counter() - began
         await written
         logger.info(
-            "compacted the log to a snapshot of %d records (requests held %.2f s)", len(head), held
+            "compacted the log to a snapshot of %d bytes (requests held %.2f s)", len(data), held
         )
 
     # -- session -----------------------------------------------------------------

@@ -284,22 +284,24 @@ class State:
         self.direct_chats[_pair(event.user_a, event.user_b)] = event.chat
 
     def _message_posted(self, event: MessagePosted) -> None:
-        chat = self.chats[event.chat]
+        # Replay's hot path (most events are this one): fields read once into locals.
+        chat_id, seq, at, text = event.chat, event.seq, event.at, event.text
+        chat = self.chats[chat_id]
         messages = chat.messages
         if not messages:  # after expiry, seq goes on where it was
-            chat.first_seq = event.seq
+            chat.first_seq = seq
         message = Message(
             event.message,
-            event.chat,
-            event.seq,
+            chat_id,
+            seq,
             event.author,
-            event.text,
-            event.at,
+            text,
+            at,
             event.expires_at,
             event.file,
             event.edited_at,
         )
-        index = event.seq - chat.first_seq
+        index = seq - chat.first_seq
         if index == len(messages):
             messages.append(message)
         else:  # a snapshot's message, into the slot its ChatRestored laid out
@@ -311,15 +313,15 @@ class State:
             self._mention(message, event.mentions)
         if message.expires_at is not None:
             heapq.heappush(self.expiries, (message.expires_at, message.id))
-        author_key = UserKey(event.author.lower())  # user_key(), inlined: replay's hot path
+        author_key = UserKey(event.author.lower())  # user_key(), inlined
         author = self.users[author_key]
         author.posted += 1
-        author.live_bytes += text_size(event.text)
+        author.live_bytes += text_size(text)
         # Writing in a chat reads it: your own messages are never unread to you.
         # (Not backwards: a snapshot has restored the marker before its messages.)
         markers = chat.read_markers
-        if markers.get(author_key, event.seq) < event.seq:
-            markers[author_key] = event.seq
+        if markers.get(author_key, seq) < seq:
+            markers[author_key] = seq
         if event.scheduled is not None:
             pending = self.scheduled.pop(event.scheduled, None)
             author.scheduled.pop(event.scheduled, None)
@@ -329,12 +331,12 @@ class State:
                 self._remember(author, pending.device, pending.client_id, message.id)
         else:
             if self._flood_interval:
-                author.flood_tat = spend(author.flood_tat, event.at, self._flood_interval)
-            if event.chat == GENERAL:
-                self._count_send(author, event.at)
+                author.flood_tat = spend(author.flood_tat, at, self._flood_interval)
+            if chat_id == GENERAL:
+                self._count_send(author, at)
         if event.file is not None:
             stored = self.files[event.file]
-            stored.chats[event.chat] = stored.chats.get(event.chat, 0) + 1
+            stored.chats[chat_id] = stored.chats.get(chat_id, 0) + 1
         if event.client_id is not None and event.device is not None:
             self._remember(author, event.device, event.client_id, message.id)
 
@@ -382,7 +384,7 @@ class State:
             del seen[next(iter(seen))]
 
     def _count_send(self, author: User, at: int) -> None:
-        window = self.rate_window(at)
+        window = at // self.rate_period_ms  # rate_window(), inlined: replay's hot path
         if author.rate_window != window:
             author.rate_window, author.rate_count = window, 0
         author.rate_count += 1

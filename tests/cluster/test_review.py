@@ -14,7 +14,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from server.app import Running, run_server
 from server.cluster import ClusterNode
-from server.store import StoreFailed
+from server.store import Snapshot, StoreFailed
 from tests.cluster.support import (
     Nats,
     eventually,
@@ -399,10 +399,10 @@ async def test_the_follow_loop_survives_a_failed_re_read(tmp_path: Path, nats: N
         records = node.store.records
         failures = [StoreFailed("a damaged record (once)")]
 
-        def flaky() -> Any:
+        def flaky(after: Snapshot | None = None) -> Any:
             if failures:
                 raise failures.pop()
-            return records()
+            return records(after)
 
         node.store.records = flaky  # type: ignore[method-assign]
         assert node._follow is not None

@@ -1,5 +1,6 @@
-"""One contract for every event store (eventsourcing's recorder test case): the file
-log and the JetStream stream pass the same tests."""
+"""One contract for every event store (eventsourcing's recorder test case) and every
+snapshot store: the file log and the JetStream stream, with their snapshot stores,
+pass the same tests."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from server import jetstream
 from server.errors import Unavailable
 from server.log import EventLog
-from server.store import EventStore, NotStored, Record
+from server.store import EventStore, NotStored, Record, Snapshot
 from tests.cluster.support import Nats
 
 Opener = Callable[[], contextlib.AbstractAsyncContextManager[EventStore]]
@@ -29,7 +30,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
         @contextlib.asynccontextmanager
         async def file_store() -> AsyncIterator[EventStore]:
             log = EventLog(tmp_path / "events.log")
-            async for _ in log.records():  # read before opening, as the server does
+            async for _ in log.records(await log.snapshots.load()):  # read, then open
                 pass
             log.open()
             try:
@@ -44,7 +45,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     async def stream_store() -> AsyncIterator[EventStore]:
         shared = await jetstream.connect([nats.url], "contract", 1.0, "test")
         store = jetstream.JetStreamStore(shared)
-        async for _ in store.records():
+        async for _ in store.records(await store.snapshots.load()):  # as a start reads it
             pass
         store.reset(store.position, store.cursor)
         store.start()
@@ -62,8 +63,10 @@ def records(first: int, count: int) -> list[Record]:
 
 
 async def read_back(open_store: Opener) -> list[Record]:
+    """The records after the newest snapshot, as a start reads them."""
     async with open_store() as store:
-        return [record async for chunk in store.records() for record in chunk]
+        after = await store.snapshots.load()
+        return [record async for chunk in store.records(after) for record in chunk]
 
 
 async def test_an_empty_store_reads_back_nothing(open_store: Opener) -> None:
@@ -89,14 +92,51 @@ async def test_the_barrier_waits_for_everything_appended(open_store: Opener) -> 
 
 
 async def test_a_snapshot_replaces_what_it_covers(open_store: Opener) -> None:
-    """After ``compact(head)``, the store reads back the head, then later records."""
-    head: list[Record] = [{"type": "Snap", "v": 1}, {"type": "SnapshotTaken", "cursor": 5}]
+    """After ``compact(snapshot)``, the snapshot is the newest, and the records read
+    back after it are the later ones (none it covers)."""
     async with open_store() as store:
         await store.append(records(1, 5))
-        await store.compact(head)
+        await store.compact(Snapshot(b"state at 5", 5))
         await store.append(records(6, 2))
+    async with open_store() as store:
+        loaded = await store.snapshots.load()
+        assert loaded is not None
+        assert (loaded.data, loaded.cursor) == (b"state at 5", 5)
+    assert await read_back(open_store) == records(6, 2)
+
+
+async def test_an_empty_snapshot_store_loads_nothing(open_store: Opener) -> None:
+    """No snapshot saved: ``load`` says so."""
+    async with open_store() as store:
+        assert await store.snapshots.load() is None
+
+
+async def test_the_newest_snapshot_saved_is_loaded(open_store: Opener) -> None:
+    """Of several snapshots saved, ``load`` gives the newest, whole, after a restart too."""
+    big = bytes(range(256)) * 5000  # over an Object Store chunk, and not text
+    async with open_store() as store:
+        await store.snapshots.save(Snapshot(b"first", 3))
+        await store.snapshots.save(Snapshot(big, 7))
+        loaded = await store.snapshots.load()
+        assert loaded is not None
+        assert (loaded.data, loaded.cursor) == (big, 7)
+    async with open_store() as store:
+        again = await store.snapshots.load()
+        assert again is not None
+        assert (again.data, again.cursor) == (big, 7)
+
+
+async def test_records_a_snapshot_covers_are_left_to_the_reader_to_skip(
+    open_store: Opener,
+) -> None:
+    """A snapshot saved but its records not dropped (a crash between the two): what is
+    read back after it is whatever the store still holds, each with its cursor, so
+    that the reader can skip those the snapshot covers."""
+    async with open_store() as store:
+        await store.append(records(1, 4))
+        await store.snapshots.save(Snapshot(b"state at 2", 2))
     back = await read_back(open_store)
-    assert back == [*head, *records(6, 2)]
+    assert [r["c"] for r in back if r["c"] > 2] == [3, 4]
 
 
 async def test_many_appends_read_back_whole(open_store: Opener) -> None:
