@@ -105,7 +105,7 @@ def make_room_for_device(
         return []
     idle = sorted(
         (device for device in user.devices.values() if device.id not in connected),
-        key=lambda device: (device.created_at, device.id),
+        key=lambda device: device.created_at,  # stable: ties stay in order of login
     )
     if len(idle) < excess:
         raise RateLimited(

@@ -525,6 +525,7 @@ async def test_a_user_keeps_at_most_max_devices_the_oldest_idle_go_first(tmp_pat
         for _ in range(2):  # two more, not kept connected
             async with user_device(running.url, "alice", register=False) as other:
                 tokens.append(other.token)
+        await _until_connected(first, 1)  # the server has seen the two go
         async with user_device(running.url, "alice", register=False) as fourth:
             status = await fourth.call("status")
             kept = [device["device"] for device in status["devices"]]
@@ -535,6 +536,7 @@ async def test_a_user_keeps_at_most_max_devices_the_oldest_idle_go_first(tmp_pat
                 error = await error_of(probe, "login", user="alice", token=tokens[0])
                 assert error.code == -32001
                 assert (await probe.call("login", user="alice", token=tokens[1]))["user"]
+            await _until_connected(first, 2)
             async with user_device(running.url, "alice", register=False) as fifth:
                 assert len((await fifth.call("status"))["devices"]) == 3
                 async with connected(running.url) as sixth:
@@ -542,3 +544,10 @@ async def test_a_user_keeps_at_most_max_devices_the_oldest_idle_go_first(tmp_pat
                     assert error.code == -32004  # all three connected
             assert (await first.call("status"))["user"] == "alice"
     assert parse_args(["--max-devices", "7"]).max_devices == 7
+
+
+async def _until_connected(peer: Peer, count: int) -> None:
+    """Until ``status`` shows ``count`` of the user's devices connected."""
+    async with asyncio.timeout(10):
+        while sum(d["online"] for d in (await peer.call("status"))["devices"]) != count:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
