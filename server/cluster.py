@@ -141,6 +141,10 @@ class ClusterNode:
         self._logins: Any = None  # the mirror of the writer's count of failed logins
         self._follow: asyncio.Task[None] | None = None
         self._lease: asyncio.Task[None] | None = None
+        # Set by ``stop``: the loops end on it too, for a cancellation can be lost
+        # (Python 3.11's ``asyncio.wait_for``, in nats-py's request, drops one that
+        # comes with the reply; the lease task then renewed for ever).
+        self._stopping = False
         self._caught_up = asyncio.Event()
         service.forward = self.forward_events
         service.writing = False
@@ -159,11 +163,11 @@ class ClusterNode:
         self._lease = loop.create_task(self._hold_lease(), name="messenger-lease")
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in (self._lease, self._follow):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await asyncio.wait({task})  # a cancellation of this stop still reaches it
         if self.writer:
             # No re-read: the state is dropped with the process, and with NATS away
             # a re-read would retry, and the stop wait, for as long as it stays away.
@@ -193,7 +197,7 @@ class ClusterNode:
         """Fold the stream as it grows, for as long as the node runs: a failure of
         any kind is logged and followed by a pause, a re-read, or both."""
         reread = False
-        while True:
+        while not self._stopping:
             try:
                 if reread:
                     await self._rebuild()
@@ -449,7 +453,7 @@ class ClusterNode:
 
     async def _hold_lease(self) -> None:
         lease = self.shared.lease
-        while True:
+        while not self._stopping:
             try:
                 if self.writer:
                     self._lease_revision = await lease.update(
