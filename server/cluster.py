@@ -140,6 +140,10 @@ class ClusterNode:
         self._logins: Any = None  # the mirror of the writer's count of failed logins
         self._follow: asyncio.Task[None] | None = None
         self._lease: asyncio.Task[None] | None = None
+        # Set by ``stop``: the loops end on it too, for a cancellation can be lost
+        # (Python 3.11's ``asyncio.wait_for``, in nats-py's request, drops one that
+        # comes with the reply; the lease task then renewed for ever).
+        self._stopping = False
         self._caught_up = asyncio.Event()
         self._rebuild_lock = asyncio.Lock()  # one re-read at a time, whoever asks
         self._rebuilds = 0
@@ -165,6 +169,7 @@ class ClusterNode:
         self._lease = loop.create_task(self._hold_lease(), name="messenger-lease")
 
     async def stop(self) -> None:
+        self._stopping = True  # the loops end on it too, should a cancellation be lost
         await _ended(self._lease)
         await _ended(self._follow)  # read after: a re-read the lease task ran restarts it
         if self.writer:
@@ -196,7 +201,7 @@ class ClusterNode:
         """Fold the stream as it grows, for as long as the node runs: a failure of
         any kind is logged and followed by a pause, a re-read, or both."""
         reread = False
-        while True:
+        while not self._stopping:
             try:
                 if reread:
                     await self._rebuild()
@@ -458,7 +463,7 @@ class ClusterNode:
 
     async def _hold_lease(self) -> None:
         lease = self.shared.lease
-        while True:
+        while not self._stopping:
             try:
                 if self.writer:
                     self._lease_revision = await lease.update(

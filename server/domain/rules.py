@@ -105,7 +105,9 @@ def make_room_for_device(
         return []
     idle = sorted(
         (device for device in user.devices.values() if device.id not in connected),
-        key=lambda device: device.created_at,  # stable: ties stay in order of login
+        # By age, ties in the order authorised (the dict's): not by the random id,
+        # which picked any of the devices made in one millisecond.
+        key=lambda device: device.created_at,
     )
     if len(idle) < excess:
         raise RateLimited(

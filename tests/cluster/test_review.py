@@ -536,3 +536,35 @@ async def test_a_writer_stopping_while_nats_is_down_stops(tmp_path: Path, nats: 
     finally:
         nats.start()
         await stack.aclose()
+
+
+async def test_a_node_stops_though_its_lease_task_swallowed_the_cancellation(
+    tmp_path: Path, nats: Nats
+) -> None:
+    """Python 3.11's ``asyncio.wait_for`` (in nats-py's request) drops a cancellation
+    that comes with the reply: the lease task, cancelled by ``stop`` while renewing,
+    renewed for ever and the stop never ended (the full suite hung in a teardown,
+    e.g. test_a_rebuild_keeps_what_the_follow_loop_folded_meanwhile). The node's
+    loops end on its own flag as well."""
+    stack = contextlib.AsyncExitStack()
+    running = await stack.enter_async_context(
+        run_server(node_config(tmp_path, [nats.url], "node1"))
+    )
+    try:
+        await wait_for_writer(running)
+        lease = cluster_node(running).shared.lease
+        update = lease.update
+        renewing = asyncio.Event()
+
+        async def swallowing(*args: Any, **kwargs: Any) -> Any:
+            renewing.set()
+            with contextlib.suppress(asyncio.CancelledError):  # as 3.11's wait_for may
+                await asyncio.Event().wait()
+            return await update(*args, **kwargs)
+
+        lease.update = swallowing  # type: ignore[method-assign]
+        await renewing.wait()
+        async with asyncio.timeout(30):  # on main: for ever
+            await stack.aclose()
+    finally:
+        await stack.aclose()
