@@ -185,6 +185,7 @@ class FileMethods:
                 raise
             sha256 = current.digest.hexdigest()
             self.storing[sha256] += 1
+            refused = False
             try:
                 loop = asyncio.get_running_loop()
                 try:
@@ -195,6 +196,14 @@ class FileMethods:
                     await self._drop(current)
                     raise _refused(error) from None
                 await self.blobs.publish(sha256)
+                # Once more, with nothing awaited between it and the record: while the
+                # bytes were stored, another upload of the user's may have been admitted.
+                try:
+                    rules.check_storage(self.state, self.service.account(session), current.size, 0)
+                except TooLarge:
+                    await self._drop(current)
+                    refused = True
+                    raise
                 event = FileUploaded(
                     FileId("f" + secrets.token_hex(8)),
                     current.name,
@@ -209,8 +218,22 @@ class FileMethods:
                 self.storing[sha256] -= 1
                 if not self.storing[sha256]:
                     del self.storing[sha256]
+                if refused:
+                    self._forget_bytes(sha256)
         logger.info("user %s stored a file of %d bytes", uploader, current.size)
         return {"file": views.file_view(self.state.files[event.file])}
+
+    def _forget_bytes(self, sha256: str) -> None:
+        """The bytes of a file that was refused after they were stored: gone from here
+        and, after the grace, from the cluster, unless the content is in use."""
+        if sha256 in self.in_use():
+            return
+        loop = asyncio.get_running_loop()
+        remove = functools.partial((self.stored / sha256).unlink, missing_ok=True)
+        loop.run_in_executor(self.blob_io, remove)
+        removing = loop.create_task(self.blobs.remove(sha256))
+        self.removing.add(removing)
+        removing.add_done_callback(self.removing.discard)
 
     @rpc_method("upload.abort")
     async def abort(self, session: Session, *, upload: UploadParam) -> dict[str, Any]:
@@ -278,14 +301,8 @@ class FileMethods:
         def delete(_: asyncio.Future[None]) -> None:
             if durable.cancelled() or durable.exception() is not None:
                 return
-            kept = {stored.sha256 for stored in self.state.files.values()}
-            loop = asyncio.get_running_loop()
-            for sha256 in digests - kept - set(self.storing):
-                remove = functools.partial((self.stored / sha256).unlink, missing_ok=True)
-                loop.run_in_executor(self.blob_io, remove)
-                removing = loop.create_task(self.blobs.remove(sha256))
-                self.removing.add(removing)
-                removing.add_done_callback(self.removing.discard)
+            for sha256 in digests:
+                self._forget_bytes(sha256)
 
         durable.add_done_callback(delete)
 
