@@ -59,7 +59,8 @@ async def test_the_writers_own_upload_is_checked_again_after_its_bytes_are_store
         user_device(writer.url, "alice") as on_writer,
         user_device(follower.url, "alice", False) as on_follower,
     ):
-        files: Any = writer.service.registry.methods["upload.finish"].handler.__self__
+        finish: Any = writer.service.registry.methods["upload.finish"].handler
+        files = finish.__self__
         publish, held, release = files.blobs.publish, asyncio.Event(), asyncio.Event()
 
         async def slow_publish(sha256: str) -> None:
