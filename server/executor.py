@@ -11,9 +11,11 @@ Cluster mode (server/cluster.py): a follower does not decide; ``forward`` sends 
 command, as data, to the writer. A writer whose append was fenced off (the store
 says ``NotStored``: none of it was kept) waits until the node has re-read the log
 (``recover``) and takes the decision again against that state, or forwards it if
-the node is no longer the writer; a few times at most. After a failure whose
-outcome is unknown it must not decide again (the events may be stored): -32008,
-and the client repeats with its ``client_id``.
+the node is no longer the writer; a few times at most. A refusal, or a reply
+without events (a client_id repeat), is given once the events it rests on are
+stored: those may be the fenced ones. After a failure whose outcome is unknown it
+must not decide again (the events may be stored): -32008, and the client repeats
+with its ``client_id``.
 """
 
 from __future__ import annotations
@@ -108,9 +110,15 @@ class Executor:
         now = service.clock()
         state = service.state
         state.expire(now)  # the memory reclaim, a transition of its own: not the decision's
-        decision = decide(state, command, now, self.ids, self.policy)
+        try:
+            decision = decide(state, command, now, self.ids, self.policy)
+        except MessengerError:
+            await self._settled()
+            raise
         if not decision.events:
-            return decision.reply(state)
+            reply = decision.reply(state)
+            await self._settled()
+            return reply
         durable = service.record(list(decision.events))
         refused: MessengerError | None = None
         try:  # the state the events made: a view shows it before anything else changes it
@@ -127,3 +135,10 @@ class Executor:
         if refused is not None:
             raise refused
         return reply
+
+    async def _settled(self) -> None:
+        """Wait until what the state holds is stored: a refusal, or a reply without
+        events (a client_id repeat), may rest on events still on their way, and if the
+        store refuses them (``NotStored``) they never happened: the command is decided
+        again (``run``), not answered from them."""
+        await asyncio.shield(self.service.log.barrier())
