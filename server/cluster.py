@@ -97,6 +97,26 @@ async def _ended(task: asyncio.Task[None] | None) -> None:
         logger.warning("a cluster task ended with %r", task.exception())
 
 
+def _command_of(record: dict[str, Any]) -> Command:
+    """The command a node sent; -32008 for one this node's version does not know (a
+    rolling upgrade: the writer may run an older version for a while), not -32603."""
+    kind = record.get("type")
+    if kind not in commands.COMMANDS:
+        raise Unavailable(
+            f"Expected a command the writer knows, but got {kind!r}: the nodes run "
+            "different versions",
+            1.0,
+        )
+    try:
+        return commands.from_record(record)
+    except TypeError as error:
+        raise Unavailable(
+            f"Expected {kind} as the writer knows it, but got another ({error}): the nodes "
+            "run different versions",
+            1.0,
+        ) from None
+
+
 class Forwarded(MessengerError):
     """An error the writer answered a forwarded request with, passed on as it came."""
 
@@ -420,7 +440,7 @@ class ClusterNode:
             answer: dict[str, Any]
             if asked["op"] == "command":
                 try:
-                    command = commands.from_record(asked["command"])
+                    command = _command_of(asked["command"])
                     answer = {"reply": await service.executor.run_forwarded(command)}
                 except MessengerError as error:
                     answer = {"error": error.to_wire()}

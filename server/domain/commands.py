@@ -131,10 +131,18 @@ def to_record(command: Command) -> dict[str, Any]:
 
 
 def from_record(record: dict[str, Any]) -> Command:
-    """The command ``to_record`` made; ``KeyError``/``TypeError`` for anything else."""
+    """The command ``to_record`` made; ``KeyError``/``TypeError`` for anything else.
+
+    A node of a newer version may send a field this one does not know: left unset
+    (None, as every optional param is) it means what its absence means and is
+    dropped; set, it is a ``TypeError`` (deciding without it would not be deciding
+    what was asked)."""
     fields = dict(record)
     kind = COMMANDS[fields.pop("type")]
-    return kind(**fields)
+    known = {field.name for field in dataclasses.fields(kind)}
+    return kind(
+        **{name: value for name, value in fields.items() if name in known or value is not None}
+    )
 
 
 # -- what a decision gives back -------------------------------------------------

@@ -57,3 +57,44 @@ async def test_a_client_id_repeat_answered_while_the_first_send_is_fenced_names_
         stored = [m.id for m in node.service.state.messages.values() if m.text == "once"]
         assert stored == [sent["message"]["id"]]
         assert again["message"]["id"] == sent["message"]["id"]
+
+
+async def test_a_command_from_a_node_of_another_version_is_decided_or_refused_plainly(
+    tmp_path: Path, nats: Nats
+) -> None:
+    """A rolling upgrade: a node of a newer version sends the writer a command with a
+    field the writer does not know, or a command it does not know. A field left
+    unset (None, as every optional param) means what its absence means: the command is
+    decided. One set to a value, or an unknown command, is refused with -32008 naming
+    what the writer does not know (main: -32603 "Internal error" and a traceback in the
+    writer's log, as for a bug)."""
+    async with (
+        nodes(tmp_path, [nats.url], 1) as (writer,),
+        user_device(writer.url, "alice") as alice,
+    ):
+        device = (await alice.call("status"))["device"]
+        names = cluster_node(writer).shared.names
+        newer = await nats_client.connect(nats.url)
+        try:
+
+            async def ask(command: dict[str, Any]) -> dict[str, Any]:
+                request = orjson.dumps({"op": "command", "command": command})
+                answer: dict[str, Any] = orjson.loads(
+                    (await newer.request(names.rpc, request, timeout=5)).data
+                )
+                return answer
+
+            send = {"type": "Send", "user": "alice", "device": device, "chat": "general"}
+            unset = await ask({**send, "text": "plain", "reply_to": None})
+            assert unset["reply"]["message"]["text"] == "plain"
+            set_ = await ask({**send, "text": "a reply", "reply_to": unset["reply"]["message"]})
+            assert set_["error"]["code"] == -32008
+            assert "reply_to" in set_["error"]["message"]
+            pin = await ask({"type": "Pin", "user": "alice", "device": device, "message": "m"})
+            assert pin["error"]["code"] == -32008
+            assert "Pin" in pin["error"]["message"]
+        finally:
+            await newer.close()
+        assert [m["text"] for m in (await alice.call("history", chat="general"))["messages"]] == [
+            "plain"
+        ]
