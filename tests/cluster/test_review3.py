@@ -9,13 +9,24 @@ from typing import Any
 
 import nats as nats_client
 import orjson
+import pytest
 
 from server.domain.commands import Command
 from server.domain.events import UserSeen, to_record
 from server.domain.model import UserName
 from tests.cluster.support import Nats, nodes, until
 from tests.cluster.test_review import cluster_node, gate_appends
-from tests.wsclient import user_device
+from tests.wsclient import RpcError, connected, user_device
+
+
+async def stale_append(nats: Nats, subject: str, cursor: int) -> None:
+    """A stale writer's append lands first, at ``cursor``: the writer's own is fenced."""
+    record = {**to_record(UserSeen(UserName("alice"), 1)), "c": cursor}
+    other = await nats_client.connect(nats.url)
+    try:
+        await other.jetstream().publish(subject, orjson.dumps([record]))
+    finally:
+        await other.close()
 
 
 async def test_a_client_id_repeat_answered_while_the_first_send_is_fenced_names_the_stored_message(
@@ -46,12 +57,7 @@ async def test_a_client_id_repeat_answered_while_the_first_send_is_fenced_names_
         repeat = asyncio.ensure_future(alice.call("send", **params))
         await until(lambda: len(asked) == 2)  # the repeat, decided against the first
         # A stale writer's append lands first, at the cursor "once" was given.
-        record = {**to_record(UserSeen(UserName("alice"), 1)), "c": node.service.state.cursor}
-        other = await nats_client.connect(nats.url)
-        try:
-            await other.jetstream().publish(node.shared.names.subject, orjson.dumps([record]))
-        finally:
-            await other.close()
+        await stale_append(nats, node.shared.names.subject, node.service.state.cursor)
         gate.set()
         sent, again = await first, await repeat
         stored = [m.id for m in node.service.state.messages.values() if m.text == "once"]
@@ -98,3 +104,26 @@ async def test_a_command_from_a_node_of_another_version_is_decided_or_refused_pl
         assert [m["text"] for m in (await alice.call("history", chat="general"))["messages"]] == [
             "plain"
         ]
+
+
+async def test_a_login_whose_append_is_fenced_answers_unavailable_and_a_repeat_logs_in(
+    tmp_path: Path, nats: Nats
+) -> None:
+    """What a login records is not a command: after a fence it is not decided again
+    (protocol.md said every request was); -32008, and the repeat logs in."""
+    async with nodes(tmp_path, [nats.url], 1) as (writer,):
+        async with user_device(writer.url, "alice"):
+            pass
+        node = cluster_node(writer)
+        gate = gate_appends(node)
+        async with connected(writer.url) as peer:
+            cursor = node.service.state.cursor
+            logging_in = asyncio.ensure_future(peer.login("alice"))
+            await until(lambda: node.service.state.cursor > cursor)  # its device, applied
+            await stale_append(nats, node.shared.names.subject, node.service.state.cursor)
+            gate.set()
+            with pytest.raises(RpcError) as fenced:
+                await logging_in
+            assert fenced.value.code == -32008
+            await until(lambda: not node.store.broken.is_set())  # the stream re-read
+            assert (await peer.login("alice"))["user"] == "alice"
