@@ -117,6 +117,19 @@ def _command_of(record: dict[str, Any]) -> Command:
         ) from None
 
 
+def _events_of(records: list[dict[str, Any]]) -> list[Event]:
+    """The events a node sent to be appended; -32008 at once for one this node's
+    version does not know (not an answer never sent, and the asker's timeout)."""
+    try:
+        return [from_record(record) for record in records]
+    except (KeyError, TypeError, ValueError) as error:
+        raise Unavailable(
+            f"Expected events the writer knows, but got another ({error}): the nodes run "
+            "different versions",
+            1.0,
+        ) from None
+
+
 class Forwarded(MessengerError):
     """An error the writer answered a forwarded request with, passed on as it came."""
 
@@ -455,7 +468,7 @@ class ClusterNode:
                         now = service.clock()
                         events = rules.admit_all(
                             service.state,
-                            [from_record(record) for record in asked["events"]],
+                            _events_of(asked["events"]),
                             now,
                             service.connected_devices,
                             service.config.max_devices,

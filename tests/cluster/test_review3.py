@@ -127,3 +127,37 @@ async def test_a_login_whose_append_is_fenced_answers_unavailable_and_a_repeat_l
             assert fenced.value.code == -32008
             await until(lambda: not node.store.broken.is_set())  # the stream re-read
             assert (await peer.login("alice"))["user"] == "alice"
+
+
+async def test_events_from_a_node_of_another_version_are_refused_at_once(
+    tmp_path: Path, nats: Nats
+) -> None:
+    """A newer node's login sends the writer its DeviceAuthorized with a field the
+    writer does not know: it answers -32008 at once (main: no answer at all, a
+    traceback in its log, and the login waited --forward-timeout for nothing)."""
+    async with (
+        nodes(tmp_path, [nats.url], 1) as (writer,),
+        user_device(writer.url, "alice"),
+    ):
+        names = cluster_node(writer).shared.names
+        newer = await nats_client.connect(nats.url)
+        try:
+            authorized = {
+                "type": "DeviceAuthorized",
+                "user": "alice",
+                "device": "d2",
+                "name": "phone",
+                "token_hash": "0" * 64,
+                "at": 1,
+                "platform": "ios",
+            }
+            request = orjson.dumps({"op": "append", "events": [authorized]})
+            # Well within the nodes' --forward-timeout (5 s): an answer, not a wait.
+            answer = orjson.loads((await newer.request(names.rpc, request, timeout=2)).data)
+        finally:
+            await newer.close()
+        assert answer["error"]["code"] == -32008
+        assert "platform" in answer["error"]["message"]
+        alice = writer.service.state.user("alice")
+        assert alice is not None
+        assert "d2" not in alice.devices
