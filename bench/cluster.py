@@ -100,6 +100,9 @@ def node_command(work: Path, name: str, cluster: str | None, port: int) -> list[
     command = [sys.executable, "-m", "server", "--port", str(port)]
     command += ["--state-dir", str(work / name), "--rate-limit", str(10**9)]
     command += ["--log-level", "WARNING"]
+    # Not measured here: the limits against abuse (one address registers every user).
+    command += ["--register-limit", "0", "--flood-rate", "0", "--max-live-bytes", "0"]
+    command += ["--max-devices", str(10**6)]
     if cluster is not None:
         command += ["--cluster", cluster, "--cluster-name", "bench", "--node-name", name]
     return command

@@ -644,6 +644,7 @@ def rig(args: argparse.Namespace, target: str, work_dir: Path) -> Iterator[Rig]:
         command += ["--rate-limit", str(10**9), "--log-level", "WARNING"]
         # Nor are the limits against abuse: one address registers every user.
         command += ["--register-limit", "0", "--flood-rate", "0", "--max-live-bytes", "0"]
+        command += ["--max-devices", str(10**6)]
     else:
         command = [sys.executable, __file__, "--role", "bare-server"]
     server = start_server(target, command, work_dir / f"{target}.stderr", 60, server_cpus(args))

@@ -3,9 +3,13 @@
 Builds a log of ``--events`` records (default 1,000,000) in a temporary state
 directory, written with the server's own mapper and codec (``to_record``,
 ``encode_record``), then times ``server.app.replay`` on it in a fresh process so
-that the peak RSS printed is the replay's own. Prints figures; asserts nothing.
+that the peak RSS printed is the replay's own (wall and CPU seconds). Then, as a
+compaction does, saves a snapshot of the live state beside an empty log (the
+seconds to make and write it, its size) and times a start from it (load seconds,
+peak RSS). Prints figures; asserts nothing.
 
-    .venv/bin/python bench/replay.py                  # 1M events
+    .venv/bin/python bench/replay.py                  # 1M events (919k live messages)
+    .venv/bin/python bench/replay.py --events 1088000   # a snapshot of 1M live messages
     .venv/bin/python bench/replay.py --profile 25     # and the 25 costliest functions
 """
 
@@ -42,9 +46,10 @@ from server.domain.events import (
     to_record,
 )
 from server.domain.model import GENERAL, ChatId, DeviceId, MessageId, UserName
-from server.domain.snapshot import snapshot
+from server.domain.snapshot import dump
 from server.domain.state import State
 from server.log import EventLog, decode_record, encode_record
+from server.store import Snapshot
 
 TARGET_SECONDS = 5.0
 START_MS = 1_700_000_000_000  # the first event's time; each event is a few ms later
@@ -250,14 +255,14 @@ def measure(path: Path, history_size: int, window: int, now: int, profile_top: i
     """Replay once as the server starts, in this process (which should be a fresh one)."""
     state = starting_state(history_size)
     started, cpu_started = time.perf_counter(), time.process_time()
-    recent, count = asyncio.run(replay(EventLog(path).records(), state, window, now))
+    recent, count = asyncio.run(replay(EventLog(path), state, window, now))
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     report = ""
     if profile_top > 0:
         profiler = cProfile.Profile()
         profiler.enable()
-        asyncio.run(replay(EventLog(path).records(), starting_state(history_size), window, now))
+        asyncio.run(replay(EventLog(path), starting_state(history_size), window, now))
         profiler.disable()
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(profile_top)
@@ -289,18 +294,48 @@ def _measure_child(sender: multiprocessing.connection.Connection, job: Job) -> N
     sender.close()
 
 
-def write_snapshot(args: argparse.Namespace, path: Path, now: int, compacted: Path) -> int:
+def write_snapshot(
+    args: argparse.Namespace, path: Path, now: int, compacted: Path
+) -> tuple[int, float]:
     """The log at ``path`` compacted as the server compacts it: replayed, expired by
-    ``now``, and written as the records of a snapshot of what is live."""
+    ``now``, and its live state saved as a snapshot beside an empty log at
+    ``compacted``. How many live messages it holds, and the seconds the snapshot
+    took to make and write (the replay before it not counted)."""
     state = State(args.history_size, quotas=Config().quotas)
-    asyncio.run(replay(EventLog(path).records(), state, args.window, now))
+    asyncio.run(replay(EventLog(path), state, args.window, now))
     compacted.parent.mkdir(exist_ok=True)
-    records = 0
-    with compacted.open("wb") as file:
-        for event in snapshot(state):
-            file.write(encode_record(to_record(event)))
-            records += 1
-    return records
+    compacted.write_bytes(b"")
+    started = time.perf_counter()
+    data = b"".join(dump(state))
+    EventLog(compacted).snapshots.write(Snapshot(data, state.cursor))
+    return len(state.messages), time.perf_counter() - started
+
+
+def _write_snapshot_child(
+    sender: multiprocessing.connection.Connection,
+    args: argparse.Namespace,
+    path: Path,
+    now: int,
+    compacted: Path,
+) -> None:
+    sender.send(write_snapshot(args, path, now, compacted))
+    sender.close()
+
+
+def write_snapshot_apart(
+    args: argparse.Namespace, path: Path, now: int, compacted: Path
+) -> tuple[int, float]:
+    """``write_snapshot`` in a process of its own: this one stays small, so that the
+    replaying process started from it next does not begin with its pages counted
+    (a forked child's peak RSS starts at its parent's)."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_write_snapshot_child, args=(sender, args, path, now, compacted))
+    child.start()
+    sender.close()
+    written: tuple[int, float] = receiver.recv()
+    child.join(30)
+    return written
 
 
 def time_replay(
@@ -364,14 +399,13 @@ def main(argv: list[str] | None = None) -> None:
         time_replay(args, path, now, "events")
         if args.snapshot:
             compacted = state_dir / "snapshot" / LOG_FILE
-            started = time.perf_counter()
-            records = write_snapshot(args, path, now, compacted)
+            messages, seconds = write_snapshot_apart(args, path, now, compacted)
+            size = EventLog(compacted).snapshots.path.stat().st_size
             print(
-                f"wrote a snapshot of the live state: {records:,} records "
-                f"({compacted.stat().st_size / 2**20:.0f} MiB) in "
-                f"{time.perf_counter() - started:.1f} s"
+                f"wrote a snapshot of the live state, {messages:,} messages: "
+                f"{size / 2**20:.0f} MiB in {seconds:.2f} s"
             )
-            time_replay(args, compacted, now, "snapshot records", records)
+            time_replay(args, compacted, now, "live messages from the snapshot", messages)
     finally:
         if temporary:
             shutil.rmtree(state_dir, ignore_errors=True)

@@ -391,8 +391,14 @@ class App:
             case EventReceived("message", params):
                 await self._message_arrived(params["message"])
             case EventReceived("comment", params):
-                if self.in_view(params["comment"]["chat"]):
-                    self.show_comment(params["comment"], only_new=True)
+                comment = params["comment"]
+                if self.in_view(comment["chat"]):
+                    self.show_comment(comment, only_new=True)
+                elif self.model.comment_wants_attention(comment, params.get("message_author")):
+                    # Another chat's: shown here all the same, its line says where
+                    # ("re general#12"), and it rings, as a mention does.
+                    self.show_comment(comment, only_new=True)
+                    self.sink.alert()
             case EventReceived("message.edited", params):
                 self.show_edited(params["message"])
             case EventReceived("message.deleted", params):

@@ -101,6 +101,7 @@ class Model:
         self.current = Target(chat=GENERAL)
         self.users: set[str] = set()  # names seen, for completion
         self._shown: set[str] = set()  # ids of the messages and comments shown
+        self._mine: set[MessageId] = set()  # ids of the user's own messages seen
         self._by_seq: dict[tuple[ChatId, int], MessageId] = {}
         self._seq_of: dict[MessageId, int] = {}
         self._chat_of: dict[MessageId, ChatId] = {}
@@ -178,6 +179,8 @@ class Model:
                 chat.unread += 1
                 chat.mentions += self.mentions_me(message)
             chat.last_seq = seq
+        if self.is_mine(message):
+            self._mine.add(message_id)
         if chat is not None and self.is_mine(message):
             # The server moves the author's marker: writing in a chat reads it.
             self.read_moved(chat_id, seq)
@@ -197,6 +200,7 @@ class Model:
         known = self._seq_of.pop(MessageId(message_id), None) is not None
         self._chat_of.pop(MessageId(message_id), None)
         self._file_of.pop(MessageId(message_id), None)
+        self._mine.discard(MessageId(message_id))
         chat = self.chats.get(ChatId(chat_id))
         if known and chat is not None and seq > chat.read_seq and chat.unread:
             chat.unread -= 1
@@ -262,6 +266,17 @@ class Model:
         if isinstance(named, list):
             return any(isinstance(name, str) and _same_user(name, self.me) for name in named)
         return self._mention.search(message.get("text") or "") is not None
+
+    def comment_wants_attention(self, comment: Json, message_author: str | None = None) -> bool:
+        """Someone else's comment on one of the user's messages, or naming the user:
+        shown (and rung) whichever chat is open. ``message_author`` (the event's) tells
+        a message of the user's that this session never loaded."""
+        if self.is_mine(comment):
+            return False
+        on_mine = MessageId(comment["message"]) in self._mine or (
+            isinstance(message_author, str) and _same_user(message_author, self.me)
+        )
+        return on_mine or self._mention.search(comment.get("text") or "") is not None
 
     def wants_attention(self, message: Json) -> bool:
         """A mention, or a direct message from someone else: highlighted, and a bell."""

@@ -7,6 +7,7 @@ import asyncio
 import ctypes
 import gc
 import logging
+import os
 import re
 import signal
 import sys
@@ -97,12 +98,25 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="connections at once from one client address; more get HTTP 503",
     )
     parser.add_argument(
+        "--max-devices",
+        type=_positive,
+        default=defaults.max_devices,
+        help="devices one user keeps; a new one revokes the oldest not connected",
+    )
+    parser.add_argument(
         "--trusted-proxy",
         action="append",
         type=_address,
         default=[],
         metavar="ADDRESS",
         help="a proxy whose X-Forwarded-For names the client (repeatable)",
+    )
+    parser.add_argument(
+        "--metrics-token",
+        default=os.environ.get("MESSENGER_METRICS_TOKEN") or None,
+        metavar="TOKEN",
+        help="GET /metrics answers 'Authorization: Bearer TOKEN' from anywhere; without "
+        "it, clients on this machine only (default: $MESSENGER_METRICS_TOKEN)",
     )
     parser.add_argument(
         "--presence-grace",
@@ -160,7 +174,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
         login_timeout=args.login_timeout,
         max_connections=args.max_connections,
         max_connections_per_address=args.max_connections_per_address,
+        max_devices=args.max_devices,
         trusted_proxies=frozenset(args.trusted_proxy),
+        metrics_token=args.metrics_token,
         cluster=tuple(url.strip() for url in args.cluster.split(",") if url.strip()),
         cluster_name=args.cluster_name,
         node_name=args.node_name,
@@ -265,11 +281,13 @@ async def serve(config: Config) -> None:
         config.register_limit,
     )
     logger.info(
-        "login within %g s; up to %d connections, %d per address; trusted proxies: %s",
+        "login within %g s; up to %d connections, %d per address; trusted proxies: %s; "
+        "/metrics for %s",
         config.login_timeout,
         config.max_connections or default_max_connections(),
         config.max_connections_per_address,
         ", ".join(sorted(config.trusted_proxies)) or "none",
+        "this machine" if config.metrics_token is None else "the bearer of the token",
     )
     async with run_server(config) as running:
         # The replayed state lives as long as the process: keep the cyclic GC from

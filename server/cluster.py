@@ -10,18 +10,22 @@ The roles, and why:
   (Many writers doing compare-and-append lost 43-69 % of appends to conflicts
   here; a forwarded request costs ~0.7 ms.)
 - **Followers** fold the stream into their state, as a start-up replay does, and
-  tell their own devices. A request that decides something is forwarded to the
-  writer over NATS request/reply (``FORWARDED`` below is everything not in
-  ``ANSWERED_HERE``); the follower answers its device once its own fold has passed
-  the cursor the writer answered with, so the events come before the reply on
-  every node. Reads, logins and uploads are answered where the device is; what
+  tell their own devices. A request that decides something is bound and checked
+  where the device is, made into a command (server/domain/commands.py) and sent to
+  the writer as data over NATS request/reply (op ``command``); the writer's
+  executor decides it. The follower answers its device once its own fold has
+  passed the cursor the writer answered with, so the events come before the reply
+  on every node. Reads, logins and uploads are answered where the device is; what
   they record (a device authorised or revoked, a file stored) goes to the writer
   as events, which it admits only if they still fit its state.
 - **Jobs that must run once** (due scheduled messages, snapshots, unused files)
   run on the writer only (``Service.writing``).
 - A writer whose append failed does not know whether JetStream stored it: it
   re-reads the stream into a fresh state (``rebuild``), then goes on. A node that
-  misses messages (the stream was purged below what it needs) does the same.
+  misses messages (the stream was purged below what it needs) does the same. When
+  the append was fenced off (JetStream refused it whole: ``NotStored``), the
+  executor decides the command again against the re-read state, here or, once
+  this node no longer writes, on the writer.
 """
 
 from __future__ import annotations
@@ -40,11 +44,10 @@ import orjson
 from nats.aio.msg import Msg
 
 from server.app import replay
-from server.domain import rules
+from server.domain import commands, rules
+from server.domain.commands import Command
 from server.domain.events import Event, from_record, to_record
-from server.domain.model import DeviceId, UserName, user_key
-from server.errors import MessengerError, Unavailable
-from server.hub import Session
+from server.errors import InternalError, MessengerError, Unavailable
 from server.jetstream import JetStreamStore, Shared
 from server.store import Gap
 
@@ -54,9 +57,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("messenger.server.cluster")
 
-# Calls any node answers from its own state; every other method decides, and is
-# forwarded to the writer. A method added later is forwarded unless listed here:
-# slower, never wrong.
+# Calls any node answers from its own state; every other method decides through the
+# executor, which sends its command to the writer. A batch holding one of those runs
+# in order on a follower (the reads after it must see what the writer decided).
 ANSWERED_HERE: Final = frozenset(
     {
         "register",  # the KDF runs here; the name is admitted by the writer
@@ -82,6 +85,18 @@ ANSWERED_HERE: Final = frozenset(
 )
 
 
+async def _ended(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` and wait until it has ended. Asked again until it has: on
+    Python 3.11 a ``wait_for`` inside nats-py can swallow a cancellation whose inner
+    call completed at the same moment, and the follow loop then goes on for ever (a
+    node's stop right after a re-read restarted that loop hung so)."""
+    while task is not None and not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    if task is not None and not task.cancelled() and task.exception() is not None:
+        logger.warning("a cluster task ended with %r", task.exception())
+
+
 class Forwarded(MessengerError):
     """An error the writer answered a forwarded request with, passed on as it came."""
 
@@ -91,22 +106,6 @@ class Forwarded(MessengerError):
 
     def to_wire(self) -> dict[str, Any]:
         return self.error
-
-
-class _NoPeer:
-    """The peer of a request forwarded from another node: its device is there."""
-
-    def write_text(self, data: bytes) -> None:
-        pass
-
-    def buffered(self) -> int:
-        return 0
-
-    def abort(self) -> None:
-        pass
-
-    def close(self, code: int, reason: str) -> None:
-        pass
 
 
 class ClusterNode:
@@ -138,34 +137,52 @@ class ClusterNode:
         self._order = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rpc: Any = None  # the writer's subscription to forwarded requests
+        self._logins: Any = None  # the mirror of the writer's count of failed logins
         self._follow: asyncio.Task[None] | None = None
         self._lease: asyncio.Task[None] | None = None
+        # Set by ``stop``: the loops end on it too, for a cancellation can be lost
+        # (Python 3.11's ``asyncio.wait_for``, in nats-py's request, drops one that
+        # comes with the reply; the lease task then renewed for ever).
+        self._stopping = False
         self._caught_up = asyncio.Event()
-        service.forward = self.forward_events
-        service.writing = False
+        self._rebuild_lock = asyncio.Lock()  # one re-read at a time, whoever asks
+        self._rebuilds = 0
+        self._following(True)
         service.login_failures = self
-        dispatcher.forward = self.forward_call
+        service.executor.recover = self.recovered
         dispatcher.forwards = lambda name: not self.writer and name not in ANSWERED_HERE
+
+    def _following(self, following: bool) -> None:
+        """What this node records and decides goes to the writer while it follows."""
+        self.service.writing = not following
+        self.service.forward = self.forward_events if following else None
+        self.service.executor.forward = self.forward_command if following else None
 
     # -- life ------------------------------------------------------------------------
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._logins = await self.shared.nc.subscribe(
+            self.shared.names.logins, cb=self._mirror_login
+        )
         self._follow = loop.create_task(self._follow_stream(), name="messenger-follow")
         self._lease = loop.create_task(self._hold_lease(), name="messenger-lease")
 
     async def stop(self) -> None:
-        for task in (self._lease, self._follow):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        self._stopping = True  # the loops end on it too, should a cancellation be lost
+        await _ended(self._lease)
+        await _ended(self._follow)  # read after: a re-read the lease task ran restarts it
         if self.writer:
-            await self._step_down("stopping")
+            # No re-read: the state is dropped with the process, and with NATS away
+            # a re-read would retry, and the stop wait, for as long as it stays away.
+            await self._step_down("stopping", reread=False)
             with contextlib.suppress(Exception):
                 await self.shared.lease.delete("writer", last=self._lease_revision)
         for task in list(self._tasks):
             task.cancel()
+        if self._logins is not None:
+            with contextlib.suppress(Exception):
+                await self._logins.unsubscribe()
 
     def health(self) -> tuple[bool, str]:
         """(healthy, what to say): a node that cannot write takes no devices."""
@@ -184,7 +201,7 @@ class ClusterNode:
         """Fold the stream as it grows, for as long as the node runs: a failure of
         any kind is logged and followed by a pause, a re-read, or both."""
         reread = False
-        while True:
+        while not self._stopping:
             try:
                 if reread:
                     await self._rebuild()
@@ -216,17 +233,27 @@ class ClusterNode:
         self.position = seq
         self._release()
 
+    async def recovered(self) -> None:
+        """Done once this node has re-read the stream after an append that JetStream
+        refused (the executor then decides again): by this call, or by whoever
+        re-read it meanwhile (the lease task, a step-down)."""
+        seen = self._rebuilds
+        async with self._rebuild_lock:
+            if self._rebuilds == seen and self.store.broken.is_set():
+                await self._rebuild_now()
+
     async def _rebuild(self) -> None:
         """Fold the stream into a fresh state, then go on from there."""
+        async with self._rebuild_lock:
+            await self._rebuild_now()
+
+    async def _rebuild_now(self) -> None:
         # Only one task folds: the follow loop must not fold into the old state
         # while the fresh one is read (what it folded would be missing from it).
         follow = self._follow
         restart = follow is not None and follow is not asyncio.current_task() and not follow.done()
         if restart:
-            assert follow is not None
-            follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follow
+            await _ended(follow)
         self.rebuilding = True
         began = time.perf_counter()
         try:
@@ -234,7 +261,7 @@ class ClusterNode:
                 try:
                     fresh = self.service.new_state()
                     recent, count = await replay(
-                        self.store.records(), fresh, self.service.hub.recent.capacity
+                        self.store, fresh, self.service.hub.recent.capacity
                     )
                     break
                 except Gap:
@@ -260,6 +287,7 @@ class ClusterNode:
             self.service.arm_schedule()  # the old state's timer (or none) is not the fresh one's
             self.position = self.store.position
             self.store.reset(self.store.position, fresh.cursor)
+            self._rebuilds += 1
             logger.info(
                 "node %s re-read %d events in %.2f s; cursor %d",
                 self.node,
@@ -312,19 +340,12 @@ class ClusterNode:
         await self.caught_up(found["cursor"])
         return found
 
-    async def forward_call(
-        self, session: Session, request: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        found = await self._ask_writer(
-            {
-                "op": "call",
-                "request": request,
-                "user": session.user,
-                "device": session.device,
-                "remote": session.remote,
-            }
-        )
-        reply: dict[str, Any] | None = found["reply"]
+    async def forward_command(self, command: Command) -> dict[str, Any]:
+        """The executor on a follower: the writer decides ``command`` and answers."""
+        found = await self._ask_writer({"op": "command", "command": commands.to_record(command)})
+        if "error" in found:
+            raise Forwarded(found["error"])
+        reply: dict[str, Any] = found["reply"]
         return reply
 
     def forward_events(self, events: list[Event]) -> asyncio.Future[None]:
@@ -348,28 +369,47 @@ class ClusterNode:
         return float(found["retry_after"])
 
     async def failed(self, pair: str, address: str) -> None:
+        asked = {"op": "throttle", "ask": "failed", "pair": pair, "address": address}
         if self.writer:
-            await self.service.counted_here.failed(pair, address)
+            await self._count_login(asked)
         else:
-            await self._ask_writer(
-                {"op": "throttle", "ask": "failed", "pair": pair, "address": address}
-            )
+            await self._ask_writer(asked)
 
     async def succeeded(self, pair: str) -> None:
+        asked = {"op": "throttle", "ask": "succeeded", "pair": pair}
         if self.writer:
-            await self.service.counted_here.succeeded(pair)
+            await self._count_login(asked)
         else:
-            await self._ask_writer({"op": "throttle", "ask": "succeeded", "pair": pair})
+            await self._ask_writer(asked)
 
     async def _count_login(self, asked: dict[str, Any]) -> dict[str, Any]:
-        here, ask = self.service.counted_here, asked["ask"]
-        if ask == "retry_after":
+        """The writer counts; every other node keeps a copy (``_mirror_login``), so
+        that a node taking over as writer goes on from the same counts instead of
+        giving every guesser a fresh start."""
+        if asked["ask"] == "retry_after":
+            here = self.service.counted_here
             return {"retry_after": await here.retry_after(asked["pair"], asked["address"])}
-        if ask == "failed":
-            await here.failed(asked["pair"], asked["address"])
-        elif ask == "succeeded":
-            await here.succeeded(asked["pair"])
+        await self._count_here(asked)
+        with contextlib.suppress(Exception):  # a copy: the count itself is kept here
+            await self.shared.nc.publish(
+                self.shared.names.logins, orjson.dumps({**asked, "node": self.node})
+            )
         return {}
+
+    async def _count_here(self, asked: dict[str, Any]) -> None:
+        here = self.service.counted_here
+        if asked["ask"] == "failed":
+            await here.failed(asked["pair"], asked["address"])
+        elif asked["ask"] == "succeeded":
+            await here.succeeded(asked["pair"])
+
+    async def _mirror_login(self, message: Msg) -> None:
+        try:
+            asked = orjson.loads(message.data)
+            if asked.get("node") != self.node and not self.writer:
+                await self._count_here(asked)
+        except Exception:
+            logger.exception("node %s: a mirrored login count was not understood", self.node)
 
     # -- the writer ----------------------------------------------------------------
 
@@ -377,24 +417,29 @@ class ClusterNode:
         service = self.service
         try:
             asked = orjson.loads(message.data)
-            if asked["op"] == "call":
-                session = Session(_NoPeer(), str(asked.get("remote") or "?"))
-                if asked.get("user") is not None:
-                    session.user = UserName(asked["user"])
-                    session.key = user_key(session.user)
-                    session.device = DeviceId(asked["device"])
-                reply = await self.dispatcher.call(session, asked["request"])
-                answer: dict[str, Any] = {"reply": reply}
+            answer: dict[str, Any]
+            if asked["op"] == "command":
+                try:
+                    command = commands.from_record(asked["command"])
+                    answer = {"reply": await service.executor.run_forwarded(command)}
+                except MessengerError as error:
+                    answer = {"error": error.to_wire()}
+                except Exception:  # a bug: answered at once, as the dispatcher would
+                    logger.exception("node %s: a forwarded command failed", self.node)
+                    answer = {"error": InternalError("Internal error").to_wire()}
             elif asked["op"] == "throttle":
                 answer = await self._count_login(asked)
             else:
                 try:
                     async with service.pause.request():  # as the dispatcher's calls do
                         now = service.clock()
-                        events = [
-                            rules.admit(service.state, from_record(record), now)
-                            for record in asked["events"]
-                        ]
+                        events = rules.admit_all(
+                            service.state,
+                            [from_record(record) for record in asked["events"]],
+                            now,
+                            service.connected_devices,
+                            service.config.max_devices,
+                        )
                         await service.commit(events)
                     answer = {}
                 except MessengerError as error:
@@ -418,7 +463,7 @@ class ClusterNode:
 
     async def _hold_lease(self) -> None:
         lease = self.shared.lease
-        while True:
+        while not self._stopping:
             try:
                 if self.writer:
                     self._lease_revision = await lease.update(
@@ -466,19 +511,17 @@ class ClusterNode:
         self._rpc = await self.shared.nc.subscribe(
             self.shared.names.rpc, queue="writer", cb=self._serve
         )
-        self.service.forward = None
-        self.service.writing = True
+        self._following(False)
         self.service.arm_schedule()
         logger.info("node %s is the writer from stream sequence %d", self.node, last)
 
-    async def _step_down(self, why: str) -> None:
+    async def _step_down(self, why: str, *, reread: bool = True) -> None:
         if not self.writer:
             return
         logger.warning("node %s stops writing: %s", self.node, why)
         self.writer = False
         self.writer_name = None
-        self.service.writing = False
-        self.service.forward = self.forward_events
+        self._following(True)
         self.service.disarm_schedule()
         if self._rpc is not None:
             with contextlib.suppress(Exception):
@@ -488,5 +531,7 @@ class ClusterNode:
         # re-read the stream unless everything this node applied is known stored.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.store.barrier(), self.store.publish_timeout)
+        if not reread:
+            return
         if self.store.broken.is_set() or self.service.state.cursor > self.service.hub.published:
             await self._rebuild()

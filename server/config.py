@@ -45,7 +45,11 @@ class Config:
     login_timeout: float = 20.0  # seconds a connection may take to log in; then 1008
     max_connections: int | None = None  # None: derived from the fd limit at start
     max_connections_per_address: int = 256
+    max_devices: int = 100  # per user: a new one revokes the oldest not connected
     trusted_proxies: frozenset[str] = frozenset()  # their X-Forwarded-For names the client
+    # GET /metrics: with a token, for `Authorization: Bearer <token>` only; without
+    # one, for clients on this machine only (loopback addresses).
+    metrics_token: str | None = None
     # Not on the contract's command line, but tunable for tests and operators.
     frame_limit: int = FRAME_LIMIT
     send_buffer_limit: int = 2**20  # a device whose unsent bytes pass this is cut off

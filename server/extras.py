@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from typing import Annotated, Any
 
 from server.domain import rules, views
-from server.domain.model import CommentId, user_key
+from server.domain.commands import AddComment, CancelScheduled, Report
+from server.domain.model import CommentId
 from server.domain.state import State
 from server.errors import NotFound
 from server.hub import Session
 from server.rpc import Doc, Length, Range, rpc_method
-from server.service import Service, UserParam, within_budget
+from server.service import Service, UserParam, actor, within_budget
 from wire import HISTORY_MAX, TEXT_MAX
 
 logger = logging.getLogger("messenger.server")
@@ -37,20 +37,7 @@ class ExtraMethods:
         text: Annotated[str, Length(1, TEXT_MAX), Doc("the comment")],
     ) -> dict[str, Any]:
         """Comment on a message of a chat you are in (not on a comment)."""
-        account = self.service.account(session)
-        event = rules.add_comment(
-            self.state,
-            account,
-            message,
-            text=text,
-            now=self.service.clock(),
-            comment_id=CommentId(secrets.token_hex(8)),
-        )
-        await self.service.commit([event])
-        comment = self.state.comments.get(event.comment)
-        if comment is None:
-            raise NotFound(f"Message {message!r} expired")
-        return {"comment": views.comment_view(comment)}
+        return await self.service.executor.run(AddComment(*actor(session), message, text))
 
     @rpc_method("comments")
     async def comments(
@@ -91,10 +78,7 @@ class ExtraMethods:
         self, session: Session, *, id: Annotated[str, Length(1, 64), Doc("a scheduled id")]
     ) -> dict[str, Any]:
         """Cancel a pending scheduled message; -32003 once it is sent."""
-        account = self.service.account(session)
-        event = rules.cancel_scheduled(self.state, account, id, self.service.clock())
-        await self.service.commit([event])
-        return {"id": event.scheduled}
+        return await self.service.executor.run(CancelScheduled(*actor(session), id))
 
     @rpc_method("report")
     async def report(
@@ -105,19 +89,4 @@ class ExtraMethods:
         reason: Annotated[str, Length(0, 1024), Doc("why")] | None = None,
     ) -> dict[str, Any]:
         """Report a user; at the threshold of distinct reporters they are banned."""
-        account = self.service.account(session)
-        config = self.service.config
-        events = rules.report(
-            self.state,
-            account,
-            user,
-            reason=reason,
-            now=self.service.clock(),
-            threshold=config.report_threshold,
-            ban_ms=config.ban_duration * 1000,
-        )
-        await self.service.commit(events)
-        if len(events) > 1:
-            banned = self.state.users[user_key(user)]
-            logger.info("user %s banned until %d", banned.name, banned.banned_until)
-        return {"counted": bool(events)}
+        return await self.service.executor.run(Report(*actor(session), user, reason))

@@ -34,7 +34,7 @@ from typing import Annotated, Any, BinaryIO, Final
 from server.auth import token_hash
 from server.blobs import Blobs, LocalBlobs
 from server.domain import rules, views
-from server.domain.events import FileDropped, FileUploaded
+from server.domain.events import Event, FileDropped, FileUploaded
 from server.domain.model import Device, DeviceId, FileId, StoredFile, UserKey, user_key
 from server.domain.state import State
 from server.errors import Forbidden, InternalError, InvalidParams, NotFound, RateLimited, TooLarge
@@ -185,6 +185,7 @@ class FileMethods:
                 raise
             sha256 = current.digest.hexdigest()
             self.storing[sha256] += 1
+            refused = False
             try:
                 loop = asyncio.get_running_loop()
                 try:
@@ -195,6 +196,14 @@ class FileMethods:
                     await self._drop(current)
                     raise _refused(error) from None
                 await self.blobs.publish(sha256)
+                # Once more, with nothing awaited between it and the record: while the
+                # bytes were stored, another upload of the user's may have been admitted.
+                try:
+                    rules.check_storage(self.state, self.service.account(session), current.size, 0)
+                except TooLarge:
+                    await self._drop(current)
+                    refused = True
+                    raise
                 event = FileUploaded(
                     FileId("f" + secrets.token_hex(8)),
                     current.name,
@@ -209,8 +218,22 @@ class FileMethods:
                 self.storing[sha256] -= 1
                 if not self.storing[sha256]:
                     del self.storing[sha256]
+                if refused:
+                    self._forget_bytes(sha256)
         logger.info("user %s stored a file of %d bytes", uploader, current.size)
         return {"file": views.file_view(self.state.files[event.file])}
+
+    def _forget_bytes(self, sha256: str) -> None:
+        """The bytes of a file that was refused after they were stored: gone from here
+        and, after the grace, from the cluster, unless the content is in use."""
+        if sha256 in self.in_use():
+            return
+        loop = asyncio.get_running_loop()
+        remove = functools.partial((self.stored / sha256).unlink, missing_ok=True)
+        loop.run_in_executor(self.blob_io, remove)
+        removing = loop.create_task(self.blobs.remove(sha256))
+        self.removing.add(removing)
+        removing.add_done_callback(self.removing.discard)
 
     @rpc_method("upload.abort")
     async def abort(self, session: Session, *, upload: UploadParam) -> dict[str, Any]:
@@ -263,25 +286,23 @@ class FileMethods:
             loop = asyncio.get_running_loop()
             loop.run_in_executor(self.blob_io, self.blobs.prune_cache, self.in_use())
             return
-        now = self.service.clock()
-        unused = self.state.unused_files(now, max(self.config.message_ttl, 3600) * 1000)
-        if not unused:
+        unused: list[StoredFile] = []
+
+        def drop(state: State, now: int) -> list[Event]:
+            unused.extend(state.unused_files(now, max(self.config.message_ttl, 3600) * 1000))
+            return [FileDropped(stored.id, now) for stored in unused]
+
+        durable = self.service.executor.run_job(drop)
+        if durable is None:
             return
         logger.info("dropping %d stored files no message carries any more", len(unused))
-        durable = self.service.record([FileDropped(stored.id, now) for stored in unused])
         digests = {stored.sha256 for stored in unused}
 
         def delete(_: asyncio.Future[None]) -> None:
             if durable.cancelled() or durable.exception() is not None:
                 return
-            kept = {stored.sha256 for stored in self.state.files.values()}
-            loop = asyncio.get_running_loop()
-            for sha256 in digests - kept - set(self.storing):
-                remove = functools.partial((self.stored / sha256).unlink, missing_ok=True)
-                loop.run_in_executor(self.blob_io, remove)
-                removing = loop.create_task(self.blobs.remove(sha256))
-                self.removing.add(removing)
-                removing.add_done_callback(self.removing.discard)
+            for sha256 in digests:
+                self._forget_bytes(sha256)
 
         durable.add_done_callback(delete)
 
@@ -311,8 +332,9 @@ class FileMethods:
         length: Annotated[int, Range(1, None), Doc("bytes at most (capped)")] | None = None,
     ) -> dict[str, Any]:
         """A piece of a file you can see, base64; ``eof`` once it reaches the end."""
-        self.state.expire(self.service.clock())  # a file seen only through an expired message
-        stored = rules.find_file(self.state, self.service.account(session), file)
+        # A file seen only through an expired message is not found.
+        account = self.service.account(session)
+        stored = rules.find_file(self.state, account, file, self.service.clock())
         offset = offset or 0
         if offset > stored.size:
             raise InvalidParams(f"Expected an offset of at most {stored.size}, but got {offset}")
@@ -332,8 +354,7 @@ class FileMethods:
     ) -> dict[str, Any]:
         """A path that downloads a file you can see with a plain GET, for 10 minutes."""
         now = self.service.clock()
-        self.state.expire(now)
-        stored = rules.find_file(self.state, self.service.account(session), file)
+        stored = rules.find_file(self.state, self.service.account(session), file, now)
         expires_at = now + FILE_URL_TTL_MS
         query = signed_query(stored.id, self.service.device(session), expires_at)
         return {"url": f"/files/{stored.id}?{query}", "expires_at": expires_at}
@@ -354,10 +375,9 @@ class FileMethods:
             device = self.state.devices_by_token.get(token_hash(token.strip()))
         if device is None:
             return None
-        self.state.expire(now)
         key = user_key(device.user)
         try:
-            stored = rules.find_file(self.state, self.state.users[key], file_id)
+            stored = rules.find_file(self.state, self.state.users[key], file_id, now)
             await self.blobs.fetch(stored.sha256)
         except NotFound:
             return None

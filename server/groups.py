@@ -3,13 +3,11 @@ whose requests the owner approves or declines."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated, Any
 
-from server.auth import token_hash
-from server.domain import rules, views
+from server.domain import rules
+from server.domain.commands import CreateGroup, CreateLink, DecideRequest, Invite, Join, Leave
 from server.domain.limits import PAGE_MAX, page
-from server.domain.model import ChatId, user_key
 from server.domain.state import State
 from server.hub import Session
 from server.rpc import Doc, Length, rpc_method
@@ -20,6 +18,7 @@ from server.service import (
     OffsetParam,
     Service,
     UserParam,
+    actor,
 )
 
 
@@ -36,44 +35,24 @@ class GroupMethods:
         self, session: Session, *, title: Annotated[str, Length(1, 100), Doc("the group's title")]
     ) -> dict[str, Any]:
         """Create a private group; you are its owner and first member."""
-        account = self.service.account(session)
-        chat_id = ChatId("g" + secrets.token_hex(8))
-        await self.service.commit(
-            [rules.create_group(self.state, account, title, chat_id, self.service.clock())]
-        )
-        return {
-            "chat": views.chat_view(self.state, self.state.chats[chat_id], user_key(account.name))
-        }
+        return await self.service.executor.run(CreateGroup(*actor(session), title))
 
     @rpc_method("chat.invite")
     async def invite(self, session: Session, *, chat: ChatParam, user: UserParam) -> dict[str, Any]:
         """Owner only: the user joins at once."""
-        account = self.service.account(session)
-        event = rules.invite(self.state, account, chat, user, self.service.clock())
-        await self.service.commit([event])
-        return {}
+        return await self.service.executor.run(Invite(*actor(session), chat, user))
 
     @rpc_method("chat.link")
     async def link(self, session: Session, *, chat: ChatParam) -> dict[str, Any]:
         """Owner only: a fresh join link (128 random bits); the previous one stops working."""
-        account = self.service.account(session)
-        link = secrets.token_urlsafe(16)
-        event = rules.create_link(self.state, account, chat, token_hash(link), self.service.clock())
-        await self.service.commit([event])
-        return {"link": link}
+        return await self.service.executor.run(CreateLink(*actor(session), chat))
 
     @rpc_method("chat.join")
     async def join(
         self, session: Session, *, link: Annotated[str, Length(1, 128), Doc("a join link")]
     ) -> dict[str, Any]:
         """Ask to join by link: pending until the owner decides."""
-        account = self.service.account(session)
-        group, status, events = rules.join(
-            self.state, account, token_hash(link), self.service.clock()
-        )
-        await self.service.commit(events)
-        # The link's holder may know what they asked to join, nothing more.
-        return {"status": status, "chat": {"id": group.id, "title": group.title}}
+        return await self.service.executor.run(Join(*actor(session), link))
 
     @rpc_method("chat.requests")
     async def requests(
@@ -113,12 +92,7 @@ class GroupMethods:
     async def _decide(
         self, session: Session, chat: str, user: str, approve: bool
     ) -> dict[str, Any]:
-        account = self.service.account(session)
-        event = rules.decide(
-            self.state, account, chat, user, approve=approve, now=self.service.clock()
-        )
-        await self.service.commit([event])
-        return {}
+        return await self.service.executor.run(DecideRequest(*actor(session), chat, user, approve))
 
     @rpc_method("chat.members")
     async def members(
@@ -143,6 +117,4 @@ class GroupMethods:
     @rpc_method("chat.leave")
     async def leave(self, session: Session, *, chat: ChatParam) -> dict[str, Any]:
         """Leave a group (its owner cannot)."""
-        account = self.service.account(session)
-        await self.service.commit([rules.leave(self.state, account, chat, self.service.clock())])
-        return {}
+        return await self.service.executor.run(Leave(*actor(session), chat))

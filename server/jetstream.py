@@ -6,10 +6,10 @@ file buckets, the writer's lease (protocol-contract.md v2, "Cluster").
   fell to ~740/s, batches of 100 gave 40-150k events/s). Every publish carries
   ``Nats-Expected-Last-Sequence``: a writer whose idea of the stream is stale is
   fenced off by JetStream itself (error 10071) instead of interleaving.
-- The snapshot, in Object Store ``<name>_snapshots`` under ``snapshot``: a header
-  line ``{"seq", "cursor"}`` (the stream sequence and cursor it covers), then the
-  records as the file log writes them. Once it is stored, the stream is purged
-  below ``seq + 1``.
+- The snapshots, in Object Store ``<name>_snapshots`` (``ObjectSnapshots``): each
+  in an object ``snapshot-<seq>-<cursor>``, and the object ``snapshot`` pointing at
+  the newest: ``{"name", "seq", "cursor"}`` (the stream sequence and cursor it
+  covers). Once it is stored, the stream is purged below ``seq + 1``.
 - Files, in Object Store ``<name>_files`` keyed by SHA-256.
 - The lease, key ``writer`` in KV ``<name>_lease`` whose entries live ``lease_ttl``.
 
@@ -25,8 +25,8 @@ import io
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,8 +40,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from server.errors import Unavailable
-from server.log import decode_record, encode_record
-from server.store import Gap, Record, StoreFailed, in_chunks
+from server.store import Gap, NotStored, Record, Snapshot, StoreFailed
 
 logger = logging.getLogger("messenger.server.cluster")
 
@@ -55,7 +54,8 @@ HEADROOM: Final = 4096
 
 
 class Fenced(StoreFailed):
-    """Another writer appended first: this node's state is not the stream's."""
+    """Another writer appended first: this node's state is not the stream's, and
+    JetStream kept none of the refused records (their appends fail ``NotStored``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,7 @@ class Names:
     files: str
     lease: str
     rpc: str  # requests forwarded to the writer
+    logins: str  # failed logins the writer counted, mirrored by every node
 
     @classmethod
     def of(cls, cluster: str) -> Names:
@@ -76,6 +77,7 @@ class Names:
             files=f"{cluster}_files",
             lease=f"{cluster}_lease",
             rpc=f"{cluster}.writer",
+            logins=f"{cluster}.logins",
         )
 
 
@@ -197,7 +199,60 @@ async def _open(nc: NATS, cluster: str, lease_ttl: float, node: str, wait: float
 
 @dataclass(slots=True)
 class _Compaction:
-    head: list[Record]
+    snapshot: Snapshot
+
+
+class ObjectSnapshots:
+    """``store.SnapshotStore`` in the cluster's Object Store: each snapshot goes to an
+    object of its own, then the small object ``snapshot`` is pointed at it, and the
+    one before the previous is deleted. A node reading the previous snapshot
+    meanwhile still finds it whole (nats-py waits for ever for the chunks of an
+    object replaced under it); a put that failed half-way is never pointed at."""
+
+    def __init__(self, shared: Shared, within: float) -> None:
+        self.shared = shared
+        self.within = within
+
+    async def save(self, snapshot: Snapshot) -> None:
+        objects = self.shared.snapshots
+        name = f"{SNAPSHOT}-{snapshot.position}-{snapshot.cursor}"
+        before = await self._pointer()
+        await objects.put(name, snapshot.data)
+        pointer = {"name": name, "seq": snapshot.position, "cursor": snapshot.cursor}
+        if before is not None and before["name"] != name:
+            pointer["previous"] = before["name"]
+        await objects.put(SNAPSHOT, orjson.dumps(pointer))
+        old = None if before is None else before.get("previous")
+        if old is not None and old != name:
+            with contextlib.suppress(nats.js.errors.ObjectNotFoundError):
+                await objects.delete(old)
+
+    async def load(self) -> Snapshot | None:
+        """The newest snapshot; ``Gap`` when it was replaced while being read."""
+        pointer = await self._pointer()
+        if pointer is None:
+            return None
+        try:
+            data = await read_object(self.shared.snapshots, pointer["name"], self.within)
+        except (nats.js.errors.ObjectNotFoundError, TimeoutError):
+            raise Gap(pointer["seq"] + 1, 0) from None  # replaced meanwhile
+        return Snapshot(data, pointer["cursor"], pointer["seq"])
+
+    async def _pointer(self) -> dict[str, Any] | None:
+        try:
+            data = await read_object(self.shared.snapshots, SNAPSHOT, self.within)
+        except nats.js.errors.ObjectNotFoundError:
+            return None
+        pointer: dict[str, Any] = orjson.loads(data)
+        return pointer
+
+
+def _refusal(error: BaseException | None) -> Unavailable:
+    """What an append fails with after ``error``: after a fence, nothing queued since
+    the last stored publish was kept (the fenced publish was refused whole, and
+    nothing is published after it until ``reset``)."""
+    kind = NotStored if isinstance(error, Fenced) else Unavailable
+    return kind(f"The shared log cannot be written now: {error}", 1.0)
 
 
 class JetStreamStore:
@@ -218,6 +273,7 @@ class JetStreamStore:
         self.appended = 0
         self.position = 0
         self.cursor = 0  # cursor of the last record at ``position``
+        self.snapshots = ObjectSnapshots(shared, publish_timeout)
         self.snapshot_position = 0
         self.bytes_since_snapshot = 0
         limit = shared.nc.max_payload or 2**20
@@ -249,8 +305,8 @@ class JetStreamStore:
             return done
         return self._enqueue(orjson.dumps(records)[1:-1])
 
-    def compact(self, head: list[Record]) -> asyncio.Future[None]:
-        return self._enqueue(_Compaction(head))
+    def compact(self, snapshot: Snapshot) -> asyncio.Future[None]:
+        return self._enqueue(_Compaction(snapshot))
 
     def wants_compaction(self, threshold: int) -> bool:
         return self.bytes_since_snapshot > threshold
@@ -267,7 +323,7 @@ class JetStreamStore:
         return future
 
     def _unavailable(self) -> Unavailable:
-        return Unavailable(f"The shared log cannot be written now: {self._error}", 1.0)
+        return _refusal(self._error)
 
     def _enqueue(self, item: bytes | _Compaction) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -296,7 +352,7 @@ class JetStreamStore:
             while self._queue and self._error is None:
                 item, future = self._queue.pop(0)
                 if isinstance(item, _Compaction):
-                    await self._snapshot(item.head, future)
+                    await self._snapshot(item.snapshot, future)
                     continue
                 # Every append queued since, up to a message's size: one publish.
                 parts, waiters, size = [item], [future], len(item)
@@ -350,7 +406,7 @@ class JetStreamStore:
     def _fail_all(
         self, error: BaseException, waiters: list[asyncio.Future[None]] | None = None
     ) -> None:
-        unavailable = Unavailable(f"The shared log cannot be written now: {error}", 1.0)
+        unavailable = _refusal(error)
         for waiter in (waiters or []) + [future for _, future in self._queue]:
             if not waiter.done():
                 waiter.set_exception(unavailable)
@@ -358,31 +414,15 @@ class JetStreamStore:
 
     # -- snapshots ---------------------------------------------------------------
 
-    async def _snapshot(self, head: list[Record], future: asyncio.Future[None]) -> None:
-        """Store ``head`` as covering everything published so far, then purge the
-        stream below it. Failing here loses nothing: the stream is still whole.
-
-        The records go to an object of their own, ``snapshot-<seq>``; then the small
-        object ``snapshot`` is pointed at it; the one before the previous is deleted.
-        A node reading the previous snapshot meanwhile still finds it whole (nats-py
-        waits for ever for the chunks of an object replaced under it)."""
+    async def _snapshot(self, snapshot: Snapshot, future: asyncio.Future[None]) -> None:
+        """Save ``snapshot`` as covering everything published so far, then purge the
+        stream below it. Failing here loses nothing: the stream is still whole."""
         position = self.position
-        cursor = next((r["cursor"] for r in reversed(head) if r.get("type") == "SnapshotTaken"), 0)
-        name = f"{SNAPSHOT}-{position}"
         began = time.perf_counter()
         try:
-            before = await self._pointer()
-            await self.shared.snapshots.put(name, b"".join(encode_record(r) for r in head))
-            pointer = {"name": name, "seq": position, "cursor": cursor}
-            if before is not None and before["name"] != name:
-                pointer["previous"] = before["name"]
-            await self.shared.snapshots.put(SNAPSHOT, orjson.dumps(pointer))
+            await self.snapshots.save(replace(snapshot, position=position))
             if position:
                 await self.shared.js.purge_stream(self.names.stream, seq=position + 1)
-            old = None if before is None else before.get("previous")
-            if old is not None and old != name:
-                with contextlib.suppress(nats.js.errors.ObjectNotFoundError):
-                    await self.shared.snapshots.delete(old)
         except (nats.errors.Error, TimeoutError, OSError) as exc:
             logger.warning("snapshot at stream sequence %d not stored: %r", position, exc)
             if not future.done():
@@ -391,45 +431,27 @@ class JetStreamStore:
         self.snapshot_position = position
         self.bytes_since_snapshot = 0
         logger.info(
-            "snapshot of %d records covers stream sequence %d (cursor %d), stored in %.2f s",
-            len(head),
+            "snapshot of %d bytes covers stream sequence %d (cursor %d), stored in %.2f s",
+            len(snapshot.data),
             position,
-            cursor,
+            snapshot.cursor,
             time.perf_counter() - began,
         )
         if not future.done():
             future.set_result(None)
 
-    async def _pointer(self) -> dict[str, Any] | None:
-        try:
-            data = await read_object(self.shared.snapshots, SNAPSHOT, self.publish_timeout)
-        except nats.js.errors.ObjectNotFoundError:
-            return None
-        pointer: dict[str, Any] = orjson.loads(data)
-        return pointer
-
     # -- reading back ------------------------------------------------------------
 
-    async def records(self) -> AsyncIterator[list[Record]]:
-        """The snapshot's records, then the stream's after it, up to the stream's
-        last message when this was called; ``position`` follows what was read.
-        Raises ``Gap`` when a newer snapshot purged what was to follow this one:
-        read again, into a fresh state."""
+    async def records(self, after: Snapshot | None = None) -> AsyncIterator[list[Record]]:
+        """The stream's records after the snapshot ``after`` (``snapshots.load``), up
+        to the stream's last message when this was called; ``position`` follows what
+        was read. Raises ``Gap`` when a newer snapshot purged what was to follow
+        ``after``: load the newest again, into a fresh state."""
         start = 1
-        pointer = await self._pointer()
-        if pointer is not None:
-            try:
-                body = await read_object(
-                    self.shared.snapshots, pointer["name"], self.publish_timeout
-                )
-            except (nats.js.errors.ObjectNotFoundError, TimeoutError):
-                raise Gap(pointer["seq"] + 1, 0) from None  # replaced meanwhile
-            start = pointer["seq"] + 1
-            self.snapshot_position = pointer["seq"]
-            where = f"{self.names.snapshots}/{pointer['name']}"
-            async for chunk in in_chunks(_decoded(body, where)):
-                yield chunk
-            self.position, self.cursor = pointer["seq"], pointer["cursor"]
+        if after is not None:
+            start = after.position + 1
+            self.snapshot_position = after.position
+            self.position, self.cursor = after.position, after.cursor
         info = await self.shared.js.stream_info(self.names.stream)
         last = info.state.last_seq
         if last < start:
@@ -560,11 +582,3 @@ async def read_object(store: ObjectStore, name: str, within: float) -> bytes:
     into = io.BytesIO()
     await asyncio.wait_for(store.get(name, writeinto=into), within)
     return into.getvalue()
-
-
-def _decoded(body: bytes, where: str) -> Iterator[Record]:
-    for line in body.splitlines(keepends=True):
-        record = decode_record(line)
-        if record is None:
-            raise StoreFailed(f"{where}: a damaged record")
-        yield record

@@ -31,12 +31,15 @@ from typing import Any, Final, Protocol
 import orjson
 
 from server.config import FsyncPolicy
-from server.store import Record, StoreFailed, in_chunks
+from server.store import Record, Snapshot, StoreFailed
 
 logger = logging.getLogger("messenger.server.log")
 
 
 COMPACTING_SUFFIX = ".compacting"
+SNAPSHOT_SUFFIX = ".snapshot"  # events.log's snapshot: events.snapshot
+WRITING_SUFFIX = ".writing"  # a snapshot being written, not yet renamed into place
+SNAPSHOT_MAGIC: Final = b"messenger-snapshot"
 # Beside the log, what says nothing of users, chats or messages: the lock, and
 # unfinished uploads (dropped at every start).
 _NOT_STATE = frozenset({"LOCK", "uploads"})
@@ -91,27 +94,59 @@ def decode_record(line: bytes) -> dict[str, Any] | None:
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
     """Every record of the log at ``path``, in order, cutting a torn tail off the file."""
+    for chunk in read_chunks(path):
+        yield from chunk
+
+
+# Bytes read at a time: a chunk of about 4000 records of a chat's log.
+READ_BLOCK: Final = 2**20
+
+
+def read_chunks(path: Path, say_if_empty: bool = True) -> Iterator[list[dict[str, Any]]]:
+    """The records of the log at ``path`` in order, a block of the file at a time,
+    cutting a torn tail off the file. (``decode_record`` inlined: a call per line
+    was a fifth of a replay; byte offsets are counted only when there is damage.)"""
     if not path.exists() or not path.stat().st_size:
-        _say_if_anything_else_is_there(path)
+        if say_if_empty:
+            _say_if_anything_else_is_there(path)
         return
-    offset = 0
+    crc32, loads = zlib.crc32, orjson.loads
     damaged_at: int | None = None
+    block_start = 0  # byte offset of ``lines[0]``
     key = str(path)
-    with path.open("rb", buffering=2**20) as file:
-        for line in file:
-            record = decode_record(line)
-            if record is None:
-                if damaged_at is None:
-                    damaged_at = offset
-            elif damaged_at is not None:
-                raise LogCorrupted(
-                    f"{path}: damaged record at byte offset {damaged_at} "
-                    f"is followed by a valid one at byte offset {offset}; refusing to start"
-                )
-            else:
-                _last_yielded[key] = offset
-                yield record
-            offset += len(line)
+    rest = b""
+    with path.open("rb", buffering=0) as file:
+        while block := file.read(READ_BLOCK):
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()  # no newline yet: it waits for the next block
+            chunk: list[dict[str, Any]] = []
+            for index, line in enumerate(lines):
+                record = None
+                if line[8:9] == b" ":
+                    body = line[9:]
+                    try:
+                        if int(line[:8], 16) == crc32(body):
+                            record = loads(body)
+                    except ValueError:
+                        pass
+                if type(record) is not dict:
+                    if damaged_at is None:
+                        damaged_at = block_start + sum(map(len, lines[:index])) + index
+                    continue
+                if damaged_at is not None:
+                    at = block_start + sum(map(len, lines[:index])) + index
+                    raise LogCorrupted(
+                        f"{path}: damaged record at byte offset {damaged_at} "
+                        f"is followed by a valid one at byte offset {at}; refusing to start"
+                    )
+                chunk.append(record)
+            if chunk:
+                _last_yielded[key] = block_start
+                yield chunk
+            block_start += sum(map(len, lines)) + len(lines)
+    if rest and damaged_at is None:  # a last record with no newline: torn
+        damaged_at = block_start
+    end = path.stat().st_size
     if damaged_at is not None:
         # Nothing valid follows: the tail was never acknowledged (a torn write, or
         # the garbage or zeros a file system may leave past the last fsync).
@@ -120,17 +155,17 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
             "nothing valid after it)",
             path,
             damaged_at,
-            offset - damaged_at,
+            end - damaged_at,
         )
         os.truncate(path, damaged_at)
 
 
-_last_yielded: dict[str, int] = {}  # log path -> byte offset of the record last read
+_last_yielded: dict[str, int] = {}  # log path -> byte offset of the chunk last read
 
 
 def last_record_offset(path: Path) -> int | None:
-    """Where the record ``read_records(path)`` gave last starts: when its reader refuses
-    that record (not an event, a cursor out of sequence), the offset to name."""
+    """Where the chunk ``read_chunks(path)`` gave last starts: when its reader refuses
+    one of its records and cannot say which (the offset to name at least)."""
     return _last_yielded.get(str(path))
 
 
@@ -175,11 +210,92 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+class FileSnapshots:
+    """``store.SnapshotStore`` in one file beside the log: a header line
+    ``messenger-snapshot <cursor> <bytes> <crc32>``, then the snapshot's data.
+
+    Written aside (``.writing``), fsynced, renamed over the previous one, the
+    directory fsynced: at any crash the file is the previous snapshot or the new
+    one, whole, and a ``.writing`` file left behind is removed unread. A snapshot
+    whose length or checksum does not match its header was damaged after it was
+    written: the records it covers are gone from the log, so the start stops
+    (``LogCorrupted``) rather than go on without them.
+    """
+
+    def __init__(self, path: Path, disk: Disk | None = None) -> None:
+        self.path = path
+        self.disk = OS_DISK if disk is None else disk
+        self.size = 0  # bytes of the newest snapshot, once read or written
+
+    async def save(self, snapshot: Snapshot) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.write, snapshot)
+
+    async def load(self) -> Snapshot | None:
+        """At start: a snapshot left unfinished is removed, the newest one read."""
+        aside = self.path.with_name(self.path.name + WRITING_SUFFIX)
+        if aside.exists():  # a snapshot whose writing did not finish: never used
+            logger.warning("removing %s left by an unfinished snapshot", aside)
+            aside.unlink()
+        return await asyncio.get_running_loop().run_in_executor(None, self.read)
+
+    def write(self, snapshot: Snapshot) -> None:
+        """``save``, blocking: the log's I/O thread calls it in a compaction."""
+        aside = self.path.with_name(self.path.name + WRITING_SUFFIX)
+        data = snapshot.data
+        header = b"%b %d %d %08x\n" % (
+            SNAPSHOT_MAGIC,
+            snapshot.cursor,
+            len(data),
+            zlib.crc32(data),
+        )
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for part in (header, data):
+                view = memoryview(part)
+                while view:
+                    view = view[self.disk.write(fd, view) :]
+            self.disk.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(aside, self.path)
+        fsync_directory(self.path.parent)
+        self.size = len(header) + len(data)
+
+    def read(self) -> Snapshot | None:
+        """The snapshot in the file, if any (``load`` without the clean-up)."""
+        try:
+            file = self.path.open("rb", buffering=0)
+        except FileNotFoundError:
+            return None
+        with file:  # the header, then the data into one buffer of its size (no copy)
+            header = file.readline(200)
+            data = file.read(os.fstat(file.fileno()).st_size - len(header))
+            header = header.rstrip(b"\n")
+        fields = header.split(b" ")
+        try:
+            magic, cursor, size, crc = fields[0], int(fields[1]), int(fields[2]), int(fields[3], 16)
+        except (IndexError, ValueError):
+            magic, cursor, size, crc = b"", 0, -1, -1
+        if magic != SNAPSHOT_MAGIC or len(fields) != 4:
+            raise LogCorrupted(
+                f"{self.path}: Expected a snapshot header '{SNAPSHOT_MAGIC.decode()} <cursor> "
+                f"<bytes> <crc32>', but got {header[:80]!r}; refusing to start"
+            )
+        if len(data) != size or zlib.crc32(data) != crc:
+            raise LogCorrupted(
+                f"{self.path}: the snapshot is damaged: expected {size} bytes with crc32 "
+                f"{crc:08x}, but got {len(data)} bytes with crc32 {zlib.crc32(data):08x}; "
+                "refusing to start"
+            )
+        self.size = len(header) + 1 + len(data)
+        return Snapshot(data, cursor)
+
+
 @dataclasses.dataclass(slots=True)
 class _Compaction:
-    """Replace the log by ``head`` (a snapshot) plus whatever is appended after it."""
+    """Save ``snapshot``, then cut the log to whatever is appended after it."""
 
-    head: list[dict[str, Any]]
+    snapshot: Snapshot
 
 
 class EventLog:
@@ -188,6 +304,10 @@ class EventLog:
     Appends and compactions form one queue, taken in order by one writer task:
     records appended before a compaction was asked for are in the old file (and
     in the snapshot), records appended after it go to the new file.
+
+    A compaction saves the snapshot first (``FileSnapshots``, ``events.snapshot``),
+    then replaces the log by an empty one: a crash between the two leaves records
+    the snapshot covers in the log, which the reader skips by their cursor.
     """
 
     def __init__(
@@ -199,6 +319,7 @@ class EventLog:
     ) -> None:
         self.path = path
         self.disk = disk
+        self.snapshots = FileSnapshots(path.with_suffix(SNAPSHOT_SUFFIX), disk)
         self.fsync = fsync
         self.batch_interval = batch_interval
         self._fd = -1
@@ -212,7 +333,6 @@ class EventLog:
         self.failure: BaseException | None = None
         self.appended = 0  # records handed to the OS since open, for operators' logs
         self.size = 0  # bytes in the file
-        self.compacted_size = 0  # bytes right after the last compaction
         self.failed = asyncio.Event()  # set once a write or fsync failed: stop serving
         self._last: asyncio.Future[None] | None = None  # the newest queued item's
         self.fsync_observer: Callable[[float], None] | None = None  # told each fsync's seconds
@@ -225,7 +345,6 @@ class EventLog:
         if created:  # make the new file's name durable too (start-up: blocking is fine)
             fsync_directory(self.path.parent)
         self.size = os.fstat(self._fd).st_size
-        self.compacted_size = self.size
         self._writer = asyncio.get_running_loop().create_task(
             self._write_queue(), name="messenger-log-writer"
         )
@@ -234,12 +353,19 @@ class EventLog:
                 self._sync_periodically(), name="messenger-log-syncer"
             )
 
-    def records(self) -> AsyncIterator[list[Record]]:
-        """``store.EventStore.records``: read before ``open`` (a torn tail is cut)."""
-        return in_chunks(read_records(self.path))
+    async def records(self, after: Snapshot | None = None) -> AsyncIterator[list[Record]]:
+        """``store.EventStore.records``: read before ``open`` (a torn tail is cut).
+        Every record of the file: the reader skips what ``after`` covers."""
+        for chunk in read_chunks(self.path, say_if_empty=after is None):
+            yield chunk
+            await asyncio.sleep(0)
 
     def wants_compaction(self, threshold: int) -> bool:
-        return self.size > max(threshold, 2 * self.compacted_size)
+        """Once the log and the snapshot are over ``threshold``, and the log is larger
+        than the snapshot: rewriting a snapshot costs its size, so each compaction
+        costs at most as much as was appended since the one before."""
+        snapshot = self.snapshots.size
+        return self.size > max(threshold - snapshot, snapshot)
 
     def _open_file(self) -> None:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -252,10 +378,10 @@ class EventLog:
             return future
         return self._enqueue(b"".join(encode_record(record) for record in records))
 
-    def compact(self, head: list[dict[str, Any]]) -> asyncio.Future[None]:
-        """Queue a compaction: the log becomes ``head`` (written aside, fsynced, renamed
-        over the log) followed by the records appended after this call."""
-        return self._enqueue(_Compaction(head))
+    def compact(self, snapshot: Snapshot) -> asyncio.Future[None]:
+        """Queue a compaction: ``snapshot`` is saved, and the log then holds only the
+        records appended after this call."""
+        return self._enqueue(_Compaction(snapshot))
 
     def _enqueue(self, item: bytes | _Compaction) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -317,7 +443,7 @@ class EventLog:
             while queue:
                 item, future = queue.pop(0)
                 if isinstance(item, _Compaction):
-                    if not await self._run([future], queue, self._compact, item.head):
+                    if not await self._run([future], queue, self._compact, item.snapshot):
                         return
                     continue
                 # Every append queued before the next compaction: one write, one fsync.
@@ -375,21 +501,22 @@ class EventLog:
             if self.fsync_observer is not None:
                 self.fsync_observer(time.perf_counter() - started)
 
-    def _compact(self, head: list[dict[str, Any]]) -> None:
-        # Crash-safe at every step: until the rename the old log is whole (a stale
-        # aside file is removed at the next start); after it, the new one is.
+    def _compact(self, snapshot: Snapshot) -> None:
+        # Crash-safe at every step: until the snapshot's rename, the old snapshot
+        # and the whole log; then the new snapshot and the log, whose records it
+        # covers are skipped; after the log's rename, the new snapshot and an empty log.
+        self.snapshots.write(snapshot)
         aside = self.path.with_name(self.path.name + COMPACTING_SUFFIX)
-        with aside.open("wb") as file:
-            for start in range(0, len(head), 4096):
-                file.write(b"".join(encode_record(r) for r in head[start : start + 4096]))
-            file.flush()
-            self.disk.fsync(file.fileno())
-            size = file.tell()
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            self.disk.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(aside, self.path)
         fsync_directory(self.path.parent)
         os.close(self._fd)
         self._open_file()
-        self.size = self.compacted_size = size
+        self.size = 0
         self._unsynced = False
 
     async def _sync_periodically(self) -> None:

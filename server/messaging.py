@@ -10,15 +10,16 @@ import logging
 from typing import Annotated, Any, Final
 
 from server.domain import rules, views
+from server.domain.commands import Delete, Edit
 from server.domain.events import UserSeen
 from server.domain.model import ChatId, Message, UserKey, user_key
 from server.domain.search import QUERY_WORDS_MAX, words
-from server.domain.state import State
+from server.domain.state import State, expired
 from server.errors import Forbidden, InvalidParams, NotFound
 from server.hub import Session
 from server.presence import NatsPresence, Presence
 from server.rpc import Doc, Length, Range, rpc_method
-from server.service import ChatParam, Service, encode_event, within_budget
+from server.service import ChatParam, Service, actor, encode_event, within_budget
 from wire import HISTORY_MAX, TEXT_MAX, USER_NAME_PATTERN
 
 logger = logging.getLogger("messenger.server")
@@ -95,35 +96,12 @@ class MessagingMethods:
         client_id: Annotated[str, Length(1, 64), Doc("makes a repeat harmless")] | None = None,
     ) -> dict[str, Any]:
         """Change the text of a live message of yours; everyone who sees it is told."""
-        service = self.service
-        account = service.account(session)
-        device = service.device(session)
-        if client_id is not None:
-            repeat = service._first_result(device.id, client_id)
-            if repeat is not None:
-                return repeat
-        event = rules.edit_message(
-            self.state,
-            account,
-            message,
-            text=text,
-            now=service.clock(),
-            device=device.id,
-            client_id=client_id,
-        )
-        await service.commit([event])
-        edited = self.state.messages.get(event.message)
-        if edited is None:
-            raise NotFound(f"Message {message!r} expired or was deleted")
-        return {"message": views.message_view(self.state, edited)}
+        return await self.service.executor.run(Edit(*actor(session), message, text, client_id))
 
     @rpc_method("delete")
     async def delete(self, session: Session, *, message: MessageParam) -> dict[str, Any]:
         """Remove a message of yours (or of a group you own) and its comments for good."""
-        account = self.service.account(session)
-        event = rules.delete_message(self.state, account, message, self.service.clock())
-        await self.service.commit([event])
-        return {}
+        return await self.service.executor.run(Delete(*actor(session), message))
 
     # -- search ------------------------------------------------------------------
 
@@ -141,7 +119,6 @@ class MessagingMethods:
         account = self.service.account(session)
         await self.index_built()  # only for a few seconds after a start
         now = self.service.clock()
-        self.state.expire(now)
         mine = account.chats
         within = None
         if chat is not None:
@@ -149,11 +126,11 @@ class MessagingMethods:
             only, within = narrowed.id, narrowed.messages
 
             def visible(found: Message) -> bool:
-                return found.chat == only
+                return found.chat == only and not expired(found, now)
         else:
 
             def visible(found: Message) -> bool:
-                return found.chat in mine
+                return found.chat in mine and not expired(found, now)
 
         order = None
         if before is not None:

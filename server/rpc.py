@@ -348,11 +348,8 @@ class Dispatcher:
         self.reply_limit = reply_limit  # bytes of a reply frame
         # Told of every request answered: its method (if a string) and error code.
         self.on_answer: Callable[[str | None, int | None], None] | None = None
-        # Cluster mode: a request that ``forwards`` names is answered by the writer
-        # node through ``forward`` (server/cluster.py), as it would answer it itself.
-        self.forward: Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any] | None]] | None = (
-            None
-        )
+        # Cluster mode: the methods the writer node decides (their handlers send it a
+        # command, server/cluster.py): a batch holding one runs in order.
         self.forwards: Callable[[str], bool] = lambda name: False
         # Every handler runs inside this (``Service.pause.request``): a compaction
         # holds new requests while it reads a state that must not change.
@@ -432,8 +429,6 @@ class Dispatcher:
         return b"[" + b",".join(encoded) + b"]"
 
     def _forwarded_in(self, batch: list[Any]) -> bool:
-        if self.forward is None:
-            return False
         return any(
             isinstance(request, dict)
             and isinstance(request.get("method"), str)
@@ -485,9 +480,6 @@ class Dispatcher:
                 raise MethodNotFound(f"No method {quote(name)}")
             if not method.anonymous and not self.logged_in(session):
                 raise Unauthenticated(f"Log in before calling {name!r}")
-            if self.forward is not None and self.forwards(name):
-                method.bind(params)  # a request the writer would refuse is refused here
-                return await self.forward(session, request)
             try:
                 bound = method.bind(params)
                 async with self.admit():

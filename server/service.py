@@ -31,6 +31,7 @@ from server.auth import (
 )
 from server.config import Config
 from server.domain import rules, views
+from server.domain.commands import MoveReadMarker, Send
 from server.domain.events import (
     DeviceRevoked,
     Event,
@@ -42,22 +43,21 @@ from server.domain.events import (
 from server.domain.limits import PAGE_MAX, page
 from server.domain.model import (
     Chat,
-    ChatId,
     Device,
     DeviceId,
     Message,
-    MessageId,
-    ScheduledId,
     User,
     UserKey,
+    UserName,
     user_key,
 )
-from server.domain.snapshot import snapshot
-from server.domain.state import State
+from server.domain.snapshot import dump
+from server.domain.state import State, expired
 from server.errors import InvalidParams, NotFound, RateLimited, Unauthenticated
+from server.executor import Executor
 from server.hub import Hub, Session
 from server.rpc import Doc, Length, Pattern, Range, Registry, rpc_method
-from server.store import EventStore
+from server.store import EventStore, Snapshot
 from wire import (
     DEVICE_NAME_MAX,
     HISTORY_MAX,
@@ -79,7 +79,6 @@ def system_clock() -> int:
 # Replies must fit in a frame (the client's limit is the same 1 MiB): lists of
 # messages stop at this many bytes of JSON and say has_more.
 REPLY_BUDGET = 900_000
-SNAPSHOT_SLICE = 2000  # records of a snapshot made between two turns of the event loop
 UNREAD_PER_CHAT = 1000
 
 UserParam = Annotated[
@@ -95,6 +94,14 @@ LimitParam = Annotated[int, Range(1, PAGE_MAX), Doc("items at most (paging)")]
 def _log_failure(future: asyncio.Future[None]) -> None:
     if future.exception() is not None:
         logger.error("events were not written: %s", future.exception())
+
+
+def actor(session: Session) -> tuple[UserName, DeviceId]:
+    """Who a command of this session is from (the decision checks the device is still
+    logged in: another connection's logout may have gone first)."""
+    if session.user is None or session.device is None:
+        raise Unauthenticated("This device was logged out; log in again")
+    return session.user, session.device
 
 
 def encode_event(method: str, params: dict[str, Any], cursor: int) -> bytes:
@@ -197,6 +204,7 @@ class Service:
         # A cluster's devices of a user connected to other nodes (server/presence.py).
         self.online_elsewhere: Callable[[UserKey], set[str]] = lambda key: set()
         self.forward: Callable[[list[Event]], asyncio.Future[None]] | None = None
+        self.executor = Executor(self)  # every command is decided through it
 
     # -- the one way state changes -----------------------------------------------
 
@@ -312,19 +320,22 @@ class Service:
             self._timer = asyncio.get_running_loop().call_later(0.05, self._post_due)
             return
         try:
-            events = rules.post_due(
-                self.state, self.clock(), self._message_id, self.config.message_ttl * 1000
-            )
-            if events:
-                posted = sum(isinstance(e, MessagePosted) for e in events)
-                logger.info(
-                    "posting %d scheduled messages (%d cancelled)", posted, len(events) - posted
-                )
-                self.record(events).add_done_callback(_log_failure)
+            durable = self.executor.run_job(self._due)
+            if durable is not None:
+                durable.add_done_callback(_log_failure)
         except Exception:  # a task boundary: log it, and keep the timer going
             logger.exception("posting scheduled messages failed")
         finally:
             self.arm_schedule()
+
+    def _due(self, state: State, now: int) -> list[Event]:
+        events = self.executor.post_due(state, now)
+        if events:
+            posted = sum(isinstance(e, MessagePosted) for e in events)
+            logger.info(
+                "posting %d scheduled messages (%d cancelled)", posted, len(events) - posted
+            )
+        return events
 
     async def _keep_house(self) -> None:
         while True:
@@ -348,7 +359,8 @@ class Service:
                 logger.exception("housekeeping failed")
 
     async def compact(self) -> None:
-        """Rewrite the log as a snapshot of the live state (expired messages dropped).
+        """Save a snapshot of the live state (expired messages dropped) in the store's
+        snapshot store, in place of the records it covers.
 
         The snapshot is read while requests are held (``Pause``), in slices with the
         event loop free between them: pushes, pings and HTTP go on (a snapshot of
@@ -356,22 +368,19 @@ class Service:
         async with self.pause.paused():
             began = time.perf_counter()
             self.state.expire(self.clock())
-            head: list[dict[str, Any]] = []
-            for event in snapshot(self.state):
-                head.append(to_record(event))
-                if len(head) % SNAPSHOT_SLICE == 0:
-                    await asyncio.sleep(0)
+            pieces: list[bytes] = []
+            for piece in dump(self.state):  # a slice of a few thousand objects
+                pieces.append(piece)
+                await asyncio.sleep(0)
             self.state.compacted()
             self._compacted_at = self.clock()
-            written = self.log.compact(head)
+            data = b"".join(pieces)
+            written = self.log.compact(Snapshot(data, self.state.cursor))
             held = time.perf_counter() - began
         await written
         logger.info(
-            "compacted the log to a snapshot of %d records (requests held %.2f s)", len(head), held
+            "compacted the log to a snapshot of %d bytes (requests held %.2f s)", len(data), held
         )
-
-    def _message_id(self) -> MessageId:
-        return MessageId(secrets.token_hex(8))
 
     # -- session -----------------------------------------------------------------
 
@@ -454,11 +463,20 @@ class Service:
         while device_id in account.devices:
             device_id = DeviceId(secrets.token_hex(4))
         token, stored_hash = new_token()
-        event = rules.authorize_device(
-            account, device_id, device_name or device_id, stored_hash, self.clock()
-        )
-        await self.commit([event])
+        now = self.clock()
+        events: list[Event] = [
+            *rules.make_room_for_device(
+                account, self.connected_devices(account), self.config.max_devices, now
+            ),
+            rules.authorize_device(account, device_id, device_name or device_id, stored_hash, now),
+        ]
+        await self.commit(events)
         return account, device_id, token
+
+    def connected_devices(self, account: User) -> set[str]:
+        """The user's devices connected to this node or, in a cluster, another."""
+        key = user_key(account.name)
+        return {*self.hub.online_devices(key), *self.online_elsewhere(key)}
 
     @rpc_method("logout", ordered=True)
     async def logout(self, session: Session) -> dict[str, Any]:
@@ -492,7 +510,7 @@ class Service:
         online = {str(device) for device in self.hub.online_devices(key)}
         online |= self.online_elsewhere(key)
         now = self.clock()
-        self.state.expire(now)
+        lapsed = self.state.lapsed(now)  # gone, if not reclaimed yet: a read changes nothing
         devices = [
             {"device": d.id, "name": d.name, "online": d.id in online}
             for d in account.devices.values()
@@ -501,7 +519,9 @@ class Service:
             list(account.chats),
             offset,
             limit,
-            lambda chat_id: views.chat_view(self.state, self.state.chats[chat_id], key),
+            lambda chat_id: views.chat_view(
+                self.state, self.state.chats[chat_id], key, lapsed.get(chat_id, ())
+            ),
             REPLY_BUDGET - len(orjson.dumps(devices)),
         )
         return {
@@ -527,77 +547,9 @@ class Service:
         client_id: Annotated[str, Length(1, 64), Doc("makes a repeat harmless")] | None = None,
     ) -> dict[str, Any]:
         """Post a message to a chat, or to the 1-to-1 chat with a user; now or later."""
-        account = self.account(session)
-        device = self.device(session)
-        if not text and file is None:
-            raise InvalidParams(f"Expected text of 1 to {TEXT_MAX} characters, but got none")
-        now = self.clock()
-        self.state.expire(now)
-        if client_id is not None:
-            repeat = self._first_result(device.id, client_id)
-            if repeat is not None:
-                return repeat
-        events: list[Event] = []
-        if chat is not None:
-            target: Chat | None = rules.find_chat(self.state, account, chat)
-            chat_id = ChatId(chat)
-        else:
-            assert user is not None
-            chat_id = ChatId(secrets.token_hex(8))
-            target, events = rules.direct_chat(self.state, account, user, chat_id, now)
-            if target is not None:
-                chat_id = target.id
-        rules.check_not_banned(account, now)
-        file_id = None if file is None else rules.find_file(self.state, account, file).id
-        rules.check_rate(self.state, account, chat_id, now, self.config.rate_limit)
-        if send_at is not None and send_at > now:
-            scheduled = rules.schedule_message(
-                self.state,
-                account,
-                chat_id,
-                text=text,
-                file=file_id,
-                send_at=send_at,
-                now=now,
-                scheduled_id=ScheduledId(secrets.token_hex(8)),
-                device=device.id,
-                client_id=client_id,
-            )
-            # The view is taken now: the message may fall due, and go, while on disk.
-            durable = self.record([*events, scheduled])
-            view = views.scheduled_view(self.state, self.state.scheduled[scheduled.scheduled])
-            await asyncio.shield(durable)
-            return {"scheduled": view}
-        posted = rules.post_message(
-            self.state,
-            account,
-            target,
-            chat_id,
-            text=text,
-            now=now,
-            message_id=self._message_id(),
-            ttl_ms=self.config.message_ttl * 1000,
-            device=device,
-            client_id=client_id,
-            file=file_id,
+        return await self.executor.run(
+            Send(*actor(session), text, chat, user, file, send_at, client_id)
         )
-        durable = self.record([*events, posted])
-        view = views.message_view(self.state, self.state.messages[posted.message])
-        await asyncio.shield(durable)
-        return {"message": view}
-
-    def _first_result(self, device: DeviceId, client_id: str) -> dict[str, Any] | None:
-        """What the first ``send`` with this client_id answered, if it was made."""
-        first = self.state.client_ids.get(device, {}).get(client_id)
-        if first is None:
-            return None
-        message = self.state.messages.get(MessageId(first))
-        if message is not None:
-            return {"message": views.message_view(self.state, message)}
-        pending = self.state.scheduled.get(ScheduledId(first))
-        if pending is not None:
-            return {"scheduled": views.scheduled_view(self.state, pending)}
-        raise NotFound(f"The message sent with client_id {client_id!r} expired or was cancelled")
 
     @rpc_method("history", exclusive=(("chat", "user"),))
     async def history(
@@ -615,36 +567,30 @@ class Service:
         target = self._readable_chat(account, chat, user)
         if target is None:  # a user you have not written to yet: an empty chat
             return {"messages": [], "has_more": False}
-        self.state.expire(self.clock())
+        now = self.clock()
         limit = limit or self.state.history_size
         messages = target.messages
         first = target.first_seq
         end = len(messages) if before is None else max(0, min(len(messages), before - first))
         if after is None:
-            chosen, more = _pick(self.state, messages, range(end - 1, -1, -1), limit)
+            chosen, more = _pick(self.state, now, messages, range(end - 1, -1, -1), limit)
             chosen.reverse()
         else:
             start = max(0, after + 1 - first)
-            chosen, more = _pick(self.state, messages, range(start, end), limit)
+            chosen, more = _pick(self.state, now, messages, range(start, end), limit)
         return {"messages": chosen, "has_more": more}
 
     @rpc_method("read")
     async def read(self, session: Session, *, chat: ChatParam, seq: SeqParam) -> dict[str, Any]:
         """Move your read marker forward to seq; all your devices hear of it."""
-        account = self.account(session)
-        target = rules.find_chat(self.state, account, chat)
-        event = rules.move_read_marker(self.state, account, target, seq, self.clock())
-        read_seq = target.read_markers[user_key(account.name)] if event is None else event.seq
-        if event is not None:
-            await self.commit([event])
-        return {"chat": target.id, "read_seq": read_seq}
+        return await self.executor.run(MoveReadMarker(*actor(session), chat, seq))
 
     @rpc_method("unread")
     async def unread(self, session: Session) -> dict[str, Any]:
         """Every message after your read marker, per chat (chats with none are left out)."""
         account = self.account(session)
         key = user_key(account.name)
-        self.state.expire(self.clock())
+        now = self.clock()
         budget = REPLY_BUDGET
         chats = []
         for chat_id in account.chats:
@@ -652,7 +598,9 @@ class Service:
             read_seq = chat.read_markers[key]
             start = max(0, read_seq + 1 - chat.first_seq)
             indexes = range(start, len(chat.messages))
-            chosen, more = _pick(self.state, chat.messages, indexes, UNREAD_PER_CHAT, budget)
+            chosen, more = _pick(
+                self.state, now, chat.messages, indexes, UNREAD_PER_CHAT, budget=budget
+            )
             if chosen or more:  # a chat that did not fit is there, with has_more
                 budget -= sum(_size(m) for m in chosen)
                 chats.append(
@@ -731,17 +679,19 @@ def within_budget(
 
 def _pick(
     state: State,
+    now: int,
     messages: list[Message | None],
     indexes: range,
     limit: int,
+    *,
     budget: int = REPLY_BUDGET,
 ) -> tuple[list[dict[str, Any]], bool]:
-    """The views of the live messages at ``indexes``, in that order, until ``limit``
-    of them or ``budget`` bytes; and whether a live one was left out."""
+    """The views of the messages at ``indexes`` live at ``now``, in that order, until
+    ``limit`` of them or ``budget`` bytes; and whether a live one was left out."""
     chosen: list[dict[str, Any]] = []
     for index in indexes:
         message = messages[index]
-        if message is None:
+        if message is None or expired(message, now):
             continue
         if len(chosen) == limit:
             return chosen, True

@@ -3,18 +3,25 @@ the events (eventsourcing's recorder: ``append`` and read back, nothing else).
 
 Two implementations: ``log.EventLog``, a file in the state directory (the default),
 and ``jetstream.JetStreamStore``, one stream shared by a cluster of servers. One
-contract suite (tests/server/test_store_contract.py) runs against both.
+contract suite (tests/cluster/test_store_contract.py) runs against both.
 
-A record is an event's dict (``events.to_record``) with its cursor under ``"c"``;
-the records a snapshot consists of carry no cursor (the last of them, a
-``SnapshotTaken``, says which cursor the snapshot covers).
+A record is an event's dict (``events.to_record``) with its cursor under ``"c"``.
+Snapshots are kept apart from the records (eventsourcing's snapshot store): each
+event store has a ``SnapshotStore`` (``log.FileSnapshots``, ``jetstream.ObjectSnapshots``)
+whose newest snapshot says which cursor it covers; a replay loads it, then folds
+the records after that cursor. Logs written before carry their snapshot as records
+without a cursor at their head (the last of them a ``SnapshotTaken``); they are
+still read as they were, until the next compaction moves them to a snapshot store.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+from server.errors import Unavailable
 
 Record = dict[str, Any]
 
@@ -27,6 +34,13 @@ class StoreFailed(Exception):
     durable point may or may not be stored."""
 
 
+class NotStored(Unavailable):
+    """What an append's future fails with when the store is certain it kept none of
+    its records (a JetStream writer fenced off: another appended first). Any other
+    failure leaves the outcome unknown. Only after ``NotStored`` may a decision be
+    taken again, against the state re-read from the store (server/executor.py)."""
+
+
 class Gap(StoreFailed):
     """The store no longer holds a record the reader needs (a snapshot replaced it):
     start again from the snapshot."""
@@ -36,32 +50,66 @@ class Gap(StoreFailed):
         self.expected, self.got = expected, got
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state after the event at ``cursor``, as ``domain.snapshot.dump`` writes it."""
+
+    data: bytes
+    cursor: int
+    # Where the records after it start in the event store that took it (JetStream:
+    # the stream sequence it covers); 0 for the file log, whose records say their cursor.
+    position: int = 0
+
+
+class SnapshotStore(Protocol):
+    """Keeps the newest snapshot whole: a save that did not finish leaves the one before."""
+
+    async def save(self, snapshot: Snapshot) -> None:
+        """Keep ``snapshot`` durably as the newest; raises ``StoreFailed`` (or
+        ``OSError``) when it could not, and then the one before is still the newest."""
+        ...
+
+    async def load(self) -> Snapshot | None:
+        """The newest snapshot saved whole, or None when there is none."""
+        ...
+
+
 class EventStore(Protocol):
     """Where events are kept. ``append`` is the only write; ``records`` reads back."""
 
     failed: asyncio.Event  # set when the store can no longer be trusted: stop serving
     appended: int  # records made durable since opened, for operators' logs
 
+    @property
+    def snapshots(self) -> SnapshotStore:
+        """Where its snapshots are kept."""
+        ...
+
     def append(self, records: list[Record]) -> asyncio.Future[None]:
         """Queue ``records`` (their cursors follow the last one appended); the future
-        is done once they are durable, or fails with ``StoreFailed``."""
+        is done once they are durable, or fails: with ``NotStored`` when none of them
+        was kept for certain, else with ``StoreFailed`` or ``Unavailable`` (they may
+        or may not be kept)."""
         ...
 
     def barrier(self) -> asyncio.Future[None]:
         """Done once everything appended so far is durable."""
         ...
 
-    def compact(self, head: list[Record]) -> asyncio.Future[None]:
-        """Keep ``head`` (a snapshot of the state after every record appended before
-        this call) in place of those records; later appends follow it."""
+    def compact(self, snapshot: Snapshot) -> asyncio.Future[None]:
+        """Save ``snapshot`` (of the state after every record appended before this
+        call) in ``snapshots``, then drop the records it covers; later appends follow."""
         ...
 
     def wants_compaction(self, threshold: int) -> bool:
         """Whether what was appended since the last snapshot is worth a new one."""
         ...
 
-    def records(self) -> AsyncIterator[list[Record]]:
-        """Every record kept, oldest first (a snapshot's first), in chunks."""
+    def records(self, after: Snapshot | None = None) -> AsyncIterator[list[Record]]:
+        """The records kept after ``after`` (the snapshot loaded from ``snapshots``;
+        None: every record), oldest first, in chunks. Some it covers may come too
+        (a crash between saving a snapshot and dropping them): the reader skips
+        those by their cursor, and records without one (an older log's snapshot)."""
         ...
 
     async def close(self) -> None:

@@ -28,7 +28,9 @@ import collections
 import contextlib
 import dataclasses
 import errno
+import hmac
 import http
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -588,6 +590,10 @@ class Transport:
         asset = self.assets.get(path)
         if asset is not None:
             return self._asset(connection, request, asset)
+        if path == "/metrics":
+            refused = self._refuse_metrics(guarded, request)
+            if refused is not None:
+                return refused
         route = self.http_routes.get(path)
         if route is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
@@ -597,6 +603,27 @@ class Transport:
             response = dataclasses.replace(
                 response, status_code=status, reason_phrase=http.HTTPStatus(status).phrase
             )
+        return response
+
+    def _refuse_metrics(self, connection: GuardedConnection, request: Request) -> Response | None:
+        """The figures say how many are online, how fast messages go, what is refused:
+        for the operator, not for anyone who can reach the port."""
+        token = self.config.metrics_token
+        if token is None:
+            if _is_loopback(connection.client):
+                return None
+            return connection.respond(
+                http.HTTPStatus.FORBIDDEN,
+                "metrics are served to this machine only; see --metrics-token\n",
+            )
+        given = request.headers.get_all("Authorization")
+        scheme, _, credentials = given[0].partition(" ") if len(given) == 1 else ("", "", "")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode(), token.encode()
+        ):
+            return None
+        response = connection.respond(http.HTTPStatus.UNAUTHORIZED, "bearer token needed\n")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
 
     def _asset(self, connection: ServerConnection, request: Request, asset: Asset) -> Response:
@@ -788,3 +815,14 @@ class RedactingFilter(logging.Filter):
 
 WEBSOCKETS_LOGGER: Final = logging.getLogger("messenger.server.websockets")
 WEBSOCKETS_LOGGER.addFilter(RedactingFilter())
+
+
+def _is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ``::1``, and ``::ffff:127.x.y.z`` as a dual-stack socket names a
+    client of this machine (Python 3.11's ``is_loopback`` says False for that one)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return (mapped or ip).is_loopback

@@ -7,7 +7,7 @@ that need randomness or a KDF are made by the caller and passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Final
 
 from server.domain.events import (
@@ -79,8 +79,8 @@ def check_name_free(state: State, name: str) -> None:
 
 def register(state: State, name: str, password_hash: str, now: int) -> UserRegistered:
     check_name_free(state, name)
-    state.expire(now)  # the newcomer's last `history_size` messages are live ones
-    return UserRegistered(UserName(name), password_hash, now, state.newcomer_read_seq())
+    # The newcomer's last `history_size` messages are live ones.
+    return UserRegistered(UserName(name), password_hash, now, state.newcomer_read_seq(now))
 
 
 def authorize_device(
@@ -91,6 +91,55 @@ def authorize_device(
 
 def revoke_device(device: Device, now: int) -> DeviceRevoked:
     return DeviceRevoked(device.user, device.id, now)
+
+
+def make_room_for_device(
+    user: User, connected: Collection[str], limit: int, now: int
+) -> list[DeviceRevoked]:
+    """A user keeps at most ``limit`` devices (each password login makes one, and a
+    script or a browser that forgets its token would make them without end): a new
+    one revokes the oldest that are not connected anywhere. With all of them
+    connected, the login is refused."""
+    excess = len(user.devices) + 1 - limit
+    if excess <= 0:
+        return []
+    idle = sorted(
+        (device for device in user.devices.values() if device.id not in connected),
+        # By age, ties in the order authorised (the dict's): not by the random id,
+        # which picked any of the devices made in one millisecond.
+        key=lambda device: device.created_at,
+    )
+    if len(idle) < excess:
+        raise RateLimited(
+            f"All {len(user.devices)} devices of this user are connected (at most {limit}); "
+            "log out one first",
+            60.0,
+        )
+    return [revoke_device(device, now) for device in idle[:excess]]
+
+
+def admit_all(
+    state: State,
+    events: list[Event],
+    now: int,
+    connected: Callable[[User], Collection[str]],
+    max_devices: int,
+) -> list[Event]:
+    """``admit`` for one batch from another node. A password login there sends the
+    devices it revoked to make room with the new one, decided against that node's
+    state, which may lack another login's events still on their way (both revoke the
+    same device; together they pass the cap): the writer makes the room again
+    against its own state, and drops those revocations."""
+    logging_in = {user_key(e.user) for e in events if isinstance(e, DeviceAuthorized)}
+    admitted: list[Event] = []
+    for event in events:
+        if isinstance(event, DeviceRevoked) and user_key(event.user) in logging_in:
+            continue
+        user = state.user(event.user) if isinstance(event, DeviceAuthorized) else None
+        if user is not None:
+            admitted += make_room_for_device(user, connected(user), max_devices, now)
+        admitted.append(admit(state, event, now))
+    return admitted
 
 
 def find_chat(state: State, user: User, chat_id: str) -> Chat:
@@ -218,9 +267,8 @@ def check_rate(state: State, user: User, chat_id: ChatId, now: int, limit: int) 
 
 
 def find_message(state: State, user: User, message_id: str, now: int) -> Message:
-    """A live message of a chat ``user`` is a member of."""
-    state.expire(now)
-    message = state.messages.get(MessageId(message_id))
+    """A message of a chat ``user`` is a member of, live at ``now``."""
+    message = state.live_message(message_id, now)
     if message is None or user_key(user.name) not in state.chats[message.chat].read_markers:
         raise NotFound(f"No message {message_id!r} among your chats")
     return message
@@ -229,9 +277,13 @@ def find_message(state: State, user: User, message_id: str, now: int) -> Message
 def add_comment(
     state: State, author: User, message_id: str, *, text: str, now: int, comment_id: CommentId
 ) -> CommentAdded:
-    state.expire(now)  # a comment of an expired message is gone: "not found", not "a comment"
     comment = state.comments.get(CommentId(message_id))
-    if comment is not None and user_key(author.name) in state.chats[comment.chat].read_markers:
+    # A comment of an expired message is gone: "not found", not "a comment".
+    if (
+        comment is not None
+        and state.live_message(comment.message, now) is not None
+        and user_key(author.name) in state.chats[comment.chat].read_markers
+    ):
         raise InvalidParams("Expected a message, but got a comment: no comments on comments")
     message = find_message(state, author, message_id, now)
     check_not_banned(author, now)
@@ -240,16 +292,22 @@ def add_comment(
     return CommentAdded(comment_id, message.id, message.chat, author.name, text, now)
 
 
-def find_file(state: State, user: User, file_id: str) -> StoredFile:
-    """A file is visible to its uploader and to members of chats where it was posted."""
+def find_file(state: State, user: User, file_id: str, now: int) -> StoredFile:
+    """A file is visible to its uploader and to members of chats where a message live
+    at ``now`` carries it."""
     stored = state.files.get(FileId(file_id))
     key = user_key(user.name)
-    if stored is None or not (
-        user_key(stored.uploader) == key
-        or any(key in state.chats[chat].read_markers for chat in stored.chats)
-    ):
+    if stored is None:
         raise NotFound(f"No file {file_id!r} you can see")
-    return stored
+    if user_key(stored.uploader) == key:
+        return stored
+    lapsed = state.lapsed(now)
+    for chat, carried in stored.chats.items():
+        if key not in state.chats[chat].read_markers:
+            continue
+        if carried > sum(message.file == stored.id for message in lapsed.get(chat, ())):
+            return stored
+    raise NotFound(f"No file {file_id!r} you can see")
 
 
 def check_storage(state: State, user: User, size: int, mine: int) -> None:

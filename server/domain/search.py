@@ -106,6 +106,18 @@ class SearchIndex:
         if self.built:
             self._post_into(self.postings, order, words(message.text))
 
+    def add_all(self, messages: list[Message]) -> None:
+        """``add`` of each of ``messages``, in order (a snapshot's, loaded in slices)."""
+        if self.built:
+            for message in messages:
+                self.add(message)
+            return
+        order = self.next_order
+        for message in messages:
+            message.order = order
+            order += 1
+        self.messages += messages
+
     def _post(self, order: int, found: set[str]) -> None:
         postings = self._tier(order)
         if postings is not None:

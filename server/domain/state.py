@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from server.domain.events import (
     ChatRestored,
@@ -61,6 +61,8 @@ from server.domain.model import (
     user_key,
 )
 from server.domain.search import MentionIndex, SearchIndex
+
+_Id = TypeVar("_Id", MessageId, ScheduledId)
 
 # How many client_ids per device are remembered for idempotent `send`.
 CLIENT_IDS_PER_DEVICE: Final = 1000
@@ -146,10 +148,23 @@ class State:
         chat_id = self.direct_chats.get(_pair(a, b))
         return None if chat_id is None else self.chats[chat_id]
 
-    def newcomer_read_seq(self) -> int:
-        """A newcomer's unread starts with the last `history_size` live messages."""
+    def newcomer_read_seq(self, now: int | None = None) -> int:
+        """A newcomer's unread starts with the last `history_size` live messages (live
+        at ``now``: those whose lifetime is over count as gone, reclaimed or not)."""
         general = self.general
-        return max(general.first_seq - 1, general.last_seq - self.history_size)
+        first = general.first_seq
+        if now is not None:
+            for message in general.messages:
+                if message is not None and not expired(message, now):
+                    break
+                first += 1
+        return max(first - 1, general.last_seq - self.history_size)
+
+    def live_message(self, message_id: str, now: int) -> Message | None:
+        """The message, unless it was deleted or its lifetime is over by ``now`` (whether
+        ``expire`` has reclaimed it yet or not: a query never reclaims)."""
+        message = self.messages.get(MessageId(message_id))
+        return None if message is None or expired(message, now) else message
 
     def rate_window(self, at: int) -> int:
         return at // self.rate_period_ms
@@ -164,17 +179,21 @@ class State:
 
         Walks only the part of the heap at or before ``now`` (a heap's children are
         never earlier than their parent): O(due), however many are pending."""
-        heap = self.schedule
-        found: list[tuple[int, ScheduledId]] = []
-        below = [0]
-        while below:
-            index = below.pop()
-            if index < len(heap) and heap[index][0] <= now:
-                if heap[index][1] in self.scheduled:
-                    found.append(heap[index])
-                below += (2 * index + 1, 2 * index + 2)
+        found = [entry for entry in _heap_until(self.schedule, now) if entry[1] in self.scheduled]
         found.sort()
         return [self.scheduled[scheduled_id] for _, scheduled_id in found]
+
+    def lapsed(self, now: int) -> dict[ChatId, list[Message]]:
+        """The messages whose lifetime is over by ``now`` that ``expire`` has not
+        reclaimed yet, by chat: a read treats them as gone and changes nothing.
+        O(those) (the top of the heap): few, as the executor reclaims before every
+        command and housekeeping between them."""
+        found: dict[ChatId, list[Message]] = {}
+        for _, message_id in _heap_until(self.expiries, now):
+            message = self.messages.get(message_id)
+            if message is not None:
+                found.setdefault(message.chat, []).append(message)
+        return found
 
     def compacted(self) -> None:
         """A snapshot of this state was written: what expired is off the disk too."""
@@ -265,22 +284,24 @@ class State:
         self.direct_chats[_pair(event.user_a, event.user_b)] = event.chat
 
     def _message_posted(self, event: MessagePosted) -> None:
-        chat = self.chats[event.chat]
+        # Replay's hot path (most events are this one): fields read once into locals.
+        chat_id, seq, at, text = event.chat, event.seq, event.at, event.text
+        chat = self.chats[chat_id]
         messages = chat.messages
         if not messages:  # after expiry, seq goes on where it was
-            chat.first_seq = event.seq
+            chat.first_seq = seq
         message = Message(
             event.message,
-            event.chat,
-            event.seq,
+            chat_id,
+            seq,
             event.author,
-            event.text,
-            event.at,
+            text,
+            at,
             event.expires_at,
             event.file,
             event.edited_at,
         )
-        index = event.seq - chat.first_seq
+        index = seq - chat.first_seq
         if index == len(messages):
             messages.append(message)
         else:  # a snapshot's message, into the slot its ChatRestored laid out
@@ -292,15 +313,15 @@ class State:
             self._mention(message, event.mentions)
         if message.expires_at is not None:
             heapq.heappush(self.expiries, (message.expires_at, message.id))
-        author_key = UserKey(event.author.lower())  # user_key(), inlined: replay's hot path
+        author_key = UserKey(event.author.lower())  # user_key(), inlined
         author = self.users[author_key]
         author.posted += 1
-        author.live_bytes += text_size(event.text)
+        author.live_bytes += text_size(text)
         # Writing in a chat reads it: your own messages are never unread to you.
         # (Not backwards: a snapshot has restored the marker before its messages.)
         markers = chat.read_markers
-        if markers.get(author_key, event.seq) < event.seq:
-            markers[author_key] = event.seq
+        if markers.get(author_key, seq) < seq:
+            markers[author_key] = seq
         if event.scheduled is not None:
             pending = self.scheduled.pop(event.scheduled, None)
             author.scheduled.pop(event.scheduled, None)
@@ -310,12 +331,12 @@ class State:
                 self._remember(author, pending.device, pending.client_id, message.id)
         else:
             if self._flood_interval:
-                author.flood_tat = spend(author.flood_tat, event.at, self._flood_interval)
-            if event.chat == GENERAL:
-                self._count_send(author, event.at)
+                author.flood_tat = spend(author.flood_tat, at, self._flood_interval)
+            if chat_id == GENERAL:
+                self._count_send(author, at)
         if event.file is not None:
             stored = self.files[event.file]
-            stored.chats[event.chat] = stored.chats.get(event.chat, 0) + 1
+            stored.chats[chat_id] = stored.chats.get(chat_id, 0) + 1
         if event.client_id is not None and event.device is not None:
             self._remember(author, event.device, event.client_id, message.id)
 
@@ -363,7 +384,7 @@ class State:
             del seen[next(iter(seen))]
 
     def _count_send(self, author: User, at: int) -> None:
-        window = self.rate_window(at)
+        window = at // self.rate_period_ms  # rate_window(), inlined: replay's hot path
         if author.rate_window != window:
             author.rate_window, author.rate_count = window, 0
         author.rate_count += 1
@@ -535,6 +556,24 @@ class State:
 
     def _snapshot_taken(self, event: SnapshotTaken) -> None:
         self.cursor = event.cursor
+
+
+def _heap_until(heap: list[tuple[int, _Id]], now: int) -> list[tuple[int, _Id]]:
+    """The entries of ``heap`` at or before ``now``, in no order, without popping:
+    only that part is walked (a heap's children are never earlier than their parent)."""
+    found = []
+    below = [0]
+    while below:
+        index = below.pop()
+        if index < len(heap) and heap[index][0] <= now:
+            found.append(heap[index])
+            below += (2 * index + 1, 2 * index + 2)
+    return found
+
+
+def expired(message: Message, now: int) -> bool:
+    """Whether ``message``'s lifetime is over by ``now`` (``expires_at == now`` is over)."""
+    return message.expires_at is not None and message.expires_at <= now
 
 
 def _trim(chat: Chat) -> None:

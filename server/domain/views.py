@@ -3,6 +3,7 @@ and who hears of each event."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 from server.domain.events import (
@@ -99,16 +100,26 @@ def scheduled_view(state: State, pending: Scheduled) -> dict[str, Any]:
     }
 
 
-def chat_view(state: State, chat: Chat, viewer: UserKey) -> dict[str, Any]:
+def chat_view(
+    state: State, chat: Chat, viewer: UserKey, lapsed: Sequence[Message] = ()
+) -> dict[str, Any]:
+    """The chat as ``viewer`` sees it; ``lapsed``: its messages whose lifetime is over
+    but not reclaimed yet (``State.lapsed``), which count as gone."""
     read_seq = chat.read_markers[viewer]
     last_seq = chat.last_seq
     title = chat.title
     if chat.kind == "direct":
         peer = next((key for key in chat.read_markers if key != viewer), viewer)
         title = state.users[peer].name
-    unread = chat.live_after(read_seq)  # expired messages are not unread
+    # Expired messages are not unread.
+    unread = chat.live_after(read_seq) - sum(message.seq > read_seq for message in lapsed)
+    gone = {message.seq for message in lapsed}
     mentions = state.mentions.unread(
-        chat.id, viewer, read_seq, chat.first_seq, lambda seq: chat.message_at(seq) is not None
+        chat.id,
+        viewer,
+        read_seq,
+        chat.first_seq,
+        lambda seq: seq not in gone and chat.message_at(seq) is not None,
     )
     return {
         "id": chat.id,
@@ -211,7 +222,11 @@ def notification(state: State, event: Event) -> Told | None:
             if comment is None:
                 return None
             chat = state.chats[event.chat]
-            return _members(chat), "comment", {"comment": comment_view(comment)}
+            params: dict[str, Any] = {"comment": comment_view(comment)}
+            parent = state.messages.get(comment.message)
+            if parent is not None:  # whose message: a client may not have seen it
+                params["message_author"] = parent.author
+            return _members(chat), "comment", params
         case MessageScheduled():
             pending = state.scheduled.get(event.scheduled)
             if pending is None:

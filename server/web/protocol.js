@@ -47,6 +47,13 @@ export function serverUrl(location) {
 
 export const BACKOFF_MS = Object.freeze([250, 500, 1000, 2000, 4000, 8000]);
 
+/** A browser never sees the server's keepalive pings, so a connection whose path
+ * died silently (a laptop's sleep, a NAT that forgot it) would look online until the
+ * user's next send failed. After `idle` ms with nothing heard, the connection asks
+ * the server something small; no reply within `timeout` ms means it is gone:
+ * reconnect (and resume). */
+export const HEARTBEAT_MS = Object.freeze({ idle: 25_000, timeout: 10_000 });
+
 /** Events that are not in the server's log: their `cursor` is the last one already
  * told, not their own, so they are never repeats (`wire.UNLOGGED_EVENTS`). */
 export const UNLOGGED_EVENTS = new Set(["presence"]);
@@ -73,12 +80,21 @@ export class Connection {
    * @param {object} [options.storage]  a Storage (localStorage) to keep the outbox in
    * @param {number[]} [options.backoff]  delays between reconnect attempts, ms
    * @param {Function} [options.WebSocket]  the WebSocket constructor
+   * @param {{idle: number, timeout: number}} [options.heartbeat]  HEARTBEAT_MS
    */
-  constructor(url, { storage = null, backoff = BACKOFF_MS, WebSocket = globalThis.WebSocket } = {}) {
+  constructor(
+    url,
+    { storage = null, backoff = BACKOFF_MS, WebSocket = globalThis.WebSocket, heartbeat = HEARTBEAT_MS } = {},
+  ) {
     this.url = url;
     this.storage = storage;
     this.backoff = backoff;
     this.WebSocket = WebSocket;
+    this.heartbeat = heartbeat;
+    this.heard = 0; // Date.now() when the socket last brought anything
+    this.frames = 0; // how many frames the sockets brought: a probe's reply may be late
+    this.beat = null; // the heartbeat's interval while online
+    this.probing = false;
     this.socket = null;
     this.state = "offline";
     this.session = null; // {user, token, device}: set once signed in
@@ -113,7 +129,52 @@ export class Connection {
   setState(state) {
     if (this.state !== state) {
       this.state = state;
+      if (state === "online") this.startHeartbeat();
+      else this.stopHeartbeat();
       this.emit("state", state);
+    }
+  }
+
+  // -- the heartbeat ----------------------------------------------------------------
+
+  startHeartbeat() {
+    this.stopHeartbeat();
+    this.heard = Date.now();
+    const every = Math.max(10, Math.min(this.heartbeat.idle, this.heartbeat.timeout) / 2);
+    this.beat = setInterval(() => this.checkAlive(), every);
+  }
+
+  stopHeartbeat() {
+    clearInterval(this.beat);
+    this.beat = null;
+  }
+
+  async checkAlive() {
+    if (this.probing || this.state !== "online" || Date.now() - this.heard < this.heartbeat.idle) return;
+    const socket = this.socket;
+    const frames = this.frames;
+    this.probing = true;
+    let timer;
+    const silent = new Promise((resolve) => {
+      timer = setTimeout(() => resolve(true), this.heartbeat.timeout);
+    });
+    try {
+      // `unread`: small, read-only, answered by whichever node the socket is on.
+      const answered = this.call("unread").then(
+        () => false,
+        () => false,
+      );
+      // A reply can be late behind a slow call on this socket: frames that came
+      // meanwhile show it alive (a dead path brings none).
+      const late = await Promise.race([answered, silent]);
+      if (late && this.frames === frames && this.socket === socket && this.state === "online") {
+        console.warn(`no reply from the server in ${this.heartbeat.timeout} ms: reconnecting`);
+        this.closeSocket();
+        this.lost();
+      }
+    } finally {
+      clearTimeout(timer);
+      this.probing = false;
     }
   }
 
@@ -162,6 +223,8 @@ export class Connection {
   }
 
   receive(data) {
+    this.heard = Date.now();
+    this.frames += 1;
     let payload;
     try {
       payload = JSON.parse(data);

@@ -357,3 +357,52 @@ async def test_edits_deletions_and_presence_show_in_the_open_chat(
         await alice.text.wait_for("@bob#1 bob: psst", after=mark)
         assert await bob.end() == 0
         await alice.text.wait_for("bob is offline, last seen", after=mark)
+
+
+async def test_a_comment_on_my_message_in_another_chat_shows_and_rings(
+    running_server: Running, clients: Clients, config_home: Path
+) -> None:
+    """With general open, a comment in another chat is not shown, unless it is on one
+    of the user's own messages or names the user: then it shows, saying where, and
+    rings (before, every comment outside the open chat was dropped unseen)."""
+    port = running_server.port
+    async with console(port, config_home) as alice:
+        bob = clients.start(port, "bob")
+        await bob.started()
+        bob.type("/dm @alice first")
+        await alice.text.wait_for(" 2:@bob 1")
+        mark = alice.mark()
+        alice.keyboard.send_text("/dm @bob mine\r")
+        await alice.text.wait_for("@bob#2 alice: mine", after=mark)
+        bells = alice.text.getvalue().count("\a")
+        bob.type(
+            "/comment @alice#1 on my own",
+            "/comment @alice#2 on hers",
+            "/comment @alice#1 and @alice, look",
+        )
+        await alice.text.wait_for("re @bob#2 bob: on hers", after=mark)
+        await alice.text.wait_for("re @bob#1 bob: and @alice, look", after=mark)
+        assert "on my own" not in alice.text.getvalue()
+        assert alice.text.getvalue().count("\a") == bells + 2
+        assert await bob.end() == 0
+
+
+async def test_a_comment_on_my_message_of_an_earlier_session_shows_and_rings(
+    running_server: Running, clients: Clients, config_home: Path
+) -> None:
+    """A comment on a message the user wrote before this console started (so never
+    loaded by it), in a chat not open, shows and rings as well: the event says whose
+    message it is. On main it was dropped unseen."""
+    port = running_server.port
+    async with console(port, config_home) as alice:
+        bob = clients.start(port, "bob")
+        await bob.started()
+        alice.keyboard.send_text("/dm @bob written yesterday\r")
+        await alice.text.wait_for("@bob#1 alice: written yesterday")
+    async with console(port, config_home, register=False) as alice:
+        mark = alice.mark()
+        bells = alice.text.getvalue().count("\a")
+        bob.type("/comment @alice#1 about yesterday")
+        await alice.text.wait_for("re @bob bob: about yesterday", after=mark)
+        assert alice.text.getvalue().count("\a") == bells + 1
+        assert await bob.end() == 0

@@ -10,10 +10,12 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from server.app import run_server
+import pytest
+
+from server.app import Running, run_server
 from tests.cluster.support import Nats, node_config, nodes, until, wait_for_writer
 from tests.server.extras_support import Clock, post
-from tests.wsclient import connected, user_device
+from tests.wsclient import RpcError, connected, user_device
 
 
 async def test_a_users_storage_quota_holds_across_the_nodes(tmp_path: Path, nats: Nats) -> None:
@@ -43,6 +45,47 @@ async def test_a_users_storage_quota_holds_across_the_nodes(tmp_path: Path, nats
         assert alice_state is not None
         stored = alice_state.stored_bytes
         assert stored <= 1000, (stored, results)  # main: 1200, both finishes succeeded
+
+
+async def test_the_writers_own_upload_is_checked_again_after_its_bytes_are_stored(
+    tmp_path: Path, nats: Nats
+) -> None:
+    """The writer checks its own device's upload against the quota, then stores the
+    bytes (awaiting the Object Store); a follower's upload admitted meanwhile must
+    count: the writer's finish is refused, not recorded over the quota. Before, the
+    check came only before the awaits (1200 bytes stored of 1000, one run in three)."""
+    async with (
+        nodes(tmp_path, [nats.url], 2, max_user_storage=1000) as (writer, follower),
+        user_device(writer.url, "alice") as on_writer,
+        user_device(follower.url, "alice", False) as on_follower,
+    ):
+        finish: Any = writer.service.registry.methods["upload.finish"].handler
+        files = finish.__self__
+        publish, held, release = files.blobs.publish, asyncio.Event(), asyncio.Event()
+
+        async def slow_publish(sha256: str) -> None:
+            await publish(sha256)
+            held.set()
+            await release.wait()
+
+        files.blobs.publish = slow_publish
+        data = base64.b64encode(b"x" * 600).decode()
+        begun = []
+        for peer in (on_writer, on_follower):
+            upload = (await peer.call("upload.begin", name="f.bin", size=600))["upload"]
+            await peer.call("upload.chunk", upload=upload, data=data)
+            begun.append(upload)
+        on_writers = asyncio.ensure_future(on_writer.call("upload.finish", upload=begun[0]))
+        await held.wait()  # the writer's bytes stored, its event not yet recorded
+        files.blobs.publish = publish
+        await on_follower.call("upload.finish", upload=begun[1])  # admitted: 600 of 1000
+        release.set()
+        with pytest.raises(RpcError) as refused:
+            await on_writers
+        assert refused.value.code == -32006
+        alice = writer.service.state.user("alice")
+        assert alice is not None
+        assert alice.stored_bytes == 600
 
 
 async def test_a_comment_on_a_message_expired_on_the_follower_makes_no_re_read(
@@ -114,3 +157,31 @@ async def test_last_seen_is_recorded_when_the_last_devices_leave_two_nodes_toget
         alice_state = writer.service.state.user("alice")
         assert alice_state is not None
         assert alice_state.last_seen is not None  # main: None on both nodes
+
+
+async def test_password_logins_at_the_device_cap_through_a_follower_all_succeed(
+    tmp_path: Path, nats: Nats
+) -> None:
+    """Two password logins of a user at ``--max-devices``, at once through a follower:
+    each made room against the follower's state, which does not hold the other's
+    events yet, so both revoked the same oldest device. The writer decides the room
+    against its own state: both logins succeed and the cap holds. On main the second
+    was refused with -32005 (the first had already revoked that device)."""
+    async with nodes(tmp_path, [nats.url], 2, max_devices=2) as (writer, follower):
+        for register in (True, False):  # two devices, neither connected
+            async with user_device(writer.url, "alice", register=register):
+                pass
+
+        def devices(running: Running) -> int:
+            user = running.service.state.user("alice")
+            return 0 if user is None else len(user.devices)
+
+        await until(lambda: devices(follower) == 2)
+        async with connected(follower.url) as one, connected(follower.url) as two:
+            results = await asyncio.gather(
+                one.call("login", user="alice", password="password1"),
+                two.call("login", user="alice", password="password1"),
+                return_exceptions=True,
+            )
+            assert [type(result) for result in results] == [dict, dict], results
+            assert devices(writer) == 2

@@ -1,5 +1,6 @@
-"""One contract for every event store (eventsourcing's recorder test case): the file
-log and the JetStream stream pass the same tests."""
+"""One contract for every event store (eventsourcing's recorder test case) and every
+snapshot store: the file log and the JetStream stream, with their snapshot stores,
+pass the same tests."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.errors import TimeoutError as NatsTimeout
 
 from server import jetstream
 from server.errors import Unavailable
 from server.log import EventLog
-from server.store import EventStore, Record
+from server.store import EventStore, NotStored, Record, Snapshot
 from tests.cluster.support import Nats
 
 Opener = Callable[[], contextlib.AbstractAsyncContextManager[EventStore]]
@@ -28,7 +30,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
         @contextlib.asynccontextmanager
         async def file_store() -> AsyncIterator[EventStore]:
             log = EventLog(tmp_path / "events.log")
-            async for _ in log.records():  # read before opening, as the server does
+            async for _ in log.records(await log.snapshots.load()):  # read, then open
                 pass
             log.open()
             try:
@@ -43,7 +45,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     async def stream_store() -> AsyncIterator[EventStore]:
         shared = await jetstream.connect([nats.url], "contract", 1.0, "test")
         store = jetstream.JetStreamStore(shared)
-        async for _ in store.records():
+        async for _ in store.records(await store.snapshots.load()):  # as a start reads it
             pass
         store.reset(store.position, store.cursor)
         store.start()
@@ -61,8 +63,10 @@ def records(first: int, count: int) -> list[Record]:
 
 
 async def read_back(open_store: Opener) -> list[Record]:
+    """The records after the newest snapshot, as a start reads them."""
     async with open_store() as store:
-        return [record async for chunk in store.records() for record in chunk]
+        after = await store.snapshots.load()
+        return [record async for chunk in store.records(after) for record in chunk]
 
 
 async def test_an_empty_store_reads_back_nothing(open_store: Opener) -> None:
@@ -107,14 +111,51 @@ async def test_the_barrier_waits_for_everything_appended(open_store: Opener) -> 
 
 
 async def test_a_snapshot_replaces_what_it_covers(open_store: Opener) -> None:
-    """After ``compact(head)``, the store reads back the head, then later records."""
-    head: list[Record] = [{"type": "Snap", "v": 1}, {"type": "SnapshotTaken", "cursor": 5}]
+    """After ``compact(snapshot)``, the snapshot is the newest, and the records read
+    back after it are the later ones (none it covers)."""
     async with open_store() as store:
         await store.append(records(1, 5))
-        await store.compact(head)
+        await store.compact(Snapshot(b"state at 5", 5))
         await store.append(records(6, 2))
+    async with open_store() as store:
+        loaded = await store.snapshots.load()
+        assert loaded is not None
+        assert (loaded.data, loaded.cursor) == (b"state at 5", 5)
+    assert await read_back(open_store) == records(6, 2)
+
+
+async def test_an_empty_snapshot_store_loads_nothing(open_store: Opener) -> None:
+    """No snapshot saved: ``load`` says so."""
+    async with open_store() as store:
+        assert await store.snapshots.load() is None
+
+
+async def test_the_newest_snapshot_saved_is_loaded(open_store: Opener) -> None:
+    """Of several snapshots saved, ``load`` gives the newest, whole, after a restart too."""
+    big = bytes(range(256)) * 5000  # over an Object Store chunk, and not text
+    async with open_store() as store:
+        await store.snapshots.save(Snapshot(b"first", 3))
+        await store.snapshots.save(Snapshot(big, 7))
+        loaded = await store.snapshots.load()
+        assert loaded is not None
+        assert (loaded.data, loaded.cursor) == (big, 7)
+    async with open_store() as store:
+        again = await store.snapshots.load()
+        assert again is not None
+        assert (again.data, again.cursor) == (big, 7)
+
+
+async def test_records_a_snapshot_covers_are_left_to_the_reader_to_skip(
+    open_store: Opener,
+) -> None:
+    """A snapshot saved but its records not dropped (a crash between the two): what is
+    read back after it is whatever the store still holds, each with its cursor, so
+    that the reader can skip those the snapshot covers."""
+    async with open_store() as store:
+        await store.append(records(1, 4))
+        await store.snapshots.save(Snapshot(b"state at 2", 2))
     back = await read_back(open_store)
-    assert back == [*head, *records(6, 2)]
+    assert [r["c"] for r in back if r["c"] > 2] == [3, 4]
 
 
 async def test_many_appends_read_back_whole(open_store: Opener) -> None:
@@ -129,7 +170,9 @@ async def test_many_appends_read_back_whole(open_store: Opener) -> None:
 
 async def test_a_stale_writer_is_fenced_off(nats: Nats) -> None:
     """Two JetStream writers that both think they know the end: the second's append
-    is refused (-32008) instead of interleaving, and the store says it is broken."""
+    is refused (-32008) instead of interleaving, and the store says it is broken.
+    The refusal is certain (``NotStored``: a decision may be taken again), for the
+    fenced append and for every one after it until the stream is re-read."""
     opened: list[Any] = []
     try:
         for name in ("a", "b"):
@@ -142,12 +185,49 @@ async def test_a_stale_writer_is_fenced_off(nats: Nats) -> None:
             opened.append((shared, store))
         (_, first), (_, second) = opened
         await first.append(records(1, 1))
-        with pytest.raises(Unavailable):
+        with pytest.raises(NotStored):
             await second.append(records(1, 1))
         assert second.broken.is_set()
-        with pytest.raises(Unavailable):  # and it stays refusing until re-read
+        with pytest.raises(NotStored):  # and it stays refusing until re-read
             await second.append(records(2, 1))
+        assert [r["n"] for r in await read_back_stream(nats, "fence")] == [1]
     finally:
         for shared, store in opened:
             await store.close()
             await shared.close()
+
+
+async def read_back_stream(nats: Nats, cluster: str) -> list[Record]:
+    shared = await jetstream.connect([nats.url], cluster, 1.0, "reader")
+    try:
+        store = jetstream.JetStreamStore(shared)
+        return [record async for chunk in store.records() for record in chunk]
+    finally:
+        await shared.close()
+
+
+async def test_an_append_without_an_answer_is_not_known_unstored(nats: Nats) -> None:
+    """A publish whose acknowledgement never came may be stored: the append fails
+    -32008 but not ``NotStored`` (nothing may be decided again)."""
+    shared = await jetstream.connect([nats.url], "lost", 1.0, "a")
+    store = jetstream.JetStreamStore(shared)
+    try:
+        async for _ in store.records():
+            pass
+        store.reset(store.position, store.cursor)
+        store.start()
+        publish = shared.js.publish
+
+        async def unanswered(subject: str, *args: Any, **kwargs: Any) -> Any:
+            await publish(subject, *args, **kwargs)
+            raise NatsTimeout
+
+        shared.js.publish = unanswered  # type: ignore[method-assign]
+        with pytest.raises(Unavailable) as caught:
+            await store.append(records(1, 1))
+        assert not isinstance(caught.value, NotStored)
+        assert store.broken.is_set()
+        assert [r["n"] for r in await read_back_stream(nats, "lost")] == [1]
+    finally:
+        await store.close()
+        await shared.close()

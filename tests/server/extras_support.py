@@ -12,6 +12,7 @@ import pytest
 
 from server.app import LOG_FILE
 from server.config import Config
+from server.log import SNAPSHOT_SUFFIX
 from tests.configs import config_for_tests
 from tests.wsclient import Peer, RpcError
 
@@ -40,7 +41,10 @@ def config_in(tmp_path: Path, **changes: Any) -> Config:
 
 
 def log_text(config: Config) -> str:
-    return (config.state_dir / LOG_FILE).read_text()
+    """What the state folder keeps of the history: the log, and the snapshot beside it."""
+    log = config.state_dir / LOG_FILE
+    snapshot = log.with_suffix(SNAPSHOT_SUFFIX)
+    return log.read_text() + (snapshot.read_text() if snapshot.exists() else "")
 
 
 async def error_of(peer: Peer, method: str, **params: Any) -> RpcError:

@@ -574,6 +574,50 @@ async def test_messages_expire_after_ttl(tmp_path: Path) -> None:
         assert [(c["chat"], texts(c["messages"])) for c in unread] == [("general", ["fresh"])]
 
 
+async def test_reads_after_expiry_hide_the_message_and_change_nothing(tmp_path: Path) -> None:
+    """Reads at a time past a message's expiry (before any reclaim) do not show it, nor
+    count it, nor its comments or its file; and the state is left as it was: reads
+    never expire anything (issue 7), only a command or housekeeping does."""
+    clock = FakeClock()
+    async with (
+        run_server(config_in(tmp_path, message_ttl=60), clock=clock) as running,
+        user_device(running.url, "alice") as alice,
+        user_device(running.url, "bob") as bob,
+    ):
+        begun = await alice.call("upload.begin", name="a.txt", size=2)
+        await alice.call("upload.chunk", upload=begun["upload"], data="aGk=")
+        file = (await alice.call("upload.finish", upload=begun["upload"]))["file"]["id"]
+        sent = await alice.call("send", user="bob", text="see @bob", file=file)
+        direct, message = sent["message"]["chat"], sent["message"]["id"]
+        await bob.call("comment", message=message, text="seen")
+        assert (await bob.call("download", file=file))["data"] == "aGk="
+        state = running.service.state
+        before = (len(state.messages), len(state.comments), len(state.expiries), state.cursor)
+        clock.advance(60)  # expires_at == now: over
+        assert (await bob.call("history", chat=direct))["messages"] == []
+        assert (await bob.call("unread"))["chats"] == []
+        assert chat_of(await bob.call("status"), direct)["unread"] == 0
+        assert chat_of(await bob.call("status"), direct)["mentions"] == 0
+        assert (await bob.call("search", query="see"))["messages"] == []
+        for method, params in (
+            ("comments", {"message": message}),
+            ("download", {"file": file}),
+            ("file.url", {"file": file}),
+        ):
+            with pytest.raises(RpcError) as gone:
+                await bob.call(method, **params)
+            assert gone.value.code == -32003
+        after = (len(state.messages), len(state.comments), len(state.expiries), state.cursor)
+        assert after == before
+        assert state is running.service.state
+        assert state.expired_since_snapshot == 0
+        # A command reclaims first (the executor's one transition), then decides.
+        with pytest.raises(RpcError):
+            await bob.call("comment", message=message, text="late")
+        assert (len(state.messages), len(state.comments)) == (0, 0)
+        assert state.expired_since_snapshot == 1
+
+
 async def away_with_missed_messages(url: str, clock: FakeClock) -> tuple[str, int]:
     """alice's token and last cursor; then, while she is away, bob posts a message
     that expires and, 61 s later, one that does not yet."""

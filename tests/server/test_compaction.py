@@ -22,11 +22,18 @@ from websockets.exceptions import ConnectionClosed
 
 from server.app import LOG_FILE, run_server
 from server.config import Config
+from server.domain.events import from_record, to_record
+from server.domain.snapshot import load as load_snapshot
+from server.domain.snapshot import snapshot as snapshot_events
+from server.domain.state import State
+from server.log import SNAPSHOT_SUFFIX, WRITING_SUFFIX, FileSnapshots, encode_record
+from server.store import Snapshot
 from tests.configs import LIMITS_OFF
 from tests.server.extras_support import Clock, config_in, error_of, post, texts
 from tests.wsclient import Peer, connected, user_device
 
 COMPACTING = LOG_FILE + ".compacting"
+SNAPSHOT_WRITING = Path(LOG_FILE).with_suffix(SNAPSHOT_SUFFIX + WRITING_SUFFIX).name
 
 
 def log_records(config: Config) -> list[dict[str, Any]]:
@@ -35,22 +42,25 @@ def log_records(config: Config) -> list[dict[str, Any]]:
     return [orjson.loads(line[9:]) for line in data.splitlines(keepends=True) if line[-1:] == b"\n"]
 
 
+def stored_snapshot(config: Config) -> Snapshot | None:
+    """The snapshot beside the log, if one was saved."""
+    return FileSnapshots((config.state_dir / LOG_FILE).with_suffix(SNAPSHOT_SUFFIX)).read()
+
+
 def last_cursor(config: Config) -> int:
-    """The cursor of the newest event in the log."""
-    last = log_records(config)[-1]
-    cursor: int = last["c"] if "c" in last else last["cursor"]  # else: a bare snapshot
-    return cursor
+    """The cursor of the newest event in the log (or the snapshot, for an empty log)."""
+    records = log_records(config)
+    if records:
+        cursor: int = records[-1]["c"]
+        return cursor
+    snapshot = stored_snapshot(config)
+    return 0 if snapshot is None else snapshot.cursor
 
 
 def snapshot_cursor(config: Config) -> int | None:
-    """The cursor of the snapshot at the head of the log, if the log starts with one."""
-    for record in log_records(config):
-        if "c" in record:
-            return None
-        if record["type"] == "SnapshotTaken":
-            cursor: int = record["cursor"]
-            return cursor
-    return None
+    """The cursor the saved snapshot covers, if there is one."""
+    snapshot = stored_snapshot(config)
+    return None if snapshot is None else snapshot.cursor
 
 
 async def whole_history(peer: Peer, chat: str) -> list[dict[str, Any]]:
@@ -180,12 +190,16 @@ async def test_compaction_while_serving_loses_nothing(tmp_path: Path) -> None:
         before = await picture(running.url, tokens)
         await churn_until_compacted(running.url, config)
         assert await picture(running.url, tokens) == before
-        records = log_records(config)
-        head = [r for r in records if "c" not in r]
-        tail = [r["c"] for r in records if "c" in r]
-        assert head[-1]["type"] == "SnapshotTaken"
-        assert tail == list(range(head[-1]["cursor"] + 1, head[-1]["cursor"] + 1 + len(tail)))
-        assert len(head) < head[-1]["cursor"] / 2  # the churn left no trace: it shrank
+        snapshot = stored_snapshot(config)
+        assert snapshot is not None
+        tail = [r.get("c") for r in log_records(config)]  # the log: only what followed
+        assert tail == list(range(snapshot.cursor + 1, snapshot.cursor + 1 + len(tail)))
+        saved = State()
+        load_snapshot(snapshot.data, saved)
+        live = running.service.state
+        assert saved.cursor == snapshot.cursor
+        # the churn left no trace: only the devices still logged in are in it
+        assert saved.devices_by_token.keys() <= live.devices_by_token.keys()
         assert not (config.state_dir / COMPACTING).exists()
         async with connected(running.url) as alice:
             seen = (await alice.call("login", user="alice", token=tokens["alice"]))["cursor"]
@@ -258,25 +272,98 @@ async def test_client_id_of_a_scheduled_send_survives_compaction(tmp_path: Path)
         assert await alice.call("send", **params) == {"message": posted}
 
 
-async def test_unfinished_compaction_file_is_removed_and_nothing_is_lost(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A partial events.log.compacting beside an intact log is removed at start, with a warning."""
+async def stopped_with_state_built(
+    tmp_path: Path,
+) -> tuple[Config, Clock, dict[str, Any], dict[str, Any]]:
+    """A stopped server's config and clock, with ``build_state`` in its state folder;
+    what was built, and the ``picture`` of it."""
     clock = Clock()
     config = config_in(tmp_path, report_threshold=2)
     async with run_server(config, clock) as running:
         built = await build_state(running.url, clock)
         before = await picture(running.url, built["tokens"])
+    return config, clock, built, before
+
+
+async def test_unfinished_compaction_file_is_removed_and_nothing_is_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A partial events.log.compacting or events.snapshot.writing beside an intact log
+    is removed at start, unread, with a warning."""
+    config, clock, built, before = await stopped_with_state_built(tmp_path)
     whole = (config.state_dir / LOG_FILE).read_bytes()
     aside = config.state_dir / COMPACTING
-    aside.write_bytes(whole[: len(whole) // 2])  # a snapshot cut short by a crash
+    aside.write_bytes(whole[: len(whole) // 2])  # a log cut short by a crash
+    unfinished = config.state_dir / SNAPSHOT_WRITING
+    unfinished.write_bytes(b"messenger-snapshot 99999 1000000 00000000\n{")  # and a snapshot
     with caplog.at_level(logging.WARNING, logger="messenger.server"):
         async with run_server(config, clock) as running:
             assert not aside.exists()
+            assert not unfinished.exists()
             assert await picture(running.url, built["tokens"]) == before
     assert "unfinished compaction" in caplog.text
+    assert "unfinished snapshot" in caplog.text
     async with run_server(config, clock) as running:
         assert await picture(running.url, built["tokens"]) == before
+
+
+async def test_a_crash_between_the_snapshot_and_the_cut_applies_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    """The snapshot saved, the log not cut yet (a crash between the two): the records
+    the snapshot covers are skipped, and every read is the same."""
+    config, clock, built, before = await stopped_with_state_built(tmp_path)
+    uncut = (config.state_dir / LOG_FILE).read_bytes()
+    async with run_server(config, clock):  # compacts at start: a snapshot, an empty log
+        pass
+    snapshot = stored_snapshot(config)
+    assert snapshot is not None
+    assert snapshot.cursor == orjson.loads(uncut.splitlines()[-1][9:])["c"]
+    (config.state_dir / LOG_FILE).write_bytes(uncut)  # as if the cut never happened
+    async with run_server(config, clock) as running:
+        assert await picture(running.url, built["tokens"]) == before
+        async with connected(running.url) as bob:
+            await bob.call("login", user="bob", token=built["tokens"]["bob"])
+            sent = await post(bob, "general", "after")
+            assert sent["seq"] == 6
+
+
+def legacy_log(config: Config) -> bytes:
+    """The log as compaction wrote it before snapshots were kept apart: the snapshot's
+    events, without cursors, at the head, then the events after it."""
+    state = State(config.history_size, config.rate_period * 1000, config.quotas)
+    for record in log_records(config):
+        cursor = record.pop("c")
+        state.apply(from_record(record))
+        assert state.cursor == cursor
+    head = [to_record(event) for event in snapshot_events(state)]
+    return b"".join(encode_record(record) for record in head)
+
+
+async def test_a_log_with_its_snapshot_at_the_head_still_starts(tmp_path: Path) -> None:
+    """A state folder from before snapshots were kept apart (``*Restored`` records at the
+    head of the log) starts with every read the same, and its next compaction moves
+    the snapshot out of the log."""
+    config, clock, built, before = await stopped_with_state_built(tmp_path)
+    path = config.state_dir / LOG_FILE
+    old = legacy_log(config)
+    path.write_bytes(old)
+    assert stored_snapshot(config) is None
+    assert b"ChatRestored" in old
+    assert b'"c":' not in old
+    async with run_server(config, clock) as running:
+        assert await picture(running.url, built["tokens"]) == before
+        async with connected(running.url) as bob:
+            await bob.call("login", user="bob", token=built["tokens"]["bob"])
+            await post(bob, "general", "after")
+    assert stored_snapshot(config) is None  # nothing compacted it yet: still the old head
+    assert b"ChatRestored" in path.read_bytes()
+    async with run_server(config, clock) as running:  # this start compacts
+        assert stored_snapshot(config) is not None
+        assert all("c" in record for record in log_records(config))
+        async with connected(running.url) as bob:
+            await bob.call("login", user="bob", token=built["tokens"]["bob"])
+            assert texts(await whole_history(bob, "general"))[-1] == "after"
 
 
 # -- a SIGKILL in the middle of a compaction --------------------------------------
@@ -314,7 +401,7 @@ class KillOnCompaction(threading.Thread):
 
 
 async def test_sigkill_during_compaction_keeps_every_acknowledged_send(tmp_path: Path) -> None:
-    """A server SIGKILLed while it writes a compaction keeps every send it acknowledged."""
+    """A server SIGKILLed while it writes a snapshot keeps every send it acknowledged."""
     state_dir = tmp_path / "state"
     compact_bytes = 2 * 2**20
     text = "x" * 4000
@@ -327,7 +414,7 @@ async def test_sigkill_during_compaction_keeps_every_acknowledged_send(tmp_path:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )
-    killer = KillOnCompaction(process.pid, state_dir / COMPACTING)
+    killer = KillOnCompaction(process.pid, state_dir / SNAPSHOT_WRITING)
     try:
         assert process.stdout is not None
         line = await asyncio.wait_for(process.stdout.readline(), 20)
@@ -361,6 +448,7 @@ async def test_sigkill_during_compaction_keeps_every_acknowledged_send(tmp_path:
         await alice.call("login", user="alice", token=token)
         kept = await whole_history(alice, "general")
     assert not (state_dir / COMPACTING).exists()
+    assert not (state_dir / SNAPSHOT_WRITING).exists()
     assert {m["id"] for m in acknowledged} <= {m["id"] for m in kept}
     # One connection's sends are decided in order: what is kept is a prefix of them.
     assert [t.split()[0] for t in texts(kept)] == [f"m{n}" for n in range(len(kept))]
@@ -381,9 +469,9 @@ async def test_a_compaction_reads_in_slices_and_holds_requests_meanwhile(
         store = running.service.log
         write = store.compact
 
-        def counted(head: list[dict[str, Any]]) -> asyncio.Future[None]:
+        def counted(snapshot: Snapshot) -> asyncio.Future[None]:
             ticks_when_written.append(ticks)
-            return write(head)
+            return write(snapshot)
 
         monkeypatch.setattr(store, "compact", counted)
         compacting = asyncio.create_task(running.service.compact())

@@ -196,6 +196,18 @@ def test_unknown_record_type_is_refused() -> None:
         from_record({"type": "MessageTeleported", "at": 1})
 
 
+def test_a_record_with_a_field_its_event_does_not_have_is_refused() -> None:
+    """A field this code does not know (a newer server's record) raises TypeError naming
+    it, rather than being dropped; the cursor ``c`` is not a field, and is ignored."""
+    record = to_record(UserRegistered(UserName("alice"), "hash", 1)) | {"c": 7}
+    assert from_record(record) == UserRegistered(UserName("alice"), "hash", 1)
+    assert record["c"] == 7  # the record is left as it was
+    with pytest.raises(TypeError, match="'colour'"):
+        from_record(record | {"colour": "blue"})
+    with pytest.raises(KeyError, match="'password_hash'"):
+        from_record({"type": "UserRegistered", "user": "alice", "at": 1})
+
+
 # -- the rules --------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from websockets.asyncio.client import connect
 
 from server.app import LOG_FILE, run_server
 from server.auth import LoginThrottle
+from server.cli import parse_args
 from server.log import LogCorrupted, encode_record
 from tests.server.extras_support import Clock, chat_of, config_in, error_of, post
 from tests.server.test_chats import login_collecting
@@ -506,3 +507,47 @@ async def test_range_params_say_their_bounds_in_errors_and_in_the_openrpc_docume
         schemas = {param["name"]: param["schema"] for param in history["params"]}
         assert schemas["limit"] == {"type": "integer", "minimum": 1, "maximum": 100}
         assert schemas["before"] == {"type": "integer", "minimum": 0}
+
+
+# -- devices -------------------------------------------------------------------------
+
+
+async def test_a_user_keeps_at_most_max_devices_the_oldest_idle_go_first(tmp_path: Path) -> None:
+    """Each password login makes a device; past ``max_devices`` the oldest devices not
+    connected are revoked (their tokens refused, their connections none), connected
+    ones are kept, and with every device connected a new login is refused (-32004).
+    Before, devices piled up without end in memory, on disk and in `status`."""
+    async with (
+        run_server(config_in(tmp_path, max_devices=3), Clock()) as running,
+        user_device(running.url, "alice") as first,
+    ):
+        tokens = []
+        for _ in range(2):  # two more, not kept connected
+            async with user_device(running.url, "alice", register=False) as other:
+                tokens.append(other.token)
+        await _until_connected(first, 1)  # the server has seen the two go
+        async with user_device(running.url, "alice", register=False) as fourth:
+            status = await fourth.call("status")
+            kept = [device["device"] for device in status["devices"]]
+            assert len(kept) == 3
+            assert first.token is not None
+            # The oldest idle one went; the connected first one stayed.
+            async with connected(running.url) as probe:
+                error = await error_of(probe, "login", user="alice", token=tokens[0])
+                assert error.code == -32001
+                assert (await probe.call("login", user="alice", token=tokens[1]))["user"]
+            await _until_connected(first, 2)
+            async with user_device(running.url, "alice", register=False) as fifth:
+                assert len((await fifth.call("status"))["devices"]) == 3
+                async with connected(running.url) as sixth:
+                    error = await error_of(sixth, "login", user="alice", password="password1")
+                    assert error.code == -32004  # all three connected
+            assert (await first.call("status"))["user"] == "alice"
+    assert parse_args(["--max-devices", "7"]).max_devices == 7
+
+
+async def _until_connected(peer: Peer, count: int) -> None:
+    """Until ``status`` shows ``count`` of the user's devices connected."""
+    async with asyncio.timeout(10):
+        while sum(d["online"] for d in (await peer.call("status"))["devices"]) != count:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)

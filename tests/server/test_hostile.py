@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import resource
 import socket
@@ -525,6 +526,48 @@ async def test_metrics_in_prometheus_text_format(tmp_path: Path) -> None:
         assert await metric(running, "messenger_fsync_seconds_count") >= 1
         assert await metric(running, "messenger_fanout_bytes_total") > 0
         assert await metric(running, 'messenger_connections{state="logged_in"}') == 1
+
+
+async def test_metrics_are_for_this_machine_or_a_bearer_of_the_token(tmp_path: Path) -> None:
+    """Without --metrics-token, /metrics answers clients on this machine only (a client
+    behind a trusted proxy counts as where it is); with one, only `Bearer <token>`,
+    from anywhere. Before, anyone who could reach the port read the figures."""
+    remote = {"X-Forwarded-For": "203.0.113.9"}
+    config = dataclasses.replace(config_in(tmp_path), trusted_proxies=frozenset({"127.0.0.1"}))
+    async with run_server(config, Clock()) as running:
+        assert (await http_get(running, "/metrics")).status == 200  # this machine
+        refused = await http_get(running, "/metrics", remote)
+        assert refused.status == 403
+        assert b"--metrics-token" in refused.body
+    config = dataclasses.replace(config, metrics_token="s3cret-token")
+    async with run_server(config, Clock()) as running:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+            reply = await http_get(running, "/metrics", headers)
+            assert reply.status == 401, headers
+            assert reply.headers["www-authenticate"].startswith("Bearer")
+        right = {**remote, "Authorization": "Bearer s3cret-token"}
+        reply = await http_get(running, "/metrics", right)
+        assert reply.status == 200
+        assert b"messenger_connections" in reply.body
+    assert parse_args(["--metrics-token", "t0ken"]).metrics_token == "t0ken"
+
+
+async def test_metrics_count_an_ipv4_mapped_loopback_client_as_this_machine(
+    tmp_path: Path,
+) -> None:
+    """A dual-stack proxy names a client of this machine ``::ffff:127.0.0.1``: that is
+    this machine, as ``127.0.0.1`` and ``::1`` are; ``::ffff:`` before another address
+    is not. On main the first got 403 (Python 3.11's ``is_loopback`` says False)."""
+    config = dataclasses.replace(config_in(tmp_path), trusted_proxies=frozenset({"127.0.0.1"}))
+    async with run_server(config, Clock()) as running:
+        for client, status in [
+            ("::ffff:127.0.0.1", 200),
+            ("::1", 200),
+            ("::ffff:203.0.113.9", 403),
+            ("::ffff:7f00:1", 200),
+        ]:
+            reply = await http_get(running, "/metrics", {"X-Forwarded-For": client})
+            assert reply.status == status, client
 
 
 # -- file descriptors ----------------------------------------------------------------

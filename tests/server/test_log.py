@@ -16,6 +16,7 @@ import pytest
 
 from server.config import FsyncPolicy
 from server.log import EventLog, LogCorrupted, LogFailed, encode_record, read_records
+from server.store import Snapshot
 
 LogFactory = Callable[[Path], EventLog]
 LogT = TypeVar("LogT", bound=EventLog)
@@ -147,22 +148,24 @@ async def test_cancelled_barrier_leaves_the_append_alone(
     assert list(read_records(path)) == numbered(1)
 
 
-async def test_compaction_replaces_the_records_by_the_head(
+async def test_compaction_saves_the_snapshot_and_empties_the_log(
     make_log: LogFactory, tmp_path: Path
 ) -> None:
-    """After compact(head) the log replays as head plus what was appended after it."""
+    """After compact(snapshot) the snapshot is kept beside the log, and the log replays
+    as what was appended after it."""
     path = tmp_path / "events.log"
-    head = [{"type": "Snapshot", "part": n} for n in range(3)]
+    snapshot = Snapshot(b"the state after ten records", 10)
     async with opened(make_log(path)) as log:
         await log.append(numbered(10))
-        await log.compact(head)
-        assert list(read_records(path)) == head
+        await log.compact(snapshot)
+        assert list(read_records(path)) == []
         await log.append(numbered(2, 10))
-    assert list(read_records(path)) == [*head, *numbered(2, 10)]
+    assert list(read_records(path)) == numbered(2, 10)
     assert not path.with_name(path.name + ".compacting").exists()
     async with opened(make_log(path)) as log:
+        assert log.snapshots.read() == snapshot
         await log.append(numbered(1, 12))
-    assert list(read_records(path)) == [*head, *numbered(3, 10)]
+    assert list(read_records(path)) == numbered(3, 10)
 
 
 async def test_compaction_splits_appends_issued_around_it(
@@ -170,13 +173,12 @@ async def test_compaction_splits_appends_issued_around_it(
 ) -> None:
     """Records appended before compact() was called are replaced; those after it are kept."""
     path = tmp_path / "events.log"
-    head = [{"type": "Snapshot", "of": "0-4"}]
     async with opened(make_log(path)) as log:
         before = [log.append(numbered(1, n)) for n in range(5)]
-        compacted = log.compact(head)
+        compacted = log.compact(Snapshot(b"0-4", 5))
         after = [log.append(numbered(1, n)) for n in range(5, 8)]
         await asyncio.gather(*before, compacted, *after)
-    assert list(read_records(path)) == [*head, *numbered(3, 5)]
+    assert list(read_records(path)) == numbered(3, 5)
 
 
 # -- group commit ---------------------------------------------------------------
@@ -364,3 +366,42 @@ def test_record_line_format_is_checksum_space_json_newline() -> None:
     """A stored line is 8 hex digits of crc32, a space, the compact JSON, a newline."""
     body = b'{"type":"T","n":1}'
     assert encode_record({"type": "T", "n": 1}) == b"%08x %b\n" % (zlib.crc32(body), body)
+
+
+# -- the snapshot file -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["a bit flipped", "cut short", "no header"])
+def test_a_damaged_snapshot_file_is_refused_naming_it(tmp_path: Path, damage: str) -> None:
+    """A snapshot file whose data does not match its header (size, crc32) stops the
+    start naming the file: the records it covers are gone from the log, so going on
+    without it would lie."""
+    snapshots = EventLog(tmp_path / "events.log").snapshots
+    snapshots.write(Snapshot(b"the state " * 1000, 42))
+    data = bytearray(snapshots.path.read_bytes())
+    if damage == "a bit flipped":
+        data[-100] ^= 0x01
+    elif damage == "cut short":
+        del data[-100:]
+    else:
+        data = data[data.index(b"\n") + 1 :]
+    snapshots.path.write_bytes(data)
+    with pytest.raises(LogCorrupted) as caught:
+        snapshots.read()
+    assert str(snapshots.path) in str(caught.value)
+    assert "refusing to start" in str(caught.value)
+
+
+async def test_an_unfinished_snapshot_is_removed_unread(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A snapshot still being written when the process died (``.writing``) is never
+    loaded: the previous snapshot is."""
+    snapshots = EventLog(tmp_path / "events.log").snapshots
+    snapshots.write(Snapshot(b"previous", 3))
+    unfinished = snapshots.path.with_name(snapshots.path.name + ".writing")
+    unfinished.write_bytes(b"messenger-snapshot 9 100 00000000\nnew but cut")
+    with caplog.at_level(logging.WARNING):
+        assert await snapshots.load() == Snapshot(b"previous", 3)
+    assert not unfinished.exists()
+    assert "unfinished snapshot" in caplog.text

@@ -27,6 +27,7 @@ from server.log import (
     encode_record,
     fsync_directory,
 )
+from server.store import Snapshot
 
 
 class SeenDisk:
@@ -174,36 +175,27 @@ async def test_appended_counts_records_written_since_open(tmp_path: Path) -> Non
         assert log.size == path.stat().st_size
 
 
-async def test_a_compaction_is_wanted_past_the_threshold_and_twice_the_last_one(
+async def test_a_compaction_is_wanted_once_the_log_passes_the_snapshot_and_the_threshold(
     tmp_path: Path,
 ) -> None:
-    """Wanted once the file is larger than both the threshold and twice its size right
-    after the last compaction; at exactly either, not yet."""
+    """Wanted once the log is larger than its snapshot and than what the threshold
+    leaves beside the snapshot; at exactly either, not yet."""
     path = tmp_path / "events.log"
     async with log_on(path, FsyncPolicy.ALWAYS, SeenDisk()) as log:
-        await log.compact([{"head": "x" * 40}])
-        head = log.size
-        assert log.compacted_size == head
-        pad = head - len(encode_record({"pad": ""}))
-        await log.append([{"pad": "y" * pad}])  # a line as long as the head
-        assert log.size == 2 * head
+        await log.compact(Snapshot(b"x" * 400, 0))
+        snap = log.snapshots.size
+        assert snap > 400
+        assert log.size == 0
+        pad = snap - len(encode_record({"pad": ""}))
+        await log.append([{"pad": "y" * pad}])  # a log as long as the snapshot
+        assert log.size == snap
         assert not log.wants_compaction(0)
-        assert not log.wants_compaction(2 * head)
+        assert not log.wants_compaction(2 * snap)
+        extra = len(encode_record({}))
         await log.append([{}])
-        assert log.wants_compaction(2 * head)
-        assert not log.wants_compaction(2 * head + 12)
-
-
-async def test_a_head_of_more_than_4096_records_is_written_whole(tmp_path: Path) -> None:
-    """A snapshot is written in slices of 4096 records: all 5000 come back, in order."""
-    path = tmp_path / "events.log"
-    head = [{"n": n} for n in range(5000)]
-    async with log_on(path, FsyncPolicy.ALWAYS, SeenDisk()) as log:
-        await log.compact(head)
-        await log.append([{"n": 5000}])
-    async with log_on(path, FsyncPolicy.ALWAYS, SeenDisk()) as log:
-        records = [record async for chunk in log.records() for record in chunk]
-    assert records == [{"n": n} for n in range(5001)]
+        assert log.wants_compaction(0)
+        assert log.wants_compaction(2 * snap + extra - 1)
+        assert not log.wants_compaction(2 * snap + extra)
 
 
 # -- what a log holds while open, and lets go of at close ---------------------------------
@@ -229,8 +221,8 @@ async def test_close_leaves_no_descriptor_thread_or_task(tmp_path: Path) -> None
     fds, threads, tasks = len(os.listdir("/proc/self/fd")), log_threads(), log_tasks()
     async with log_on(tmp_path / "events.log", FsyncPolicy.BATCH, SeenDisk()) as log:
         await log.append([{"n": 1}])
-        await log.compact([{"n": 1}])
-        await log.compact([{"n": 1}])
+        await log.compact(Snapshot(b"{}", 1))
+        await log.compact(Snapshot(b"{}", 1))
         assert len(log_tasks()) == len(tasks) + 2  # the writer and the syncer
     assert len(os.listdir("/proc/self/fd")) == fds
     assert (log_threads(), log_tasks()) == (threads, tasks)
@@ -239,13 +231,16 @@ async def test_close_leaves_no_descriptor_thread_or_task(tmp_path: Path) -> None
 async def test_a_compaction_fsyncs_the_new_file_then_the_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The head is fsynced before the rename, the directory after it (the new name
-    must survive a power cut)."""
+    """The snapshot is fsynced before its rename, the directory after it, and only
+    then is the log cut: its empty successor fsynced, renamed, the directory fsynced
+    (each new name must survive a power cut)."""
     path = tmp_path / "events.log"
     async with log_on(path, FsyncPolicy.NEVER, OS_DISK) as log:
         with os_fsyncs(monkeypatch) as synced:
-            await log.compact([{"n": 1}])
-    assert synced[:2] == [str(path) + ".compacting", str(tmp_path)]
+            await log.compact(Snapshot(b"{}", 1))
+        snapshot = str(log.snapshots.path)
+    directory = str(tmp_path)
+    assert synced[:4] == [snapshot + ".writing", directory, str(path) + ".compacting", directory]
 
 
 async def test_an_empty_append_costs_no_fsync(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 from server.app import LOG_FILE, run_server
 from server.config import Config, FsyncPolicy
 from server.log import EventLog
+from server.store import Snapshot
 from tests.server.extras_support import Clock, config_in, post
 from tests.wsclient import Peer, RpcError, connected, user_device
 
@@ -122,15 +123,18 @@ async def test_close_makes_what_is_still_queued_durable(tmp_path: Path) -> None:
 
 
 async def test_a_compacted_log_is_durable_before_the_compaction_is_done(tmp_path: Path) -> None:
-    """Once compact's future is done, a power cut keeps the whole new log: the snapshot
-    written aside was flushed and fsynced before it replaced the old file."""
+    """Once compact's future is done, a power cut keeps the snapshot whole and the cut
+    log: the snapshot written aside was fsynced before it replaced the old one."""
     disk = PowerCutDisk()
     log = EventLog(tmp_path / "events.log", FsyncPolicy.NEVER, disk=disk)
     log.open()
     try:
         await log.append([{"type": "T", "n": n} for n in range(3)])
-        await log.compact([{"type": "Head", "n": n} for n in range(4100)])  # a small last chunk
+        snapshot = Snapshot(b"x" * 3 * 2**20, 3)
+        await log.compact(snapshot)
+        assert disk.lose_unsynced(log.snapshots.path) == 0
         assert disk.lose_unsynced(log.path) == 0
+        assert log.snapshots.read() == snapshot
     finally:
         await log.close()
 

@@ -355,29 +355,17 @@ async def test_every_call_waits_for_the_store_to_settle_errors_too() -> None:
     assert len(settled) == 2
 
 
-async def test_a_forwarded_method_is_checked_here_and_answered_by_the_writer() -> None:
-    """In cluster mode a method the writer decides is validated locally (bad params never
-    travel) and answered by ``forward``."""
+async def test_a_method_the_writer_decides_still_runs_its_handler_here() -> None:
+    """In cluster mode ``forwards`` only orders batches: the handler runs here, params
+    validated here (its command goes to the writer from the executor, issue 7)."""
     rpc = dispatcher()
-    forwarded: list[dict[str, Any]] = []
-
-    async def forward(session: Any, request: dict[str, Any]) -> dict[str, Any]:
-        forwarded.append(request)
-        return {"jsonrpc": "2.0", "result": {"from": "writer"}, "id": request["id"]}
-
-    rpc.forward = forward
     rpc.forwards = lambda name: name == "toy.either"
     good = await rpc.handle(None, rpc.parse(orjson.dumps(call("toy.either", left=1))))
     assert good is not None
-    assert orjson.loads(good)["result"] == {"from": "writer"}
+    assert orjson.loads(good)["result"] == {"left": 1, "right": None}
     bad = await rpc.handle(None, rpc.parse(orjson.dumps(call("toy.either"))))
     assert bad is not None
     assert orjson.loads(bad)["error"]["code"] == -32602
-    assert len(forwarded) == 1
-    here = await rpc.handle(None, rpc.parse(orjson.dumps(call("toy.open"))))
-    assert here is not None
-    assert orjson.loads(here)["result"] == {"open": True}
-    assert len(forwarded) == 1
 
 
 async def steps_of(batch: list[dict[str, Any]], forwards: str | None = None) -> list[str]:
@@ -385,11 +373,6 @@ async def steps_of(batch: list[dict[str, Any]], forwards: str | None = None) -> 
     toy = Toy()
     rpc = Dispatcher(registry(toy), lambda session: True)
     if forwards is not None:
-
-        async def forward(session: Any, request: dict[str, Any]) -> dict[str, Any]:
-            return await rpc.registry.methods["toy.step"].handler(session, **request["params"])
-
-        rpc.forward = forward
         rpc.forwards = lambda name: name == forwards
     await rpc.handle(None, rpc.parse(orjson.dumps(batch)))
     return toy.steps

@@ -4,6 +4,7 @@ against a real server: calls and errors, events each cursor once, reconnect with
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -145,6 +146,107 @@ async def test_reconnect_resumes_with_since(page: Page, server: WebServer) -> No
         "() => seen.filter(([m]) => m === 'message').map(([, , p]) => p.message.text)"
     )
     assert texts == ["while away"]
+
+
+async def test_a_silent_connection_is_noticed_and_resumed(page: Page, server: WebServer) -> None:
+    """A browser never sees the server's pings: when its connection goes silent (the
+    path died, the socket still looks open), the heartbeat notices within idle +
+    timeout, reconnects, and resumes with `since`, missing nothing."""
+    await page.evaluate(
+        """async ([user, password]) => {
+          const protocol = await import("/assets/protocol.js");
+          // A socket whose path can die without a close: while `window.deaf`, nothing
+          // goes out and nothing comes in.
+          window.deaf = false;
+          class Flaky extends WebSocket {
+            constructor(url) {
+              super(url);
+              this.addEventListener("message", (m) => {
+                if (window.deaf) m.stopImmediatePropagation();
+              });
+            }
+            set onmessage(f) { this.addEventListener("message", f); }
+            send(data) { if (!window.deaf) super.send(data); }
+          }
+          const c = new protocol.Connection(`ws://${location.host}/`, {
+            backoff: [50], WebSocket: Flaky, heartbeat: {idle: 200, timeout: 300}});
+          window.hb = c;
+          window.hbStates = [];
+          window.hbSeen = [];
+          c.on("state", (s) => window.hbStates.push(s));
+          c.on("event", (method, params) => window.hbSeen.push([method, params]));
+          await c.signIn({user, password, register: true});
+        }""",
+        ["pj_silent", PASSWORD],
+    )
+    await page.evaluate("() => { window.deaf = true; window.hbStates = []; }")
+    async with user_device(server.url, "pj_silent", register=False) as twin:
+        await twin.call("send", chat="general", text="said while it was deaf")
+        await page.wait_for_function("() => hbStates.includes('offline')")
+        # Still deaf: the heartbeat took the silence for a dead connection on its own.
+        await page.evaluate("() => { window.deaf = false; }")
+        await page.wait_for_function("() => hb.state === 'online'")
+    texts = await page.evaluate(
+        "() => hbSeen.filter(([m]) => m === 'message').map(([, p]) => p.message.text)"
+    )
+    assert texts == ["said while it was deaf"]
+    await page.evaluate("() => hb.stop()")
+
+
+async def test_a_slow_probe_reply_on_a_connection_that_is_talking_keeps_it(
+    page: Page, server: WebServer
+) -> None:
+    """The heartbeat's probe answered late (behind a slow call on that connection)
+    while events keep arriving: the connection is alive, and is kept. On main it was
+    closed and reconnected because that one reply was late, though frames came in
+    all along."""
+    await page.evaluate(
+        """async ([user, password]) => {
+          const protocol = await import("/assets/protocol.js");
+          // The reply to each `unread` comes 1 s late; everything else at once.
+          window.probes = 0;
+          window.answered = 0;
+          class Slow extends WebSocket {
+            constructor(url) {
+              super(url);
+              this.addEventListener("message", (m) => {
+                const id = JSON.parse(m.data).id;
+                if (id === undefined || !this.late?.has(id)) return;
+                m.stopImmediatePropagation();
+                this.late.delete(id);
+                setTimeout(() => { window.answered += 1; this.deliver(m.data); }, 1000);
+              });
+            }
+            set onmessage(f) {
+              this.deliver = f && ((data) => f({data}));
+              this.addEventListener("message", f);
+            }
+            send(data) {
+              const request = JSON.parse(data);
+              if (request.method === "unread") {
+                window.probes += 1;
+                (this.late ??= new Set()).add(request.id);
+              }
+              super.send(data);
+            }
+          }
+          const c = new protocol.Connection(`ws://${location.host}/`, {
+            backoff: [50], WebSocket: Slow, heartbeat: {idle: 200, timeout: 300}});
+          window.hb = c;
+          window.hbStates = [];
+          c.on("state", (s) => window.hbStates.push(s));
+          await c.signIn({user, password, register: true});
+          window.hbStates = [];
+        }""",
+        ["pj_talking", PASSWORD],
+    )
+    async with user_device(server.url, "pj_talking", register=False) as twin:
+        await page.wait_for_function("() => probes >= 1")
+        while await page.evaluate("() => answered") < 1:  # events all along the wait
+            await twin.call("send", chat="general", text="still here")
+            await asyncio.sleep(0.05)
+    assert await page.evaluate("() => hbStates") == []  # main: ['offline', ...]
+    await page.evaluate("() => hb.stop()")
 
 
 async def test_send_lost_in_flight_is_posted_once(page: Page, server: WebServer) -> None:

@@ -1,0 +1,225 @@
+"""The decisions driven directly: a state folded from events, a fixed ``now`` and
+counted ids. No server, no sockets, no clock."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from server.auth import token_hash
+from server.domain import commands
+from server.domain.commands import (
+    AddComment,
+    Command,
+    CreateGroup,
+    CreateLink,
+    DecideRequest,
+    Edit,
+    Join,
+    MoveReadMarker,
+    Report,
+    Send,
+)
+from server.domain.decisions import Policy, decide
+from server.domain.events import (
+    DeviceAuthorized,
+    Event,
+    GroupCreated,
+    JoinLinkCreated,
+    JoinRequested,
+    MemberJoined,
+    MessagePosted,
+    MessageScheduled,
+    ReadMarkerMoved,
+    UserRegistered,
+)
+from server.domain.model import ChatId, CommentId, DeviceId, MessageId, ScheduledId, UserName
+from server.domain.state import State
+from server.errors import NotFound, Unauthenticated
+
+MINUTE = 60_000
+NOW = 10 * MINUTE
+POLICY = Policy(message_ttl_ms=MINUTE, rate_limit=100, report_threshold=2, ban_ms=MINUTE)
+
+
+class CountedIds:
+    """``Ids`` that count: the same sequence every time."""
+
+    def __init__(self) -> None:
+        self.count = itertools.count(1)
+
+    def message(self) -> MessageId:
+        return MessageId(f"m{next(self.count)}")
+
+    def chat(self) -> ChatId:
+        return ChatId(f"d{next(self.count)}")
+
+    def group(self) -> ChatId:
+        return ChatId(f"g{next(self.count)}")
+
+    def scheduled(self) -> ScheduledId:
+        return ScheduledId(f"s{next(self.count)}")
+
+    def comment(self) -> CommentId:
+        return CommentId(f"c{next(self.count)}")
+
+    def link(self) -> str:
+        return f"link{next(self.count)}"
+
+
+def folded(*events: Event) -> State:
+    state = State(history_size=20)
+    for event in events:
+        state.apply(event)
+    return state
+
+
+def user(name: str, at: int = 0) -> list[Event]:
+    return [
+        UserRegistered(UserName(name), f"hash-{name}", at, 0),
+        DeviceAuthorized(UserName(name), DeviceId(f"{name}-d"), "phone", f"token-{name}", at),
+    ]
+
+
+ALICE, BOB = UserName("alice"), UserName("bob")
+A, B = DeviceId("alice-d"), DeviceId("bob-d")
+
+
+def applied(state: State, command: Command, now: int = NOW) -> tuple[list[Event], dict[str, Any]]:
+    decision = decide(state, command, now, CountedIds(), POLICY)
+    for event in decision.events:
+        state.apply(event)
+    return list(decision.events), decision.reply(state)
+
+
+def test_a_send_decided_twice_gives_the_same_events_and_changes_nothing() -> None:
+    """A decision is pure: the state is untouched, and deciding again repeats it."""
+    state = folded(*user("alice"))
+    command = Send(ALICE, A, "hello", chat="general", client_id="k1")
+    first = decide(state, command, NOW, CountedIds(), POLICY)
+    second = decide(state, command, NOW, CountedIds(), POLICY)
+    assert first.events == second.events
+    assert state.cursor == 2
+    assert not state.messages
+    (posted,) = first.events
+    assert isinstance(posted, MessagePosted)
+    assert (posted.message, posted.seq, posted.expires_at) == ("m1", 1, NOW + MINUTE)
+
+
+def test_the_reply_shows_the_state_the_events_made() -> None:
+    """The message view of a send is read from the state after its events."""
+    state = folded(*user("alice"), *user("bob"))
+    events, reply = applied(state, Send(ALICE, A, "hi @bob", to="bob"))
+    assert [type(e).__name__ for e in events] == ["DirectChatOpened", "MessagePosted"]
+    assert reply["message"] == {
+        "id": "m2",
+        "chat": "d1",
+        "seq": 1,
+        "author": "alice",
+        "text": "hi @bob",
+        "ts": NOW,
+        "expires_at": NOW + MINUTE,
+        "file": None,
+        "comments": 0,
+        "edited_at": None,
+        "mentions": [],
+    }
+
+
+def test_a_repeated_client_id_answers_the_first_result_without_events() -> None:
+    """send with a client_id already used: no event, the first message's view."""
+    state = folded(*user("alice"))
+    _, first = applied(state, Send(ALICE, A, "once", chat="general", client_id="k"))
+    decision = decide(
+        state, Send(ALICE, A, "once", chat="general", client_id="k"), NOW, CountedIds(), POLICY
+    )
+    assert decision.events == ()
+    assert decision.reply(state) == first
+
+
+def test_a_send_later_is_scheduled() -> None:
+    """send_at in the future: a MessageScheduled and the scheduled view."""
+    state = folded(*user("alice"))
+    events, reply = applied(state, Send(ALICE, A, "later", chat="general", send_at=NOW + MINUTE))
+    assert isinstance(events[0], MessageScheduled)
+    assert reply["scheduled"] == {
+        "id": "s1",
+        "chat": "general",
+        "text": "later",
+        "file": None,
+        "send_at": NOW + MINUTE,
+    }
+
+
+def test_a_logged_out_device_is_refused() -> None:
+    """A command from a device that is not (or no longer) the user's: -32001."""
+    state = folded(*user("alice"))
+    with pytest.raises(Unauthenticated):
+        decide(state, Send(ALICE, DeviceId("gone"), "x", chat="general"), NOW, CountedIds(), POLICY)
+
+
+def test_read_marker_reply_with_and_without_an_event() -> None:
+    """read moves the marker forward only; a backward read answers the marker as is."""
+    state = folded(*user("alice"), *user("bob"))
+    applied(state, Send(BOB, B, "one", chat="general"))
+    events, reply = applied(state, MoveReadMarker(ALICE, A, "general", 1))
+    assert events == [ReadMarkerMoved(ALICE, ChatId("general"), 1, NOW)]
+    assert reply == {"chat": "general", "read_seq": 1}
+    events, reply = applied(state, MoveReadMarker(ALICE, A, "general", 0))
+    assert events == []
+    assert reply == {"read_seq": 1, "chat": "general"}
+
+
+def test_groups_links_and_requests() -> None:
+    """create, link, join by link, approve: the events and the replies."""
+    state = folded(*user("alice"), *user("bob"))
+    events, reply = applied(state, CreateGroup(ALICE, A, "team"))
+    assert events == [GroupCreated(ChatId("g1"), ALICE, "team", NOW)]
+    assert reply["chat"]["id"] == "g1"
+    assert reply["chat"]["owner"] == "alice"
+    events, reply = applied(state, CreateLink(ALICE, A, "g1"))
+    assert reply == {"link": "link1"}
+    assert events == [JoinLinkCreated(ChatId("g1"), token_hash("link1"), NOW)]
+    events, reply = applied(state, Join(BOB, B, "link1"))
+    assert events == [JoinRequested(ChatId("g1"), BOB, NOW)]
+    assert reply == {"status": "pending", "chat": {"id": "g1", "title": "team"}}
+    with pytest.raises(NotFound):  # not a member yet: cannot tell the group from none
+        decide(state, DecideRequest(BOB, B, "g1", "bob", True), NOW, CountedIds(), POLICY)
+    events, _ = applied(state, DecideRequest(ALICE, A, "g1", "bob", True))
+    assert events == [MemberJoined(ChatId("g1"), BOB, NOW)]
+
+
+def test_comments_and_edits_of_an_expired_message_are_not_found() -> None:
+    """A message whose expires_at has passed is gone for every decision."""
+    state = folded(*user("alice"))
+    applied(state, Send(ALICE, A, "short-lived", chat="general"), now=0)
+    _, reply = applied(state, AddComment(ALICE, A, "m1", "nice"), now=MINUTE - 1)
+    assert reply["comment"]["id"] == "c1"
+    later = MINUTE  # expires_at == now: over
+    for command in (AddComment(ALICE, A, "m1", "late"), Edit(ALICE, A, "m1", "new")):
+        with pytest.raises(NotFound):
+            decide(state, command, later, CountedIds(), POLICY)
+
+
+def test_reports_ban_at_the_threshold() -> None:
+    """Two distinct reporters (with weight) ban the user: the reply says it counted."""
+    state = folded(*user("alice"), *user("bob"), *user("carol"))
+    events, reply = applied(state, Report(ALICE, A, "carol", "spam"))
+    assert reply == {"counted": True}
+    assert len(events) == 1
+    events, reply = applied(state, Report(BOB, B, "carol"))
+    assert [type(e).__name__ for e in events] == ["UserReported", "UserBanned"]
+
+
+def test_commands_travel_as_records() -> None:
+    """A command goes to the writer as a JSON-ready record and comes back equal."""
+    for command in (
+        Send(ALICE, A, "t", chat="general", send_at=5, client_id="c"),
+        DecideRequest(ALICE, A, "g1", "bob", False),
+        Report(ALICE, A, "bob", None),
+    ):
+        assert commands.from_record(commands.to_record(command)) == command
+    with pytest.raises(KeyError):
+        commands.from_record({"type": "Shutdown"})
