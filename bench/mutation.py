@@ -500,6 +500,9 @@ def main() -> None:
     )
     parser.add_argument("--report", type=Path, help="print the score of a --json file and stop")
     args = parser.parse_args()
+    # A stopped run (kill, a timeout of its own) must not leave its pytest and the
+    # servers that one started behind: the exit unwinds through _pytest's clean-up.
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     if args.report is not None:
         done = [
             Result(Mutant(**entry["mutant"]), entry["outcome"], entry["tests"], entry["seconds"])

@@ -82,6 +82,25 @@ async def test_appended_records_read_back_in_order_after_a_restart(open_store: O
     assert [r["n"] for r in await read_back(open_store)] == list(range(1, 7))
 
 
+async def test_an_empty_append_is_done_at_once_and_counts_nothing(open_store: Opener) -> None:
+    """append([]) is done before anything is written; ``appended`` counts the records
+    made durable since the store was opened, not the appends."""
+    async with open_store() as store:
+        assert store.append([]).done()
+        assert store.appended == 0
+        await store.append(records(1, 2))
+        await store.append(records(3, 1))
+        assert store.appended == 3
+
+
+async def test_close_writes_what_is_still_queued(open_store: Opener) -> None:
+    """Records appended but not awaited before close are written by the close."""
+    async with open_store() as store:
+        pending = store.append(records(1, 2))
+    assert pending.done()
+    assert [r["n"] for r in await read_back(open_store)] == [1, 2]
+
+
 async def test_the_barrier_waits_for_everything_appended(open_store: Opener) -> None:
     """``barrier`` is done only once every append before it is durable."""
     async with open_store() as store:
