@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
@@ -111,7 +111,7 @@ async def replay(
                         skipped += 1  # else covered by the snapshot (or an older one)
                         continue
                     event = from_record(record)
-                except (TypeError, ValueError, KeyError) as error:
+                except _UNFIT as error:
                     raise LogCorrupted(
                         f"{source}: record {skipped + count + 1}"
                         f"{_at(offset_of, skipped + count)} is not an event: {error}"
@@ -121,7 +121,14 @@ async def replay(
                         f"{source}{_at(offset_of, skipped + count)}: "
                         f"expected cursor {state.cursor + 1}, but got {cursor}"
                     )
-                apply(event)
+                try:
+                    apply(event)
+                except _UNFIT as error:  # well-formed, but not what a writer wrote
+                    raise LogCorrupted(
+                        f"{source}: record {skipped + count + 1}"
+                        f"{_at(offset_of, skipped + count)}, a {type(event).__name__}, "
+                        f"does not fit the state before it: {error!r}"
+                    ) from None
                 tail.append(event)
                 count += 1
     finally:
@@ -289,6 +296,11 @@ async def run_server(
         host, port = server.sockets[0].getsockname()[:2]
         logger.info("messenger %s serving on ws://%s:%d/", __version__, host, port)
         yield Running(host, port, service, node)
+
+
+# What a record of the right shape but with fields of the wrong types (or naming what
+# the state does not hold) raises in the mapper or the fold: a damaged log, not a bug.
+_UNFIT: Final = (TypeError, ValueError, KeyError, AttributeError, IndexError)
 
 
 def _at(offset_of: Callable[[int], int] | None, index: int) -> str:

@@ -1,0 +1,74 @@
+"""Records a start must refuse: well-formed (a valid checksum, a JSON object) but not
+what any writer wrote. The start stops with ``LogCorrupted`` naming the file and the
+record's byte offset, rather than with a bare exception or, worse, going on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from server.app import LOG_FILE, run_server
+from server.config import Config
+from server.log import LogCorrupted, encode_record
+from tests.server.extras_support import Clock, config_in, post
+from tests.wsclient import user_device
+
+
+async def served(config: Config, messages: int) -> None:
+    """A run of the server in which alice posts ``messages`` messages."""
+    async with (
+        run_server(config, Clock()) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        for n in range(messages):
+            await post(alice, "general", f"m{n}")
+
+
+def log_lines(config: Config) -> list[bytes]:
+    return (config.state_dir / LOG_FILE).read_bytes().splitlines(keepends=True)
+
+
+async def refusal(config: Config) -> str:
+    with pytest.raises(LogCorrupted) as caught:
+        async with run_server(config, Clock()):
+            pass
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "unfit",
+    [
+        {"type": "UserSeen", "user": 5, "at": 1},
+        {"type": "ReadMarkerMoved", "user": "alice", "chat": "nope", "seq": 1, "at": 1},
+        {
+            "type": "MessagePosted",
+            "message": "m",
+            "chat": "general",
+            "seq": "9",
+            "author": "alice",
+            "text": "x",
+            "at": 1,
+        },
+    ],
+    ids=["a-name-not-a-string", "a-chat-that-is-not-there", "a-seq-not-a-number"],
+)
+async def test_an_event_the_state_cannot_take_stops_the_start_naming_file_and_offset(
+    tmp_path: Path, unfit: dict[str, Any]
+) -> None:
+    """An event of a known type whose field has the wrong type, or names a chat the state
+    does not hold: LogCorrupted naming the file, the record's offset and its type, not a
+    bare TypeError, KeyError or AttributeError with neither."""
+    config = config_in(tmp_path)
+    await served(config, 2)
+    path = config.state_dir / LOG_FILE
+    offset = path.stat().st_size
+    last = orjson.loads(log_lines(config)[-1][9:])
+    with path.open("ab") as file:
+        file.write(encode_record({**unfit, "c": last["c"] + 1}))
+    message = await refusal(config)
+    assert str(path) in message
+    assert f"byte offset {offset}" in message
+    assert unfit["type"] in message
