@@ -100,15 +100,25 @@ async def replay(
             state.cursor = loaded.cursor
         covered = -1 if loaded is None else loaded.cursor
         fold, apply = state.fold, state.apply
+        head = True  # no record with a cursor read yet
         async for chunk in store.records(loaded):
             for record in chunk:
                 cursor = record.get("c")
                 try:
                     if cursor is None or (cursor <= covered and not count):
-                        if loaded is None:
+                        if cursor is not None:
+                            head = False  # covered by the snapshot: skipped
+                        elif not head or count:
+                            raise LogCorrupted(
+                                f"{source}: record {skipped + count + 1}"
+                                f"{_at(offset_of, skipped + count)} is without a cursor, "
+                                "but follows records with one: only the head of a log "
+                                "written before snapshots were kept apart has none"
+                            )
+                        elif loaded is None:
                             # An older log's snapshot, at its head: folded as before.
                             fold(from_record(record))
-                        skipped += 1  # else covered by the snapshot (or an older one)
+                        skipped += 1
                         continue
                     event = from_record(record)
                 except _UNFIT as error:

@@ -17,11 +17,11 @@ from tests.server.extras_support import Clock, config_in, post
 from tests.wsclient import user_device
 
 
-async def served(config: Config, messages: int) -> None:
+async def served(config: Config, messages: int, register: bool = True) -> None:
     """A run of the server in which alice posts ``messages`` messages."""
     async with (
         run_server(config, Clock()) as running,
-        user_device(running.url, "alice") as alice,
+        user_device(running.url, "alice", register) as alice,
     ):
         for n in range(messages):
             await post(alice, "general", f"m{n}")
@@ -72,3 +72,25 @@ async def test_an_event_the_state_cannot_take_stops_the_start_naming_file_and_of
     assert str(path) in message
     assert f"byte offset {offset}" in message
     assert unfit["type"] in message
+
+
+@pytest.mark.parametrize("compacted", [False, True], ids=["no-snapshot", "after-a-snapshot"])
+async def test_a_record_without_a_cursor_after_ones_with_is_refused(
+    tmp_path: Path, compacted: bool
+) -> None:
+    """Only the head of a log written before snapshots were kept apart has records
+    without a cursor: one among the records with cursors is refused naming its offset,
+    neither folded in (a ban nobody decided) nor skipped silently after a snapshot."""
+    config = config_in(tmp_path)
+    await served(config, 2)
+    if compacted:  # the second start compacts: a snapshot, then an empty log
+        await served(config, 2, register=False)
+        assert (config.state_dir / "events.snapshot").exists()
+    lines = log_lines(config)
+    assert len(lines) >= 3
+    stray = encode_record({"type": "UserBanned", "user": "alice", "until": 2**60, "at": 1})
+    (config.state_dir / LOG_FILE).write_bytes(b"".join([*lines[:2], stray, *lines[2:]]))
+    message = await refusal(config)
+    assert str(config.state_dir / LOG_FILE) in message
+    assert f"byte offset {len(lines[0]) + len(lines[1])}" in message
+    assert "without a cursor" in message
