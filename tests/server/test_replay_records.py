@@ -94,3 +94,20 @@ async def test_a_record_without_a_cursor_after_ones_with_is_refused(
     assert str(config.state_dir / LOG_FILE) in message
     assert f"byte offset {len(lines[0]) + len(lines[1])}" in message
     assert "without a cursor" in message
+
+
+async def test_a_record_missing_a_field_is_refused_saying_which(tmp_path: Path) -> None:
+    """A record of a known type without one of its required fields: LogCorrupted naming
+    the file, the offset, the type and the field that is missing (not a bare "'seq'")."""
+    config = config_in(tmp_path)
+    await served(config, 1)
+    path = config.state_dir / LOG_FILE
+    offset = path.stat().st_size
+    last = orjson.loads(log_lines(config)[-1][9:])
+    stray = {"type": "ReadMarkerMoved", "user": "alice", "chat": "general", "at": 1}
+    with path.open("ab") as file:
+        file.write(encode_record({**stray, "c": last["c"] + 1}))
+    message = await refusal(config)
+    assert str(path) in message
+    assert f"byte offset {offset}" in message
+    assert "the field 'seq' of ReadMarkerMoved, but it is missing" in message
