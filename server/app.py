@@ -96,7 +96,9 @@ async def replay(
             try:
                 load_snapshot(loaded.data, state)
             except SnapshotDamaged as error:
-                raise LogCorrupted(f"{source}: the snapshot is damaged: {error}") from None
+                raise LogCorrupted(
+                    f"{store.snapshots.where}: the snapshot is damaged: {error}"
+                ) from None
             state.cursor = loaded.cursor
         covered = -1 if loaded is None else loaded.cursor
         fold, apply = state.fold, state.apply

@@ -214,6 +214,7 @@ class ObjectSnapshots:
     def __init__(self, shared: Shared, within: float) -> None:
         self.shared = shared
         self.within = within
+        self.where = f"Object Store {shared.names.snapshots}"
 
     async def save(self, snapshot: Snapshot) -> None:
         objects = self.shared.snapshots

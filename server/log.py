@@ -224,6 +224,7 @@ class FileSnapshots:
 
     def __init__(self, path: Path, disk: Disk | None = None) -> None:
         self.path = path
+        self.where = str(path)
         self.disk = OS_DISK if disk is None else disk
         self.size = 0  # bytes of the newest snapshot, once read or written
 

@@ -12,7 +12,9 @@ import pytest
 
 from server.app import LOG_FILE, run_server
 from server.config import Config
-from server.log import LogCorrupted, encode_record
+from server.domain.snapshot import FORMAT
+from server.log import SNAPSHOT_SUFFIX, FileSnapshots, LogCorrupted, encode_record
+from server.store import Snapshot
 from tests.server.extras_support import Clock, config_in, post
 from tests.wsclient import user_device
 
@@ -111,3 +113,41 @@ async def test_a_record_missing_a_field_is_refused_saying_which(tmp_path: Path) 
     assert str(path) in message
     assert f"byte offset {offset}" in message
     assert "the field 'seq' of ReadMarkerMoved, but it is missing" in message
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (b'["state",[[3,0]]]\n["users",[["alice","hash",1]]]\n', "line 3"),
+        (b'["state",[[3,0]]]\n["chats",[["d","direct",null,null,{"a":0},1,0,null,{}]]]\n', "d"),
+        (b'["state",[[3,0]]]\n["nosuch",[]]\n', "nosuch"),
+    ],
+    ids=["a-row-too-short", "a-direct-chat-of-one", "an-unknown-section"],
+)
+async def test_a_snapshot_that_does_not_load_stops_the_start_naming_its_file(
+    tmp_path: Path, data: bytes, said: str
+) -> None:
+    """A snapshot whose checksum holds but whose rows do not load (written by another
+    version, or by a bug): LogCorrupted naming events.snapshot, not events.log (which
+    is fine), and not a bare IndexError or ValueError."""
+    config = config_in(tmp_path)
+    snapshots = FileSnapshots((config.state_dir / LOG_FILE).with_suffix(SNAPSHOT_SUFFIX))
+    config.state_dir.mkdir(parents=True)
+    snapshots.write(Snapshot(FORMAT + data, 3))
+    message = await refusal(config)
+    assert message.startswith(f"{snapshots.path}: ")
+    assert "damaged" in message
+    assert said in message
+
+
+async def test_a_snapshot_of_a_format_to_come_is_refused_as_such(tmp_path: Path) -> None:
+    """A snapshot written by a newer server (``messenger-state 2``), met after a
+    downgrade: refused saying its format, not as records with bad checksums."""
+    config = config_in(tmp_path)
+    snapshots = FileSnapshots((config.state_dir / LOG_FILE).with_suffix(SNAPSHOT_SUFFIX))
+    config.state_dir.mkdir(parents=True)
+    snapshots.write(Snapshot(b'messenger-state 2\n["state",[[3,0]]]\n', 3))
+    message = await refusal(config)
+    assert message.startswith(f"{snapshots.path}: ")
+    assert "Expected a snapshot of format 1" in message
+    assert "b'messenger-state 2'" in message
