@@ -294,7 +294,10 @@ async def run_server(
             files,
             metrics=metrics,
         )
-        if count and not config.cluster:  # start time tracks live state, not history
+        # Start time tracks live state, not history. A log of records the snapshot
+        # covers only (a crash between saving it and cutting the log) is cut too: they
+        # may hold the text of messages deleted or expired since.
+        if not config.cluster and (count or (log.size and log.snapshots.size)):
             await service.compact()
         service.start()
         started.push_async_callback(service.stop)

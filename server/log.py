@@ -308,7 +308,8 @@ class EventLog:
 
     A compaction saves the snapshot first (``FileSnapshots``, ``events.snapshot``),
     then replaces the log by an empty one: a crash between the two leaves records
-    the snapshot covers in the log, which the reader skips by their cursor.
+    the snapshot covers in the log, which the reader skips by their cursor and the
+    next start cuts (they may hold the text of messages deleted since).
     """
 
     def __init__(

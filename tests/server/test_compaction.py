@@ -328,6 +328,31 @@ async def test_a_crash_between_the_snapshot_and_the_cut_applies_nothing_twice(
             assert sent["seq"] == 6
 
 
+async def test_after_a_crash_between_the_snapshot_and_the_cut_deleted_text_leaves_the_disk(
+    tmp_path: Path,
+) -> None:
+    """The snapshot saved without a deleted message, the log not cut (a crash between
+    the two): the next start cuts it, so the text leaves the disk at once on a restart
+    (protocol.md), rather than staying in the records the snapshot covers until the
+    log grows past the compaction threshold."""
+    config = config_in(tmp_path)
+    clock = Clock()
+    async with run_server(config, clock) as running, user_device(running.url, "alice") as alice:
+        secret = await post(alice, "general", "a secret said by mistake")
+        await post(alice, "general", "kept")
+        await alice.call("delete", message=secret["id"])
+    uncut = (config.state_dir / LOG_FILE).read_bytes()
+    assert b"a secret said by mistake" in uncut
+    async with run_server(config, clock):  # compacts at start: the secret is not in it
+        pass
+    (config.state_dir / LOG_FILE).write_bytes(uncut)  # as if the cut never happened
+    async with run_server(config, clock) as running, user_device(running.url, "bob") as bob:
+        for path in config.state_dir.rglob("events.*"):
+            assert b"a secret said by mistake" not in path.read_bytes(), path
+        history = await bob.call("history", chat="general")
+        assert [m["text"] for m in history["messages"]] == ["kept"]
+
+
 def legacy_log(config: Config) -> bytes:
     """The log as compaction wrote it before snapshots were kept apart: the snapshot's
     events, without cursors, at the head, then the events after it."""
