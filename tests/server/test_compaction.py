@@ -163,16 +163,17 @@ async def build_state(url: str, clock: Clock) -> dict[str, Any]:
 
 async def churn_until_compacted(url: str, config: Config) -> None:
     """Log in and out (events a snapshot leaves out) until the housekeeping has
-    compacted the log after everything that came before, churn included."""
+    compacted the log after everything that came before, churn included (after the
+    last logout: a snapshot taken while a churn device was logged in holds it)."""
     async with connected(url) as peer:
         for _ in range(20):
             await peer.login("alice")
             await peer.call("logout")
-        target = last_cursor(config)
         for _ in range(200):
             for _ in range(5):
                 await peer.login("alice")
                 await peer.call("logout")
+            target = last_cursor(config)
             await asyncio.sleep(config.housekeeping_interval * 1.5)
             cursor = snapshot_cursor(config)
             if cursor is not None and cursor >= target:
