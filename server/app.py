@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import orjson
 
@@ -96,22 +96,34 @@ async def replay(
             try:
                 load_snapshot(loaded.data, state)
             except SnapshotDamaged as error:
-                raise LogCorrupted(f"{source}: the snapshot is damaged: {error}") from None
+                raise LogCorrupted(
+                    f"{store.snapshots.where}: the snapshot is damaged: {error}"
+                ) from None
             state.cursor = loaded.cursor
         covered = -1 if loaded is None else loaded.cursor
         fold, apply = state.fold, state.apply
+        head = True  # no record with a cursor read yet
         async for chunk in store.records(loaded):
             for record in chunk:
                 cursor = record.get("c")
                 try:
                     if cursor is None or (cursor <= covered and not count):
-                        if loaded is None:
+                        if cursor is not None:
+                            head = False  # covered by the snapshot: skipped
+                        elif not head or count:
+                            raise LogCorrupted(
+                                f"{source}: record {skipped + count + 1}"
+                                f"{_at(offset_of, skipped + count)} is without a cursor, "
+                                "but follows records with one: only the head of a log "
+                                "written before snapshots were kept apart has none"
+                            )
+                        elif loaded is None:
                             # An older log's snapshot, at its head: folded as before.
                             fold(from_record(record))
-                        skipped += 1  # else covered by the snapshot (or an older one)
+                        skipped += 1
                         continue
                     event = from_record(record)
-                except (TypeError, ValueError, KeyError) as error:
+                except _UNFIT as error:
                     raise LogCorrupted(
                         f"{source}: record {skipped + count + 1}"
                         f"{_at(offset_of, skipped + count)} is not an event: {error}"
@@ -121,7 +133,14 @@ async def replay(
                         f"{source}{_at(offset_of, skipped + count)}: "
                         f"expected cursor {state.cursor + 1}, but got {cursor}"
                     )
-                apply(event)
+                try:
+                    apply(event)
+                except _UNFIT as error:  # well-formed, but not what a writer wrote
+                    raise LogCorrupted(
+                        f"{source}: record {skipped + count + 1}"
+                        f"{_at(offset_of, skipped + count)}, a {type(event).__name__}, "
+                        f"does not fit the state before it: {error!r}"
+                    ) from None
                 tail.append(event)
                 count += 1
     finally:
@@ -275,7 +294,10 @@ async def run_server(
             files,
             metrics=metrics,
         )
-        if count and not config.cluster:  # start time tracks live state, not history
+        # Start time tracks live state, not history. A log of records the snapshot
+        # covers only (a crash between saving it and cutting the log) is cut too: they
+        # may hold the text of messages deleted or expired since.
+        if not config.cluster and (count or (log.size and log.snapshots.size)):
             await service.compact()
         service.start()
         started.push_async_callback(service.stop)
@@ -289,6 +311,11 @@ async def run_server(
         host, port = server.sockets[0].getsockname()[:2]
         logger.info("messenger %s serving on ws://%s:%d/", __version__, host, port)
         yield Running(host, port, service, node)
+
+
+# What a record of the right shape but with fields of the wrong types (or naming what
+# the state does not hold) raises in the mapper or the fold: a damaged log, not a bug.
+_UNFIT: Final = (TypeError, ValueError, KeyError, AttributeError, IndexError)
 
 
 def _at(offset_of: Callable[[int], int] | None, index: int) -> str:

@@ -9,7 +9,9 @@ file buckets, the writer's lease (protocol-contract.md v2, "Cluster").
 - The snapshots, in Object Store ``<name>_snapshots`` (``ObjectSnapshots``): each
   in an object ``snapshot-<seq>-<cursor>``, and the object ``snapshot`` pointing at
   the newest: ``{"name", "seq", "cursor"}`` (the stream sequence and cursor it
-  covers). Once it is stored, the stream is purged below ``seq + 1``.
+  covers). Once it is stored, the stream is purged below ``seq + 1``. Snapshots are
+  not fenced by JetStream as appends are: a writer saves one only while its last
+  append is the stream's last message, and the pointer never moves back.
 - Files, in Object Store ``<name>_files`` keyed by SHA-256.
 - The lease, key ``writer`` in KV ``<name>_lease`` whose entries live ``lease_ttl``.
 
@@ -212,11 +214,20 @@ class ObjectSnapshots:
     def __init__(self, shared: Shared, within: float) -> None:
         self.shared = shared
         self.within = within
+        self.where = f"Object Store {shared.names.snapshots}"
 
     async def save(self, snapshot: Snapshot) -> None:
         objects = self.shared.snapshots
         name = f"{SNAPSHOT}-{snapshot.position}-{snapshot.cursor}"
         before = await self._pointer()
+        if before is not None and (before["seq"], before["cursor"]) > (
+            snapshot.position,
+            snapshot.cursor,
+        ):  # a writer that lost its place: the newer one's snapshot stays the newest
+            raise StoreFailed(
+                f"Expected a snapshot at least as new as {before['name']}, but got one at "
+                f"stream sequence {snapshot.position} (cursor {snapshot.cursor})"
+            )
         await objects.put(name, snapshot.data)
         pointer = {"name": name, "seq": snapshot.position, "cursor": snapshot.cursor}
         if before is not None and before["name"] != name:
@@ -420,10 +431,16 @@ class JetStreamStore:
         position = self.position
         began = time.perf_counter()
         try:
+            # Snapshots are not fenced as appends are: a writer that lost the lease
+            # and does not know it yet must not save one, nor purge, behind the new
+            # writer's back (its snapshot would point before what the new one purged).
+            last = (await self.shared.js.stream_info(self.names.stream)).state.last_seq
+            if last != position:
+                raise StoreFailed(f"another writer appended after {position} (up to {last})")
             await self.snapshots.save(replace(snapshot, position=position))
             if position:
                 await self.shared.js.purge_stream(self.names.stream, seq=position + 1)
-        except (nats.errors.Error, TimeoutError, OSError) as exc:
+        except (StoreFailed, nats.errors.Error, TimeoutError, OSError) as exc:
             logger.warning("snapshot at stream sequence %d not stored: %r", position, exc)
             if not future.done():
                 future.set_result(None)

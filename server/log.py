@@ -224,6 +224,7 @@ class FileSnapshots:
 
     def __init__(self, path: Path, disk: Disk | None = None) -> None:
         self.path = path
+        self.where = str(path)
         self.disk = OS_DISK if disk is None else disk
         self.size = 0  # bytes of the newest snapshot, once read or written
 
@@ -307,7 +308,8 @@ class EventLog:
 
     A compaction saves the snapshot first (``FileSnapshots``, ``events.snapshot``),
     then replaces the log by an empty one: a crash between the two leaves records
-    the snapshot covers in the log, which the reader skips by their cursor.
+    the snapshot covers in the log, which the reader skips by their cursor and the
+    next start cuts (they may hold the text of messages deleted since).
     """
 
     def __init__(

@@ -64,6 +64,8 @@ class Snapshot:
 class SnapshotStore(Protocol):
     """Keeps the newest snapshot whole: a save that did not finish leaves the one before."""
 
+    where: str  # what a refusal to start names: the file, or the cluster's bucket
+
     async def save(self, snapshot: Snapshot) -> None:
         """Keep ``snapshot`` durably as the newest; raises ``StoreFailed`` (or
         ``OSError``) when it could not, and then the one before is still the newest."""

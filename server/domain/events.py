@@ -352,6 +352,13 @@ class UnknownEventType(ValueError):
     pass
 
 
+class MissingField(KeyError):
+    """A record without one of its event's required fields (a KeyError, as a lookup's)."""
+
+    def __str__(self) -> str:  # KeyError's would quote the whole message
+        return str(self.args[0])
+
+
 def to_record(event: Event) -> dict[str, Any]:
     record: dict[str, Any] = {"type": type(event).__name__}
     for name in _FIELDS[type(event)]:
@@ -363,7 +370,8 @@ def to_record(event: Event) -> dict[str, Any]:
 
 def from_record(record: dict[str, Any]) -> Event:
     """The event ``record`` holds; the record is left as it is, its cursor ``"c"``
-    (if any) ignored. A missing field raises KeyError, an unknown one TypeError."""
+    (if any) ignored. A missing field raises MissingField (a KeyError), an unknown one
+    TypeError."""
     kind = record["type"]
     cls = EVENT_TYPES.get(kind)
     if cls is None:
@@ -371,7 +379,10 @@ def from_record(record: dict[str, Any]) -> Event:
     if not record.keys() <= _KEYS[cls]:
         unknown = sorted(record.keys() - _KEYS[cls])
         raise TypeError(f"Expected the fields of {kind}, but got {unknown} too")
-    return _MAKERS[cls](record)
+    try:
+        return _MAKERS[cls](record)
+    except KeyError as missing:
+        raise MissingField(f"Expected the field {missing} of {kind}, but it is missing") from None
 
 
 def _maker(cls: type[Event]) -> Callable[[dict[str, Any]], Event]:

@@ -56,6 +56,10 @@ from server.domain.model import (
 from server.domain.state import State
 
 FORMAT: Final = b"messenger-state 1\n"
+_FORMATS: Final = b"messenger-state "  # how every format after 0 begins
+# What rows that are not what ``dump`` wrote raise as they load (too short, of the
+# wrong types, naming what is not there).
+_UNFIT: Final = (TypeError, ValueError, KeyError, IndexError, AttributeError)
 SLICE: Final = 2000  # rows per line: a caller may yield to others between lines
 
 
@@ -243,8 +247,15 @@ def _lines(section: str, rows: list[list[Any]]) -> Iterator[bytes]:
 
 
 def load(data: bytes, state: State) -> None:
-    """Load the snapshot ``data`` (either format) into ``state``, a fresh one."""
+    """Load the snapshot ``data`` (either format) into ``state``, a fresh one;
+    ``SnapshotDamaged`` when it does not load."""
     if not data.startswith(FORMAT):
+        if data.startswith(_FORMATS):  # a format to come: a newer server wrote it
+            header = data[: data.find(b"\n")]
+            raise SnapshotDamaged(
+                f"Expected a snapshot of format 1 ({FORMAT.rstrip()!r}) or 0 (records), "
+                f"but got {header!r}: written by a newer server"
+            )
         _load_records(data, state)
         return
     loaders = {
@@ -265,12 +276,18 @@ def load(data: bytes, state: State) -> None:
         try:
             section, rows = orjson.loads(view[start:end])
             loaders[section](state, rows)
-        except (TypeError, ValueError, KeyError) as error:
+        except _UNFIT as error:
             raise SnapshotDamaged(f"line {number} of the snapshot: {error!r}") from None
         start, number = end + 1, number + 1
     for chat in state.chats.values():
         if chat.kind == "direct":
-            a, b = sorted(chat.read_markers)
+            try:
+                a, b = sorted(chat.read_markers)
+            except ValueError:
+                raise SnapshotDamaged(
+                    f"Expected two members of direct chat {chat.id!r}, "
+                    f"but got {sorted(chat.read_markers)}"
+                ) from None
             state.direct_chats[(a, b)] = chat.id
         if chat.link_hash is not None:
             state.links[chat.link_hash] = chat.id

@@ -16,7 +16,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from server import jetstream
 from server.errors import Unavailable
 from server.log import EventLog
-from server.store import EventStore, NotStored, Record, Snapshot
+from server.store import EventStore, NotStored, Record, Snapshot, StoreFailed
 from tests.cluster.support import Nats
 
 Opener = Callable[[], contextlib.AbstractAsyncContextManager[EventStore]]
@@ -231,3 +231,42 @@ async def test_an_append_without_an_answer_is_not_known_unstored(nats: Nats) -> 
     finally:
         await store.close()
         await shared.close()
+
+
+@contextlib.asynccontextmanager
+async def stream_writer(nats: Nats, cluster: str, name: str) -> AsyncIterator[Any]:
+    """A JetStream store that has read the stream to its end and writes from there."""
+    shared = await jetstream.connect([nats.url], cluster, 1.0, name)
+    store = jetstream.JetStreamStore(shared)
+    try:
+        async for _ in store.records(await store.snapshots.load()):
+            pass
+        store.reset(store.position, store.cursor)
+        store.start()
+        yield store
+    finally:
+        await store.close()
+        await shared.close()
+
+
+async def test_a_stale_writers_snapshot_does_not_replace_a_newer_one(nats: Nats) -> None:
+    """A writer that lost its place and does not know it yet (its state ends at 2)
+    saves a snapshot after the new writer appended 3-4, took a snapshot at 4 and
+    appended 5: the newer snapshot stays the newest, and a node starting reads it and
+    the record after it, rather than a snapshot whose next records are purged (a Gap
+    at every start and re-read, and the new writer's events in neither)."""
+    async with stream_writer(nats, "stale", "a") as first:
+        await first.append(records(1, 2))
+        async with stream_writer(nats, "stale", "b") as second:
+            await second.append(records(3, 2))
+            await second.compact(Snapshot(b"state at 4", 4))
+            await second.append(records(5, 1))
+            await first.compact(Snapshot(b"state at 2", 2))
+            with pytest.raises(StoreFailed):  # nor saved directly, past the stream's check
+                await first.snapshots.save(Snapshot(b"state at 2", 2, position=1))
+            async with stream_writer(nats, "stale", "c") as starting:
+                loaded = await starting.snapshots.load()
+                assert loaded is not None
+                assert (loaded.data, loaded.cursor) == (b"state at 4", 4)
+                back = [r async for chunk in starting.records(loaded) for r in chunk]
+                assert [r["c"] for r in back] == [5]
