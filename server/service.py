@@ -367,15 +367,21 @@ class Service:
         a million live messages held the loop for 1.7 s in one piece)."""
         async with self.pause.paused():
             began = time.perf_counter()
-            self.state.expire(self.clock())
+            state, cursor = self.state, self.state.cursor
+            state.expire(self.clock())
             pieces: list[bytes] = []
-            for piece in dump(self.state):  # a slice of a few thousand objects
+            for piece in dump(state):  # a slice of a few thousand objects
                 pieces.append(piece)
                 await asyncio.sleep(0)
-            self.state.compacted()
+            if self.state is not state or state.cursor != cursor or not self.writing:
+                # A cluster node re-read the log (or stopped writing) meanwhile: what
+                # was read is not the state at ``cursor`` any more. The next one will do.
+                logger.info("compaction abandoned: the state changed while it was read")
+                return
+            state.compacted()
             self._compacted_at = self.clock()
             data = b"".join(pieces)
-            written = self.log.compact(Snapshot(data, self.state.cursor))
+            written = self.log.compact(Snapshot(data, cursor))
             held = time.perf_counter() - began
         await written
         logger.info(

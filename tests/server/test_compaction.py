@@ -20,9 +20,11 @@ import orjson
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from server import service as service_module
 from server.app import LOG_FILE, run_server
 from server.config import Config
 from server.domain.events import from_record, to_record
+from server.domain.snapshot import dump
 from server.domain.snapshot import load as load_snapshot
 from server.domain.snapshot import snapshot as snapshot_events
 from server.domain.state import State
@@ -398,6 +400,7 @@ SERVE = f"""
 import asyncio, sys
 from pathlib import Path
 from server.cli import serve
+from server import service as service_module
 from server.config import Config
 asyncio.run(serve(Config(
     port=0, state_dir=Path(sys.argv[1]), scrypt_n=16, rate_limit=10**9,
@@ -518,3 +521,28 @@ async def test_a_compaction_reads_in_slices_and_holds_requests_meanwhile(
         before = await whole_history(alice, "general")
     async with run_server(config) as running, user_device(running.url, "alice", False) as again:
         assert await whole_history(again, "general") == before
+
+
+async def test_a_compaction_whose_state_was_replaced_while_read_saves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot is read in slices with the loop free between them; a cluster node
+    may re-read the log meanwhile and replace its state. What was read is then not
+    the state at any cursor: the compaction must give up, not save the old state's
+    data under the new state's cursor (events lost, or phantoms kept)."""
+    config = config_in(tmp_path)
+    async with run_server(config, Clock()) as running, user_device(running.url, "alice") as alice:
+        await post(alice, "general", "kept")
+        service = running.service
+
+        def dump_then_reread(state: State) -> Any:
+            pieces = dump(state)
+            yield next(pieces)
+            service.state = service.new_state()  # a re-read, between two slices
+            yield from pieces
+
+        monkeypatch.setattr(service_module, "dump", dump_then_reread)
+        await service.compact()
+    snapshot = (config.state_dir / LOG_FILE).with_suffix(SNAPSHOT_SUFFIX)
+    assert not snapshot.exists()  # before: a snapshot of alice's state at cursor 0
+    assert "kept" in "".join(str(record) for record in log_records(config))
