@@ -223,3 +223,29 @@ def test_commands_travel_as_records() -> None:
         assert commands.from_record(commands.to_record(command)) == command
     with pytest.raises(KeyError):
         commands.from_record({"type": "Shutdown"})
+
+
+def test_a_send_at_now_is_posted_at_once() -> None:
+    """send_at equal to now is not in the future: the message is posted, not scheduled."""
+    state = folded(*user("alice"))
+    events, reply = applied(state, Send(ALICE, A, "now", chat="general", send_at=NOW))
+    (posted,) = events
+    assert isinstance(posted, MessagePosted)
+    assert reply["message"]["id"] == "m1"
+    assert not state.scheduled
+
+
+def test_an_edit_or_comment_whose_message_expired_before_the_reply_is_not_found() -> None:
+    """The message was live when decided and expired before the events were applied
+    (the executor reclaims between them): the reply says so, -32004."""
+    state = folded(*user("alice"))
+    applied(state, Send(ALICE, A, "short-lived", chat="general"), now=0)
+    for command in (Edit(ALICE, A, "m1", "new"), AddComment(ALICE, A, "m1", "late")):
+        decision = decide(state, command, MINUTE - 1, CountedIds(), POLICY)
+        after = folded(*user("alice"))
+        applied(after, Send(ALICE, A, "short-lived", chat="general"), now=0)
+        after.expire(MINUTE)
+        for event in decision.events:
+            after.apply(event)
+        with pytest.raises(NotFound):
+            decision.reply(after)
