@@ -3,14 +3,20 @@
 
 from __future__ import annotations
 
+import itertools
+
+from server.domain import rules
 from server.domain.events import (
     ChatRestored,
+    DeviceAuthorized,
     Event,
     MessageDeleted,
+    MessageEdited,
     MessagePosted,
+    MessageScheduled,
     UserRegistered,
 )
-from server.domain.model import GENERAL, MessageId, UserName
+from server.domain.model import GENERAL, DeviceId, MessageId, ScheduledId, UserName
 from server.domain.state import State
 
 MINUTE = 60_000
@@ -57,3 +63,47 @@ def test_after_an_older_snapshots_chat_the_first_message_sets_where_seqs_start()
     general = state.general
     assert (general.first_seq, general.last_seq) == (3, 3)
     assert general.message_at(3) is state.messages[MessageId("m3")]
+
+
+def test_a_send_without_a_client_id_remembers_nothing_for_its_device() -> None:
+    """Only a client_id is remembered for a repeat: a plain send from a device leaves
+    the device's memory empty (it holds at most CLIENT_IDS_PER_DEVICE ids)."""
+    device = DeviceId("phone")
+    state = folded(DeviceAuthorized(ALICE, device, "phone", "token", 0))
+    state.apply(MessagePosted(MessageId("m1"), GENERAL, 1, ALICE, "hi", 0, device=device))
+    assert state.client_ids.get(device, {}) == {}
+
+
+def test_due_messages_are_posted_two_hundred_at_a_time() -> None:
+    """201 due at once: the first 200 by send_at are posted, the last waits."""
+    state = folded(
+        *(
+            MessageScheduled(ScheduledId(f"s{n}"), GENERAL, ALICE, f"t{n}", MINUTE + n, 0)
+            for n in range(201)
+        )
+    )
+    ids = (MessageId(f"m{n}") for n in itertools.count())
+    events = rules.post_due(state, 2 * MINUTE, lambda: next(ids), 0)
+    assert len(events) == 200
+    assert [e.scheduled for e in events if isinstance(e, MessagePosted)][-1] == "s199"
+
+
+def test_an_edit_or_delete_of_a_message_expired_here_already_changes_nothing() -> None:
+    """A follower whose clock runs a little ahead has reclaimed the message when the
+    writer's edit or delete of it arrives: the fold skips both."""
+    state = folded(posted(1, MINUTE), posted(2))
+    state.expire(MINUTE)
+    state.apply(MessageEdited(MessageId("m1"), GENERAL, ALICE, "new", MINUTE))
+    state.apply(MessageDeleted(MessageId("m1"), GENERAL, 1, ALICE, MINUTE))
+    assert MessageId("m1") not in state.messages
+    assert state.general.message_at(2) is state.messages[MessageId("m2")]
+
+
+def test_a_deleted_message_leaves_the_mention_index() -> None:
+    """The index of mentions keeps no seq of a deleted message."""
+    state = folded(
+        MessagePosted(MessageId("m1"), GENERAL, 1, ALICE, "@alice", 0, mentions=["alice"])
+    )
+    assert state.mentions.seqs
+    state.apply(MessageDeleted(MessageId("m1"), GENERAL, 1, ALICE, 0))
+    assert state.mentions.seqs == {}
