@@ -8,7 +8,9 @@ import itertools
 from server.domain import rules
 from server.domain.events import (
     ChatRestored,
+    CommentAdded,
     DeviceAuthorized,
+    DeviceRevoked,
     Event,
     MessageDeleted,
     MessageEdited,
@@ -16,7 +18,7 @@ from server.domain.events import (
     MessageScheduled,
     UserRegistered,
 )
-from server.domain.model import GENERAL, DeviceId, MessageId, ScheduledId, UserName
+from server.domain.model import GENERAL, CommentId, DeviceId, MessageId, ScheduledId, UserName
 from server.domain.state import State
 
 MINUTE = 60_000
@@ -88,14 +90,16 @@ def test_due_messages_are_posted_two_hundred_at_a_time() -> None:
     assert [e.scheduled for e in events if isinstance(e, MessagePosted)][-1] == "s199"
 
 
-def test_an_edit_or_delete_of_a_message_expired_here_already_changes_nothing() -> None:
+def test_an_edit_comment_or_delete_of_a_message_expired_here_already_changes_nothing() -> None:
     """A follower whose clock runs a little ahead has reclaimed the message when the
-    writer's edit or delete of it arrives: the fold skips both."""
+    writer's edit, comment or delete of it arrives: the fold skips them."""
     state = folded(posted(1, MINUTE), posted(2))
     state.expire(MINUTE)
     state.apply(MessageEdited(MessageId("m1"), GENERAL, ALICE, "new", MINUTE))
+    state.apply(CommentAdded(CommentId("c1"), MessageId("m1"), GENERAL, ALICE, "late", MINUTE))
     state.apply(MessageDeleted(MessageId("m1"), GENERAL, 1, ALICE, MINUTE))
     assert MessageId("m1") not in state.messages
+    assert not state.comments
     assert state.general.message_at(2) is state.messages[MessageId("m2")]
 
 
@@ -107,3 +111,21 @@ def test_a_deleted_message_leaves_the_mention_index() -> None:
     assert state.mentions.seqs
     state.apply(MessageDeleted(MessageId("m1"), GENERAL, 1, ALICE, 0))
     assert state.mentions.seqs == {}
+
+
+def test_a_scheduled_send_posted_after_its_device_logged_out_is_not_remembered() -> None:
+    """The client_id of a scheduled send is remembered when it is posted only if its
+    device is still logged in: a gone device has nothing to repeat."""
+    device = DeviceId("phone")
+    state = folded(
+        DeviceAuthorized(ALICE, device, "phone", "token", 0),
+        MessageScheduled(ScheduledId("s1"), GENERAL, ALICE, "later", MINUTE, 0, None, device, "k"),
+    )
+    assert state.client_ids[device] == {"k": "s1"}
+    state.apply(DeviceRevoked(ALICE, device, 1))
+    state.apply(
+        MessagePosted(
+            MessageId("m1"), GENERAL, 1, ALICE, "later", MINUTE, scheduled=ScheduledId("s1")
+        )
+    )
+    assert device not in state.client_ids
