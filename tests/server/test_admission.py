@@ -11,12 +11,14 @@ from server.domain.events import (
     DeviceRevoked,
     Event,
     FileUploaded,
+    ReadMarkerMoved,
     UserRegistered,
+    UserSeen,
 )
 from server.domain.limits import Quotas
-from server.domain.model import DeviceId, FileId, User, UserName
+from server.domain.model import GENERAL, DeviceId, FileId, User, UserName
 from server.domain.state import State
-from server.errors import RateLimited, TooLarge
+from server.errors import Conflict, Forbidden, NotFound, RateLimited, TooLarge
 
 NOW = 1_000_000
 ALICE, BOB = UserName("alice"), UserName("bob")
@@ -102,3 +104,39 @@ def test_another_nodes_file_fills_the_servers_storage_exactly_and_no_more() -> N
     with pytest.raises(TooLarge) as refused:
         rules.admit(state, uploaded("f2", 1), NOW)
     assert refused.value.limit == 0
+
+
+def test_admission_records_what_another_node_did_when_it_still_fits() -> None:
+    """A device authorised or revoked, a presence, a stored file: admitted as they
+    came; a registration is decided again (its newcomer marker is the writer's)."""
+    state = with_devices(alice=["d1"])
+    for event in (
+        authorized(ALICE, "d2", NOW),
+        DeviceRevoked(ALICE, DeviceId("d1"), NOW),
+        UserSeen(ALICE, NOW),
+        uploaded("f1", 10),
+    ):
+        assert rules.admit(state, event, NOW) is event
+    registered = rules.admit(state, UserRegistered(BOB, "hash-bob", NOW - 5, 7), NOW)
+    assert registered == UserRegistered(BOB, "hash-bob", NOW, 0)
+
+
+def test_admission_refuses_what_no_longer_fits_the_writers_state() -> None:
+    """A taken name, an unknown user, a device that exists or is gone, a file id
+    taken, a file past the user's quota, and any other event: refused."""
+    state = State(quotas=Quotas(user_storage=100))
+    for done in (UserRegistered(ALICE, "h", 0, 0), authorized(ALICE, "d1", 1), uploaded("f1", 60)):
+        state.apply(done)
+    refused: list[tuple[Event, type[Exception]]] = [
+        (UserRegistered(UserName("ALICE"), "h", NOW, 0), Conflict),
+        (authorized(BOB, "b1", NOW), NotFound),
+        (uploaded("f1", 1), Conflict),
+        (authorized(ALICE, "d1", NOW), Conflict),
+        (DeviceRevoked(ALICE, DeviceId("d9"), NOW), NotFound),
+        (uploaded("f2", 41), TooLarge),
+        (ReadMarkerMoved(ALICE, GENERAL, 0, NOW), Forbidden),
+    ]
+    for event, error in refused:
+        with pytest.raises(error):
+            rules.admit(state, event, NOW)
+    assert rules.admit(state, uploaded("f2", 40), NOW) == uploaded("f2", 40)

@@ -33,11 +33,13 @@ from server.domain.events import (
     MessagePosted,
     MessageScheduled,
     ReadMarkerMoved,
+    UserBanned,
     UserRegistered,
 )
+from server.domain.limits import Quotas
 from server.domain.model import ChatId, CommentId, DeviceId, MessageId, ScheduledId, UserName
 from server.domain.state import State
-from server.errors import NotFound, Unauthenticated
+from server.errors import Banned, InvalidParams, NotFound, RateLimited, TooLarge, Unauthenticated
 
 MINUTE = 60_000
 NOW = 10 * MINUTE
@@ -249,3 +251,56 @@ def test_an_edit_or_comment_whose_message_expired_before_the_reply_is_not_found(
             after.apply(event)
         with pytest.raises(NotFound):
             decision.reply(after)
+
+
+def quota_state(quotas: Quotas, *texts: str) -> State:
+    """alice with quotas, who posted ``texts`` (m1, m2, ...) to the general chat at 0."""
+    state = State(quotas=quotas)
+    for event in user("alice"):
+        state.apply(event)
+    for seq, text in enumerate(texts, 1):
+        state.apply(MessagePosted(MessageId(f"m{seq}"), ChatId("general"), seq, ALICE, text, 0))
+    return state
+
+
+def edit_refused(state: State, text: str, now: int = NOW) -> bool:
+    try:
+        decide(state, Edit(ALICE, A, "m1", text), now, CountedIds(), POLICY)
+    except TooLarge:
+        return True
+    return False
+
+
+def test_an_edit_to_no_text_of_a_text_message_is_refused() -> None:
+    """Only a message with a file may lose its text."""
+    with pytest.raises(InvalidParams):
+        decide(quota_state(Quotas(), "hi"), Edit(ALICE, A, "m1", ""), NOW, CountedIds(), POLICY)
+
+
+def test_a_banned_author_cannot_edit() -> None:
+    """A ban stops edits as it stops sends, until it ends."""
+    state = quota_state(Quotas(), "hi")
+    state.apply(UserBanned(ALICE, NOW + 1, NOW))
+    with pytest.raises(Banned):
+        decide(state, Edit(ALICE, A, "m1", "new"), NOW, CountedIds(), POLICY)
+    assert decide(state, Edit(ALICE, A, "m1", "new"), NOW + 1, CountedIds(), POLICY).events
+
+
+def test_an_edit_spends_the_flood_bucket_as_a_send_does() -> None:
+    """One a second, a burst of one: an edit right after a send waits a second."""
+    state = quota_state(Quotas(flood_rate=1.0, flood_burst=1))
+    applied(state, Send(ALICE, A, "hi", chat="general"), now=NOW)
+    with pytest.raises(RateLimited):
+        decide(state, Edit(ALICE, A, "m1", "new"), NOW, CountedIds(), POLICY)
+    assert decide(state, Edit(ALICE, A, "m1", "new"), NOW + 1000, CountedIds(), POLICY).events
+
+
+def test_an_edit_may_grow_the_live_text_up_to_the_quota_and_no_further() -> None:
+    """max_live_bytes 10: growing to exactly 10 passes, one byte past is refused; an
+    edit that does not grow passes even above the quota (lowered since)."""
+    limit = Quotas(max_live_bytes=10)
+    assert not edit_refused(quota_state(limit, "123456789"), "1234567890")
+    assert edit_refused(quota_state(limit, "123456789", "1"), "1234567890")
+    assert edit_refused(quota_state(limit, "12345"), "12345678901")
+    assert not edit_refused(quota_state(limit, "123456789", "1"), "12345")
+    assert not edit_refused(quota_state(limit, "123456", "123456"), "abcdef")
