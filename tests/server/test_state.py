@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 from server.domain import rules
 from server.domain.events import (
@@ -11,18 +12,30 @@ from server.domain.events import (
     CommentAdded,
     DeviceAuthorized,
     DeviceRevoked,
+    DirectChatOpened,
     Event,
+    GroupCreated,
+    MemberJoined,
     MessageDeleted,
     MessageEdited,
     MessagePosted,
     MessageScheduled,
+    ScheduledCancelled,
     UserRegistered,
 )
-from server.domain.model import GENERAL, CommentId, DeviceId, MessageId, ScheduledId, UserName
+from server.domain.model import (
+    GENERAL,
+    ChatId,
+    CommentId,
+    DeviceId,
+    MessageId,
+    ScheduledId,
+    UserName,
+)
 from server.domain.state import State
 
 MINUTE = 60_000
-ALICE = UserName("alice")
+ALICE, BOB = UserName("alice"), UserName("bob")
 
 
 def posted(seq: int, expires_at: int | None = None) -> MessagePosted:
@@ -129,3 +142,58 @@ def test_a_scheduled_send_posted_after_its_device_logged_out_is_not_remembered()
         )
     )
     assert device not in state.client_ids
+
+
+def test_the_earliest_pending_send_stays_on_top_while_cancels_shrink_the_schedule() -> None:
+    """300 scheduled sends, cancelled one by one in a shuffled order (the schedule's
+    heap is rebuilt as it empties): next_due and due() always see every pending one."""
+    shuffled = random.Random(13)
+    sends = list(range(300))
+    shuffled.shuffle(sends)
+    state = folded(
+        *(MessageScheduled(ScheduledId(f"s{n}"), GENERAL, ALICE, "t", MINUTE + n, 0) for n in sends)
+    )
+    pending = set(sends)
+    shuffled.shuffle(sends)
+    for n in sends:
+        state.apply(ScheduledCancelled(ScheduledId(f"s{n}"), ALICE, 0))
+        pending.discard(n)
+        assert state.next_due() == (MINUTE + min(pending) if pending else None)
+        due = [int(p.id[1:]) for p in state.due(MINUTE + 150)]
+        assert due == sorted(n for n in pending if n <= 150)
+
+
+def test_a_late_member_of_a_group_reads_from_its_last_message() -> None:
+    """Joining a group with two messages: the new member's marker is at 2, not 0."""
+    group = ChatId("g1")
+    state = folded(
+        UserRegistered(BOB, "hash", 0, 0),
+        GroupCreated(group, ALICE, "team", 0),
+        *(MessagePosted(MessageId(f"m{s}"), group, s, ALICE, "t", 0) for s in (1, 2)),
+        MemberJoined(group, BOB, 0),
+    )
+    assert state.chats[group].read_markers == {"alice": 2, "bob": 2}
+
+
+def test_a_restored_message_of_someone_who_left_does_not_make_them_a_member() -> None:
+    """A snapshot restores a group without bob (he left) and then his message, still
+    live: writing reads the chat for members only, so bob stays out."""
+    group = ChatId("g1")
+    state = folded(
+        UserRegistered(BOB, "hash", 0, 0),
+        ChatRestored(group, "group", 1, {"alice": 1}, title="team", owner=ALICE, last_seq=1),
+        MessagePosted(MessageId("m1"), group, 1, BOB, "bye", 0),
+    )
+    assert state.chats[group].read_markers == {"alice": 1}
+
+
+def test_the_first_direct_message_is_unread_to_the_peer() -> None:
+    """A direct chat opens with both markers at 0: alice's first message reads it for
+    her, not for bob."""
+    chat = ChatId("d1")
+    state = folded(
+        UserRegistered(BOB, "hash", 0, 0),
+        DirectChatOpened(chat, ALICE, BOB, 0),
+        MessagePosted(MessageId("m1"), chat, 1, ALICE, "hi", 0),
+    )
+    assert state.chats[chat].read_markers == {"alice": 1, "bob": 0}
