@@ -140,3 +140,6 @@ def test_admission_refuses_what_no_longer_fits_the_writers_state() -> None:
         with pytest.raises(error):
             rules.admit(state, event, NOW)
     assert rules.admit(state, uploaded("f2", 40), NOW) == uploaded("f2", 40)
+    # The same name in another case is taken by its holder (not merely looks like it).
+    with pytest.raises(Conflict, match=r"taken \(by 'alice'\)"):
+        rules.admit(state, UserRegistered(UserName("Alice"), "h", NOW, 0), NOW)
