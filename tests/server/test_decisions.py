@@ -17,6 +17,7 @@ from server.domain.commands import (
     CreateLink,
     DecideRequest,
     Edit,
+    Invite,
     Join,
     MoveReadMarker,
     Report,
@@ -30,6 +31,7 @@ from server.domain.events import (
     JoinLinkCreated,
     JoinRequested,
     MemberJoined,
+    MessageEdited,
     MessagePosted,
     MessageScheduled,
     ReadMarkerMoved,
@@ -304,3 +306,37 @@ def test_an_edit_may_grow_the_live_text_up_to_the_quota_and_no_further() -> None
     assert edit_refused(quota_state(limit, "12345"), "12345678901")
     assert not edit_refused(quota_state(limit, "123456789", "1"), "12345")
     assert not edit_refused(quota_state(limit, "123456", "123456"), "abcdef")
+
+
+def test_a_scheduled_send_counts_against_the_live_bytes_quota() -> None:
+    """max_live_bytes 10 with 9 live: a send scheduled for later of 2 bytes is refused."""
+    state = quota_state(Quotas(max_live_bytes=10), "123456789")
+    with pytest.raises(TooLarge):
+        decide(
+            state, Send(ALICE, A, "12", chat="general", send_at=NOW + 1), NOW, CountedIds(), POLICY
+        )
+
+
+def test_an_owner_invites_once_an_interval_to_the_millisecond() -> None:
+    """One invitation an hour: the next is refused half a second early, made on time."""
+    state = quota_state(Quotas(invite_limit=1))
+    for event in (*user("bob"), *user("carol")):
+        state.apply(event)
+    applied(state, CreateGroup(ALICE, A, "team"), now=0)
+    applied(state, Invite(ALICE, A, "g1", "bob"), now=0)
+    with pytest.raises(RateLimited):
+        decide(state, Invite(ALICE, A, "g1", "carol"), 3_599_500, CountedIds(), POLICY)
+    assert decide(state, Invite(ALICE, A, "g1", "carol"), 3_600_000, CountedIds(), POLICY).events
+
+
+def test_edits_and_scheduled_sends_spend_the_flood_bucket_in_the_fold() -> None:
+    """Folded, an edit and a scheduled send each move the author's bucket a second on."""
+    state = quota_state(Quotas(flood_rate=1.0, flood_burst=1), "hi")
+    account = state.user("alice")
+    assert account is not None
+    state.apply(MessageEdited(MessageId("m1"), ChatId("general"), ALICE, "new", NOW))
+    assert account.flood_tat == NOW + 1000
+    state.apply(
+        MessageScheduled(ScheduledId("s1"), ChatId("general"), ALICE, "t", NOW + MINUTE, NOW)
+    )
+    assert account.flood_tat == NOW + 2000
