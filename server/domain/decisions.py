@@ -53,12 +53,13 @@ from wire import TEXT_MAX
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Policy:
-    """The server's settings a decision needs besides the state's quotas."""
+    """The server's settings a decision needs besides the state's quotas. No defaults:
+    the executor gives each from the config, whose defaults are the server's."""
 
-    message_ttl_ms: int = 0  # 0: messages never expire
-    rate_limit: int = 1_000_000  # sends to the general chat per period
-    report_threshold: int = 3
-    ban_ms: int = 3_600_000
+    message_ttl_ms: int  # 0: messages never expire
+    rate_limit: int  # sends to the general chat per period
+    report_threshold: int
+    ban_ms: int
 
 
 def decide(state: State, command: Command, now: int, ids: Ids, policy: Policy) -> Decision:

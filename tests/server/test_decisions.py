@@ -17,6 +17,7 @@ from server.domain.commands import (
     CreateLink,
     DecideRequest,
     Edit,
+    Invite,
     Join,
     MoveReadMarker,
     Report,
@@ -30,14 +31,17 @@ from server.domain.events import (
     JoinLinkCreated,
     JoinRequested,
     MemberJoined,
+    MessageEdited,
     MessagePosted,
     MessageScheduled,
     ReadMarkerMoved,
+    UserBanned,
     UserRegistered,
 )
+from server.domain.limits import Quotas
 from server.domain.model import ChatId, CommentId, DeviceId, MessageId, ScheduledId, UserName
 from server.domain.state import State
-from server.errors import NotFound, Unauthenticated
+from server.errors import Banned, InvalidParams, NotFound, RateLimited, TooLarge, Unauthenticated
 
 MINUTE = 60_000
 NOW = 10 * MINUTE
@@ -223,3 +227,116 @@ def test_commands_travel_as_records() -> None:
         assert commands.from_record(commands.to_record(command)) == command
     with pytest.raises(KeyError):
         commands.from_record({"type": "Shutdown"})
+
+
+def test_a_send_at_now_is_posted_at_once() -> None:
+    """send_at equal to now is not in the future: the message is posted, not scheduled."""
+    state = folded(*user("alice"))
+    events, reply = applied(state, Send(ALICE, A, "now", chat="general", send_at=NOW))
+    (posted,) = events
+    assert isinstance(posted, MessagePosted)
+    assert reply["message"]["id"] == "m1"
+    assert not state.scheduled
+
+
+def test_an_edit_or_comment_whose_message_expired_before_the_reply_is_not_found() -> None:
+    """The message was live when decided and expired before the events were applied
+    (the executor reclaims between them): the reply says so, -32004."""
+    state = folded(*user("alice"))
+    applied(state, Send(ALICE, A, "short-lived", chat="general"), now=0)
+    for command in (Edit(ALICE, A, "m1", "new"), AddComment(ALICE, A, "m1", "late")):
+        decision = decide(state, command, MINUTE - 1, CountedIds(), POLICY)
+        after = folded(*user("alice"))
+        applied(after, Send(ALICE, A, "short-lived", chat="general"), now=0)
+        after.expire(MINUTE)
+        for event in decision.events:
+            after.apply(event)
+        with pytest.raises(NotFound):
+            decision.reply(after)
+
+
+def quota_state(quotas: Quotas, *texts: str) -> State:
+    """alice with quotas, who posted ``texts`` (m1, m2, ...) to the general chat at 0."""
+    state = State(quotas=quotas)
+    for event in user("alice"):
+        state.apply(event)
+    for seq, text in enumerate(texts, 1):
+        state.apply(MessagePosted(MessageId(f"m{seq}"), ChatId("general"), seq, ALICE, text, 0))
+    return state
+
+
+def edit_refused(state: State, text: str, now: int = NOW) -> bool:
+    try:
+        decide(state, Edit(ALICE, A, "m1", text), now, CountedIds(), POLICY)
+    except TooLarge:
+        return True
+    return False
+
+
+def test_an_edit_to_no_text_of_a_text_message_is_refused() -> None:
+    """Only a message with a file may lose its text."""
+    with pytest.raises(InvalidParams):
+        decide(quota_state(Quotas(), "hi"), Edit(ALICE, A, "m1", ""), NOW, CountedIds(), POLICY)
+
+
+def test_a_banned_author_cannot_edit() -> None:
+    """A ban stops edits as it stops sends, until it ends."""
+    state = quota_state(Quotas(), "hi")
+    state.apply(UserBanned(ALICE, NOW + 1, NOW))
+    with pytest.raises(Banned):
+        decide(state, Edit(ALICE, A, "m1", "new"), NOW, CountedIds(), POLICY)
+    assert decide(state, Edit(ALICE, A, "m1", "new"), NOW + 1, CountedIds(), POLICY).events
+
+
+def test_an_edit_spends_the_flood_bucket_as_a_send_does() -> None:
+    """One a second, a burst of one: an edit right after a send waits a second."""
+    state = quota_state(Quotas(flood_rate=1.0, flood_burst=1))
+    applied(state, Send(ALICE, A, "hi", chat="general"), now=NOW)
+    with pytest.raises(RateLimited):
+        decide(state, Edit(ALICE, A, "m1", "new"), NOW, CountedIds(), POLICY)
+    assert decide(state, Edit(ALICE, A, "m1", "new"), NOW + 1000, CountedIds(), POLICY).events
+
+
+def test_an_edit_may_grow_the_live_text_up_to_the_quota_and_no_further() -> None:
+    """max_live_bytes 10: growing to exactly 10 passes, one byte past is refused; an
+    edit that does not grow passes even above the quota (lowered since)."""
+    limit = Quotas(max_live_bytes=10)
+    assert not edit_refused(quota_state(limit, "123456789"), "1234567890")
+    assert edit_refused(quota_state(limit, "123456789", "1"), "1234567890")
+    assert edit_refused(quota_state(limit, "12345"), "12345678901")
+    assert not edit_refused(quota_state(limit, "123456789", "1"), "12345")
+    assert not edit_refused(quota_state(limit, "123456", "123456"), "abcdef")
+
+
+def test_a_scheduled_send_counts_against_the_live_bytes_quota() -> None:
+    """max_live_bytes 10 with 9 live: a send scheduled for later of 2 bytes is refused."""
+    state = quota_state(Quotas(max_live_bytes=10), "123456789")
+    with pytest.raises(TooLarge):
+        decide(
+            state, Send(ALICE, A, "12", chat="general", send_at=NOW + 1), NOW, CountedIds(), POLICY
+        )
+
+
+def test_an_owner_invites_once_an_interval_to_the_millisecond() -> None:
+    """One invitation an hour: the next is refused half a second early, made on time."""
+    state = quota_state(Quotas(invite_limit=1))
+    for event in (*user("bob"), *user("carol")):
+        state.apply(event)
+    applied(state, CreateGroup(ALICE, A, "team"), now=0)
+    applied(state, Invite(ALICE, A, "g1", "bob"), now=0)
+    with pytest.raises(RateLimited):
+        decide(state, Invite(ALICE, A, "g1", "carol"), 3_599_500, CountedIds(), POLICY)
+    assert decide(state, Invite(ALICE, A, "g1", "carol"), 3_600_000, CountedIds(), POLICY).events
+
+
+def test_edits_and_scheduled_sends_spend_the_flood_bucket_in_the_fold() -> None:
+    """Folded, an edit and a scheduled send each move the author's bucket a second on."""
+    state = quota_state(Quotas(flood_rate=1.0, flood_burst=1), "hi")
+    account = state.user("alice")
+    assert account is not None
+    state.apply(MessageEdited(MessageId("m1"), ChatId("general"), ALICE, "new", NOW))
+    assert account.flood_tat == NOW + 1000
+    state.apply(
+        MessageScheduled(ScheduledId("s1"), ChatId("general"), ALICE, "t", NOW + MINUTE, NOW)
+    )
+    assert account.flood_tat == NOW + 2000
