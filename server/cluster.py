@@ -60,6 +60,10 @@ logger = logging.getLogger("messenger.server.cluster")
 # Calls any node answers from its own state; every other method decides through the
 # executor, which sends its command to the writer. A batch holding one of those runs
 # in order on a follower (the reads after it must see what the writer decided).
+# Of a follower's --forward-timeout, the part in which the writer may still decide
+# a forwarded command (the rest: the way there and back, and the append).
+FORWARD_MARGIN: Final = 0.8
+
 ANSWERED_HERE: Final = frozenset(
     {
         "register",  # the KDF runs here; the name is admitted by the writer
@@ -375,7 +379,15 @@ class ClusterNode:
 
     async def forward_command(self, command: Command) -> dict[str, Any]:
         """The executor on a follower: the writer decides ``command`` and answers."""
-        found = await self._ask_writer({"op": "command", "command": commands.to_record(command)})
+        found = await self._ask_writer(
+            {
+                "op": "command",
+                "command": commands.to_record(command),
+                # The writer decides nothing once this node has stopped waiting (a
+                # margin for the way there and the append).
+                "within": self.forward_timeout * FORWARD_MARGIN,
+            }
+        )
         if "error" in found:
             raise Forwarded(found["error"])
         reply: dict[str, Any] = found["reply"]
@@ -454,7 +466,8 @@ class ClusterNode:
             if asked["op"] == "command":
                 try:
                     command = _command_of(asked["command"])
-                    answer = {"reply": await service.executor.run_forwarded(command)}
+                    reply = await service.executor.run_forwarded(command, asked.get("within"))
+                    answer = {"reply": reply}
                 except MessengerError as error:
                     answer = {"error": error.to_wire()}
                 except Exception:  # a bug: answered at once, as the dispatcher would

@@ -30,7 +30,7 @@ from server.domain.commands import RANDOM_IDS, Command, Ids
 from server.domain.decisions import Policy, decide
 from server.domain.events import Event, UserBanned
 from server.domain.state import State
-from server.errors import MessengerError
+from server.errors import MessengerError, Unavailable
 from server.store import NotStored
 
 if TYPE_CHECKING:
@@ -61,12 +61,14 @@ class Executor:
         # Cluster mode: done once the node has re-read the log after a refused append.
         self.recover: Callable[[], Awaitable[None]] | None = None
 
-    async def run(self, command: Command) -> dict[str, Any]:
-        """Decide ``command`` (here, or on the writer) and answer it."""
+    async def run(self, command: Command, deadline: float | None = None) -> dict[str, Any]:
+        """Decide ``command`` (here, or on the writer) and answer it. ``deadline`` (the
+        loop's clock): the asking node's patience; no decision is taken after it."""
         attempt = 0
         while True:
             if self.forward is not None:
                 return await self.forward(command)
+            _not_past(deadline)
             try:
                 return await self._decide_here(command)
             except NotStored as refused:
@@ -78,17 +80,23 @@ class Executor:
                 )
                 # Not for ever: a node that cannot re-read the log (NATS out of reach)
                 # answers -32008 as it did before (the re-read goes on, shielded).
+                budget = self.service.config.forward_timeout
+                if deadline is not None:
+                    budget = min(budget, deadline - asyncio.get_running_loop().time())
                 try:
-                    await asyncio.wait_for(
-                        asyncio.shield(self.recover()), self.service.config.forward_timeout
-                    )
+                    await asyncio.wait_for(asyncio.shield(self.recover()), max(0.0, budget))
                 except TimeoutError:
                     raise refused from None
 
-    async def run_forwarded(self, command: Command) -> dict[str, Any]:
-        """``run`` for a command another node sent, under the guard a handler runs in."""
+    async def run_forwarded(self, command: Command, within: float | None = None) -> dict[str, Any]:
+        """``run`` for a command another node sent, under the guard a handler runs in.
+        ``within``: seconds the asking node waits for the answer. Once they have passed
+        it has told its device -32008 ("may or may not have happened"), and a command
+        with no ``client_id`` that it repeats would be decided twice: none is taken
+        after them (a compaction holding requests, a long re-read after a fence)."""
+        deadline = None if within is None else asyncio.get_running_loop().time() + within
         async with self.service.pause.request():
-            return await self.run(command)
+            return await self.run(command, deadline)
 
     def run_job(self, job: Callable[[State, int], list[Event]]) -> asyncio.Future[None] | None:
         """A decision of the server's own (the timer's due messages, housekeeping's
@@ -142,3 +150,8 @@ class Executor:
         store refuses them (``NotStored``) they never happened: the command is decided
         again (``run``), not answered from them."""
         await asyncio.shield(self.service.log.barrier())
+
+
+def _not_past(deadline: float | None) -> None:
+    if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+        raise Unavailable("The node that asked has stopped waiting: not decided", 1.0)

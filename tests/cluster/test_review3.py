@@ -45,9 +45,9 @@ async def test_a_client_id_repeat_answered_while_the_first_send_is_fenced_names_
         asked: list[Command] = []
         run_forwarded = executor.run_forwarded
 
-        async def counted(command: Command) -> dict[str, Any]:
+        async def counted(command: Command, within: float | None = None) -> dict[str, Any]:
             asked.append(command)  # decided before this task first waits
-            return await run_forwarded(command)
+            return await run_forwarded(command, within)
 
         executor.run_forwarded = counted  # type: ignore[method-assign]
         gate = gate_appends(node)
@@ -161,3 +161,36 @@ async def test_events_from_a_node_of_another_version_are_refused_at_once(
         alice = writer.service.state.user("alice")
         assert alice is not None
         assert "d2" not in alice.devices
+
+
+async def test_a_command_the_follower_gave_up_on_is_not_decided_later(
+    tmp_path: Path, nats: Nats
+) -> None:
+    """The follower tells its device -32008 once --forward-timeout has passed; a
+    command with no client_id (here `chat.create`) that the writer decided after that
+    (its requests held by a compaction, a long re-read after a fence) would be made
+    twice by the device's repeat. The writer decides nothing past the follower's
+    patience."""
+    async with (
+        nodes(tmp_path, [nats.url], 2, forward_timeout=0.5) as (writer, follower),
+        user_device(follower.url, "alice") as alice,
+    ):
+        service = writer.service
+        held, release = asyncio.Event(), asyncio.Event()
+
+        async def hold_requests() -> None:
+            async with service.pause.paused():  # as a compaction does
+                held.set()
+                await release.wait()
+
+        holding = asyncio.ensure_future(hold_requests())
+        await held.wait()
+        with pytest.raises(RpcError) as gave_up:
+            await alice.call("chat.create", title="late")
+        assert gave_up.value.code == -32008
+        release.set()  # past the writer's share (0.8) of the follower's 0.5 s
+        await holding
+        created = await alice.call("chat.create", title="again")  # the device's repeat
+        titles = [chat.title for chat in service.state.chats.values() if chat.title]
+        assert titles == ["general", "again"], titles  # before: "late" too
+        assert created["chat"]["title"] == "again"
