@@ -23,7 +23,7 @@ import orjson
 from server import __version__, presence
 from server.config import Config
 from server.domain import views
-from server.domain.events import Event, from_record
+from server.domain.events import Unfit, decode_stored
 from server.domain.snapshot import SnapshotDamaged
 from server.domain.snapshot import load as load_snapshot
 from server.domain.state import State
@@ -82,7 +82,9 @@ async def replay(
     it; the recent events for resume, and how many records after the snapshot were
     read. With ``now``, messages expired by then are dropped before the recent
     events are rebuilt."""
-    tail: collections.deque[Event] = collections.deque(maxlen=max(window, 0))
+    # The last records folded, as their JSON, for the recent events: keeping the
+    # events themselves that long costs a fifth of a replay (see read_chunks).
+    tail: collections.deque[bytes] = collections.deque(maxlen=max(window, 0))
     count = 0
     skipped = 0  # records read but not folded: covered by the snapshot
     # The fold makes millions of objects that all stay (the state) and no garbage
@@ -104,30 +106,35 @@ async def replay(
         fold, apply = state.fold, state.apply
         head = True  # no record with a cursor read yet
         async for chunk in store.records(loaded):
-            for record in chunk:
-                cursor = record.get("c")
+            for body in chunk:
                 try:
-                    if cursor is None or (cursor <= covered and not count):
-                        if cursor is not None:
-                            head = False  # covered by the snapshot: skipped
-                        elif not head or count:
-                            raise LogCorrupted(
-                                f"{source}: record {skipped + count + 1}"
-                                f"{_at(offset_of, skipped + count)} is without a cursor, "
-                                "but follows records with one: only the head of a log "
-                                "written before snapshots were kept apart has none"
-                            )
-                        elif loaded is None:
-                            # An older log's snapshot, at its head: folded as before.
-                            fold(from_record(record))
-                        skipped += 1
-                        continue
-                    event = from_record(record)
-                except _UNFIT as error:
+                    cursor, event = decode_stored(body)
+                except ValueError as error:  # its checksum held, yet it is no JSON object
                     raise LogCorrupted(
                         f"{source}: record {skipped + count + 1}"
-                        f"{_at(offset_of, skipped + count)} is not an event: {error}"
+                        f"{_at(offset_of, skipped + count)} is not a JSON object: {error}"
                     ) from None
+                if cursor is not None and cursor <= covered and not count:
+                    head = False  # covered by the snapshot: skipped
+                    skipped += 1
+                    continue
+                if isinstance(event, Unfit):
+                    raise LogCorrupted(
+                        f"{source}: record {skipped + count + 1}"
+                        f"{_at(offset_of, skipped + count)} is not an event: {event.error}"
+                    )
+                if cursor is None:
+                    if not head or count:
+                        raise LogCorrupted(
+                            f"{source}: record {skipped + count + 1}"
+                            f"{_at(offset_of, skipped + count)} is without a cursor, "
+                            "but follows records with one: only the head of a log "
+                            "written before snapshots were kept apart has none"
+                        )
+                    if loaded is None:  # an older log's snapshot, at its head
+                        fold(event)
+                    skipped += 1
+                    continue
                 if cursor != state.cursor + 1:
                     raise LogCorrupted(
                         f"{source}{_at(offset_of, skipped + count)}: "
@@ -141,7 +148,7 @@ async def replay(
                         f"{_at(offset_of, skipped + count)}, a {type(event).__name__}, "
                         f"does not fit the state before it: {error!r}"
                     ) from None
-                tail.append(event)
+                tail.append(body)
                 count += 1
     finally:
         if collecting:
@@ -152,7 +159,9 @@ async def replay(
         state.expire(now)
     recent = Recent(window, state.cursor - len(tail))
     first = state.cursor - len(tail) + 1
-    for cursor, event in enumerate(tail, start=first):
+    for cursor, body in enumerate(tail, start=first):
+        event = decode_stored(body)[1]
+        assert not isinstance(event, Unfit)  # it was folded
         for audience, method, params in views.notifications(state, event):
             frame = encode_event(method, params, cursor)
             until = views.told_until(state, event)

@@ -38,6 +38,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Final
 
+import msgspec
 import nats.errors
 import nats.js.errors
 import orjson
@@ -46,7 +47,7 @@ from nats.aio.msg import Msg
 from server.app import replay
 from server.domain import commands, rules
 from server.domain.commands import Command
-from server.domain.events import Event, from_record, to_record
+from server.domain.events import Event, Unfit, decode_stored, from_record, to_record
 from server.errors import InternalError, MessengerError, Unavailable
 from server.jetstream import JetStreamStore, Shared
 from server.store import Gap
@@ -258,15 +259,19 @@ class ClusterNode:
                 reread = True
                 await asyncio.sleep(0.5)
 
-    def _fold(self, seq: int, records: list[dict[str, Any]]) -> None:
+    def _fold(self, seq: int, records: list[msgspec.Raw]) -> None:
         state = self.service.state
         for record in records:
-            cursor = record.pop("c", None)
+            cursor, event = decode_stored(bytes(record))
             if cursor is None or cursor <= state.cursor:
                 continue  # this node wrote it (as the writer), and folded it then
             if cursor != state.cursor + 1:
                 raise Gap(state.cursor + 1, cursor)
-            self.service.told(from_record(record))
+            if isinstance(event, Unfit):
+                raise ValueError(
+                    f"stream message {seq}: cursor {cursor} is not an event: {event.error}"
+                )
+            self.service.told(event)
         self.position = seq
         self._release()
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -45,6 +46,9 @@ from server.errors import Unavailable
 from server.store import Gap, NotStored, Record, Snapshot, StoreFailed
 
 logger = logging.getLogger("messenger.server.cluster")
+
+# A stream message holds a batch as a JSON array: split into each record's JSON.
+_SPLIT: Final = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
 WRONG_LAST_SEQUENCE: Final = 10071  # JetStream's error code for a failed expectation
 REPLICAS_UNSUPPORTED: Final = 10074  # a JetStream that runs alone keeps one replica
@@ -459,11 +463,12 @@ class JetStreamStore:
 
     # -- reading back ------------------------------------------------------------
 
-    async def records(self, after: Snapshot | None = None) -> AsyncIterator[list[Record]]:
+    async def records(self, after: Snapshot | None = None) -> AsyncIterator[list[bytes]]:
         """The stream's records after the snapshot ``after`` (``snapshots.load``), up
-        to the stream's last message when this was called; ``position`` follows what
-        was read. Raises ``Gap`` when a newer snapshot purged what was to follow
-        ``after``: load the newest again, into a fresh state."""
+        to the stream's last message when this was called, each as its JSON;
+        ``position`` and ``cursor`` follow what was read. Raises ``Gap`` when a
+        newer snapshot purged what was to follow ``after``: load the newest again,
+        into a fresh state."""
         start = 1
         if after is not None:
             start = after.position + 1
@@ -477,15 +482,15 @@ class JetStreamStore:
         async for seq, batch in self.tail(start, until=last):
             self.position = seq
             if batch:
-                self.cursor = batch[-1].get("c", self.cursor)
-            yield batch
+                self.cursor = orjson.loads(bytes(batch[-1])).get("c", self.cursor)
+            yield [bytes(record) for record in batch]
 
     async def tail(
         self, start: int, until: int | None = None
-    ) -> AsyncIterator[tuple[int, list[Record]]]:
-        """(stream sequence, records) of each message from ``start`` on, in order; up
-        to ``until`` if given, else for ever. Checks that the first message is the
-        one asked for: JetStream silently starts later when it was purged."""
+    ) -> AsyncIterator[tuple[int, list[msgspec.Raw]]]:
+        """(stream sequence, its records' JSON) of each message from ``start`` on, in
+        order; up to ``until`` if given, else for ever. Checks that the first message
+        is the one asked for: JetStream silently starts later when it was purged."""
         info = await self.shared.js.stream_info(self.names.stream)
         if start < info.state.first_seq:  # purged below what is asked: a quiet stream
             raise Gap(start, info.state.first_seq)  # would never say so by itself
@@ -508,8 +513,7 @@ class JetStreamStore:
                 if seq != expected:
                     raise Gap(expected, seq)
                 expected = seq + 1
-                records = orjson.loads(message.data)
-                yield seq, records
+                yield seq, _SPLIT(message.data)
                 if until is not None and seq >= until:
                     return
         finally:

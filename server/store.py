@@ -107,9 +107,11 @@ class EventStore(Protocol):
         """Whether what was appended since the last snapshot is worth a new one."""
         ...
 
-    def records(self, after: Snapshot | None = None) -> AsyncIterator[list[Record]]:
+    def records(self, after: Snapshot | None = None) -> AsyncIterator[list[bytes]]:
         """The records kept after ``after`` (the snapshot loaded from ``snapshots``;
-        None: every record), oldest first, in chunks. Some it covers may come too
+        None: every record), oldest first, in chunks, each as its JSON: the reader
+        decodes them (``events.decode_stored``: the cursor and the event, with no dict
+        in between), one at a time as it folds them. Some it covers may come too
         (a crash between saving a snapshot and dropping them): the reader skips
         those by their cursor, and records without one (an older log's snapshot)."""
         ...

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import NewType
 
+import msgspec
+
 UserName = NewType("UserName", str)  # as registered; compare with ``user_key``
 UserKey = NewType("UserKey", str)  # case-folded name: unique per user
 ChatId = NewType("ChatId", str)
@@ -54,8 +56,10 @@ class User:
     last_seen: int | None = None  # when the last device went away (durable, UserSeen)
 
 
-@dataclasses.dataclass(slots=True, eq=False)
-class Message:
+class Message(msgspec.Struct, gc=False, eq=False):
+    """A live message. A struct msgspec makes in C, not tracked by the cyclic GC (it
+    is in no cycle): a replay makes a million of them (bench/replay.py)."""
+
     id: MessageId
     chat: ChatId
     seq: int

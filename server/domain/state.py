@@ -284,9 +284,15 @@ class State:
         self.direct_chats[_pair(event.user_a, event.user_b)] = event.chat
 
     def _message_posted(self, event: MessagePosted) -> None:
-        # Replay's hot path (most events are this one): fields read once into locals.
-        chat_id, seq, at, text = event.chat, event.seq, event.at, event.text
-        chat = self.chats[chat_id]
+        # Replay's hot path (most events are this one): fields read once into locals;
+        # the message keeps the state's own strings for its chat and author, not the
+        # event's copies (a million copies of "general" in a replay otherwise).
+        seq, at, text = event.seq, event.at, event.text
+        chat = self.chats[event.chat]
+        chat_id = chat.id
+        author_key = UserKey(event.author.lower())  # user_key(), inlined
+        author = self.users[author_key]
+        name = author.name if author.name == event.author else event.author
         messages = chat.messages
         if not messages:  # after expiry, seq goes on where it was
             chat.first_seq = seq
@@ -294,7 +300,7 @@ class State:
             event.message,
             chat_id,
             seq,
-            event.author,
+            name,
             text,
             at,
             event.expires_at,
@@ -313,8 +319,6 @@ class State:
             self._mention(message, event.mentions)
         if message.expires_at is not None:
             heapq.heappush(self.expiries, (message.expires_at, message.id))
-        author_key = UserKey(event.author.lower())  # user_key(), inlined
-        author = self.users[author_key]
         author.posted += 1
         author.live_bytes += text_size(text)
         # Writing in a chat reads it: your own messages are never unread to you.

@@ -15,7 +15,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from server import jetstream
 from server.errors import Unavailable
-from server.log import EventLog
+from server.log import EventLog, decode_dict
 from server.store import EventStore, NotStored, Record, Snapshot, StoreFailed
 from tests.cluster.support import Nats
 
@@ -66,7 +66,7 @@ async def read_back(open_store: Opener) -> list[Record]:
     """The records after the newest snapshot, as a start reads them."""
     async with open_store() as store:
         after = await store.snapshots.load()
-        return [record async for chunk in store.records(after) for record in chunk]
+        return [decode_dict(record) async for chunk in store.records(after) for record in chunk]
 
 
 async def test_an_empty_store_reads_back_nothing(open_store: Opener) -> None:
@@ -201,7 +201,7 @@ async def read_back_stream(nats: Nats, cluster: str) -> list[Record]:
     shared = await jetstream.connect([nats.url], cluster, 1.0, "reader")
     try:
         store = jetstream.JetStreamStore(shared)
-        return [record async for chunk in store.records() for record in chunk]
+        return [decode_dict(record) async for chunk in store.records() for record in chunk]
     finally:
         await shared.close()
 
@@ -268,5 +268,5 @@ async def test_a_stale_writers_snapshot_does_not_replace_a_newer_one(nats: Nats)
                 loaded = await starting.snapshots.load()
                 assert loaded is not None
                 assert (loaded.data, loaded.cursor) == (b"state at 4", 4)
-                back = [r async for chunk in starting.records(loaded) for r in chunk]
+                back = [decode_dict(r) async for chunk in starting.records(loaded) for r in chunk]
                 assert [r["c"] for r in back] == [5]

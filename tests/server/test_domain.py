@@ -3,6 +3,7 @@ views, and the password and login-throttle helpers. No server, no sockets."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from server.auth import LoginThrottle, hash_password, new_token, token_hash, verify_password
@@ -14,8 +15,10 @@ from server.domain.events import (
     Event,
     MessagePosted,
     ReadMarkerMoved,
+    Unfit,
     UnknownEventType,
     UserRegistered,
+    decode_stored,
     from_record,
     to_record,
 )
@@ -615,3 +618,114 @@ def test_many_due_at_once_are_posted_in_slices_in_order() -> None:
             posted.append(event.text)
     assert posted == [f"m{index}" for index in range(7)]
     assert [m.seq for m in live(state.general)] == list(range(1, 8))
+
+
+# -- decode_stored: a stored record's JSON straight into its event -----------------
+
+
+def stored(record: dict[str, object]) -> bytes:
+    return orjson.dumps(record)
+
+
+def test_decode_stored_reads_the_cursor_off_the_end_and_the_event_typed() -> None:
+    """The store writes the cursor last: the fast path gives the same event as the
+    dict mapper, and the cursor as an int."""
+    event = MessagePosted(MessageId("m"), GENERAL, 2, UserName("a"), "hé", 6, 7, DeviceId("d"))
+    body = stored({**to_record(event), "c": 41})
+    assert decode_stored(body) == (41, event)
+
+
+def test_decode_stored_takes_the_cursor_wherever_it_is() -> None:
+    """A record whose cursor is not last (or that has none, an older log's snapshot
+    head) takes the general path, with the same result."""
+    event = ReadMarkerMoved(UserName("alice"), GENERAL, 3, 8)
+    assert decode_stored(stored({"c": 5, **to_record(event)})) == (5, event)
+    assert decode_stored(stored(to_record(event))) == (None, event)
+
+
+@pytest.mark.parametrize(
+    "text", ['x,"c":5}', ',"c":9', '"c":1}', "\\", "a\nb", '{"c":2}'], ids=repr
+)
+def test_decode_stored_is_not_fooled_by_a_text_that_looks_like_a_cursor(text: str) -> None:
+    """A message text ending like a cursor is inside a JSON string, where its quotes
+    are escaped: the cursor read off the end is the record's own."""
+    event = MessagePosted(MessageId("m"), GENERAL, 1, UserName("a"), text, 6)
+    assert decode_stored(stored({**to_record(event), "c": 12})) == (12, event)
+
+
+@pytest.mark.parametrize("cursor_last", [True, False], ids=["fast-path", "general-path"])
+@pytest.mark.parametrize(
+    ("record", "said"),
+    [
+        ({"type": "UserSeen", "user": "alice", "at": 1, "colour": "blue"}, "colour"),
+        ({"type": "UserSeen", "user": 5, "at": 1}, "$.user"),
+        ({"type": "UserSeen", "user": "alice", "at": 1.5}, "$.at"),
+        ({"type": "UserSeen", "at": 1}, "user"),
+        ({"type": "MessageTeleported", "at": 1}, "MessageTeleported"),
+        (
+            {
+                "type": "ReadMarkerMoved",
+                "user": "a",
+                "chat": "c",
+                "seq": 1,
+                "at": 1,
+                "mentions": None,
+            },
+            "mentions",
+        ),
+    ],
+    ids=[
+        "unknown-field",
+        "wrong-type",
+        "float-for-int",
+        "missing-field",
+        "unknown-type",
+        "another-events-field",
+    ],
+)
+def test_decode_stored_refuses_what_is_not_an_event_on_either_path(
+    record: dict[str, object], said: str, cursor_last: bool
+) -> None:
+    """Not an event (a newer server's field, a wrong type, a field missing): an Unfit
+    saying what and naming the record's type, the cursor still read, on the fast path
+    and the general one alike; never dropped silently."""
+    body = stored({**record, "c": 7} if cursor_last else {"c": 7, **record})
+    cursor, event = decode_stored(body)
+    assert cursor == 7
+    assert isinstance(event, Unfit)
+    assert said in event.error
+    assert str(record["type"]) in event.error
+
+
+def test_decode_stored_refuses_a_cursor_that_is_not_an_integer() -> None:
+    _, event = decode_stored(stored({"type": "UserSeen", "user": "a", "at": 1, "c": "7"}))
+    assert isinstance(event, Unfit)
+    assert "cursor" in event.error
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b"[1, 2]", "Expected a JSON object, but got list"),
+        (b"not json", "invalid literal"),
+        (b"", "empty document"),
+        (b'{"type": "UserSeen",', "unexpected end of data"),
+        (b'{"type":"UserSeen","user":"a",,"c":3}', "JSON is malformed"),
+    ],
+)
+def test_decode_stored_raises_valueerror_for_what_is_no_json_object(body: bytes, said: str) -> None:
+    """Not JSON, or not an object (the reader refuses the start, naming the record)."""
+    with pytest.raises(ValueError, match=said):
+        decode_stored(body)
+
+
+def test_an_event_is_frozen_and_its_record_leaves_defaults_out() -> None:
+    event = UserRegistered(UserName("alice"), "hash", 1)
+    with pytest.raises(AttributeError):
+        event.at = 2  # type: ignore[misc]
+    assert to_record(event) == {
+        "type": "UserRegistered",
+        "user": "alice",
+        "password_hash": "hash",
+        "at": 1,
+    }

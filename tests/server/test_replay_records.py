@@ -4,6 +4,7 @@ record's byte offset, rather than with a bare exception or, worse, going on."""
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,28 @@ async def test_an_event_the_state_cannot_take_stops_the_start_naming_file_and_of
     assert unfit["type"] in message
 
 
+@pytest.mark.parametrize("where", ["middle", "end"])
+@pytest.mark.parametrize("body", [b"[1,2]", b"{not json"], ids=["an-array", "not-json"])
+async def test_a_record_whose_checksum_holds_but_is_no_json_object_stops_the_start(
+    tmp_path: Path, where: str, body: bytes
+) -> None:
+    """Its checksum says it was written whole, so it is no torn tail to cut off, at the
+    end of the log or anywhere else: the start stops, naming the file and its offset."""
+    config = config_in(tmp_path)
+    await served(config, 2)
+    lines = log_lines(config)
+    stray = b"%08x %b\n" % (zlib.crc32(body), body)
+    at = 2 if where == "middle" else len(lines)
+    (config.state_dir / LOG_FILE).write_bytes(b"".join([*lines[:at], stray, *lines[at:]]))
+    message = await refusal(config)
+    assert str(config.state_dir / LOG_FILE) in message
+    assert f"byte offset {sum(map(len, lines[:at]))}" in message
+    assert "is not a JSON object" in message
+    assert (
+        (config.state_dir / LOG_FILE).read_bytes().endswith(stray if where == "end" else lines[-1])
+    )  # nothing cut off
+
+
 @pytest.mark.parametrize("compacted", [False, True], ids=["no-snapshot", "after-a-snapshot"])
 async def test_a_record_without_a_cursor_after_ones_with_is_refused(
     tmp_path: Path, compacted: bool
@@ -112,7 +135,7 @@ async def test_a_record_missing_a_field_is_refused_saying_which(tmp_path: Path) 
     message = await refusal(config)
     assert str(path) in message
     assert f"byte offset {offset}" in message
-    assert "the field 'seq' of ReadMarkerMoved, but it is missing" in message
+    assert "a ReadMarkerMoved: Object missing required field `seq`" in message
 
 
 @pytest.mark.parametrize(

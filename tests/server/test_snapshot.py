@@ -8,6 +8,7 @@ import dataclasses
 import random
 from typing import Any
 
+import msgspec
 import pytest
 
 from server.config import Config
@@ -321,9 +322,12 @@ def history(seed: int, steps: int) -> State:
 
 
 def fields(thing: Any, *leave_out: str) -> dict[str, Any]:
-    return {
-        f.name: getattr(thing, f.name) for f in dataclasses.fields(thing) if f.name not in leave_out
-    }
+    names = (
+        thing.__struct_fields__
+        if isinstance(thing, msgspec.Struct)
+        else [f.name for f in dataclasses.fields(thing)]
+    )
+    return {name: getattr(thing, name) for name in names if name not in leave_out}
 
 
 def picture(state: State) -> dict[str, Any]:
