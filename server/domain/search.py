@@ -101,8 +101,9 @@ class SearchIndex:
 
     def add(self, message: Message) -> None:
         """A new message, newest of all: its order is the next one."""
-        message.order = order = self.next_order
-        self.messages.append(message)
+        messages = self.messages
+        message.order = order = self.base + len(messages)  # next_order, inlined (replay)
+        messages.append(message)
         if self.built:
             self._post_into(self.postings, order, words(message.text))
 

@@ -226,3 +226,48 @@ async def test_every_acknowledged_message_survives_a_power_cut(tmp_path: Path, t
         await alice.login("alice")
         after = await post(alice, "general", "after the reboot")
         assert after["seq"] == len(survivors) + 1
+
+
+async def test_a_repeated_client_id_is_answered_only_once_its_first_send_is_durable(
+    tmp_path: Path,
+) -> None:
+    """A send repeated with its client_id while the first is still on its way to the
+    disk gets the first's message, but only once that message is fsynced: a reply
+    must not rest on an event a power cut could still take away."""
+    disk = PowerCutDisk(fsync_delay=0.3)
+    config = config_in(tmp_path)
+    path = config.state_dir / LOG_FILE
+    async with (
+        run_server(config, Clock(), disk) as running,
+        user_device(running.url, "alice") as alice,
+    ):
+        await post(alice, "general", "warm-up")  # the login's events are durable
+        first = asyncio.ensure_future(post(alice, "general", "once", client_id="c-1"))
+        await asyncio.sleep(0.05)  # the first is decided and being written
+        repeat = await post(alice, "general", "once", client_id="c-1")
+        assert repeat["id"].encode() in disk.durable_bytes(path)
+        assert (await first)["id"] == repeat["id"]
+
+
+async def test_a_refusal_resting_on_an_event_is_given_only_once_that_event_is_durable(
+    tmp_path: Path,
+) -> None:
+    """A comment on a message whose deletion is still on its way to the disk is refused
+    ("not found"), but only once the deletion is fsynced: were the power to go first,
+    the message would still be there."""
+    disk = PowerCutDisk(fsync_delay=0.3)
+    config = config_in(tmp_path)
+    path = config.state_dir / LOG_FILE
+    async with (
+        run_server(config, Clock(), disk) as running,
+        user_device(running.url, "alice") as alice,
+        user_device(running.url, "bob") as bob,
+    ):
+        message = await post(alice, "general", "soon gone")
+        deleting = asyncio.ensure_future(alice.call("delete", message=message["id"]))
+        await asyncio.sleep(0.05)  # the deletion is decided and being written
+        with pytest.raises(RpcError) as refused:
+            await bob.call("comment", message=message["id"], text="too late")
+        assert refused.value.code == -32003
+        assert b'"MessageDeleted"' in disk.durable_bytes(path)
+        await deleting
