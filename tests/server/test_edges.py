@@ -5,6 +5,7 @@ them go through a real server on the wire, so they outlive changes to its inside
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +288,23 @@ async def test_a_schedule_due_the_moment_a_ban_ends_is_posted(tmp_path: Path) ->
         clock.now = until
         posted = (await alice.next_event("message"))["params"]["message"]
         assert (posted["author"], posted["text"]) == ("mallory", "on time")
+
+
+async def test_each_ban_is_logged_for_the_operator_with_its_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ban is said at INFO, naming the user and when it ends, once it is durable."""
+    clock = Clock()
+    config = config_in(tmp_path, report_threshold=1, ban_duration=100)
+    async with (
+        run_server(config, clock) as running,
+        user_device(running.url, "alice") as alice,
+        user_device(running.url, "mallory") as mallory,
+    ):
+        await post(mallory, "general", "spam")
+        with caplog.at_level(logging.INFO, logger="messenger.server"):
+            await alice.call("report", user="mallory")
+    assert f"user mallory banned until {clock.now + 100_000}" in caplog.messages
 
 
 # -- remembered client_ids, compaction of a quiet log ----------------------------------
