@@ -339,10 +339,14 @@ def _load_messages(state: State, rows: list[list[Any]]) -> None:
     chats, messages, comments = state.chats, state.messages, state.comments
     expiries, mention = state.expiries, state.mentions.add
     loaded = []
+    # One string per chat id and author name, not one per message (as the fold keeps them).
+    authors: dict[str, UserName] = {}
     for row in rows:
         message_id, chat_id, seq, author, text, ts, expires_at, file, edited_at, names, said = row
-        message = Message(message_id, chat_id, seq, author, text, ts, expires_at, file, edited_at)
         chat = chats[chat_id]
+        chat_id = chat.id
+        author = authors.setdefault(author, author)
+        message = Message(message_id, chat_id, seq, author, text, ts, expires_at, file, edited_at)
         chat.messages[seq - chat.first_seq] = message  # its holes are counted after
         messages[message_id] = message
         loaded.append(message)
