@@ -389,8 +389,9 @@ _DECODE_EVENT: Final = msgspec.json.Decoder(Event).decode
 
 def decode_stored(body: bytes) -> Stored:
     """(cursor, event) of a stored record's JSON; the cursor is None where the record
-    has none (an older log's snapshot at its head), the event an ``Unfit`` where the
-    record is not one. Raises ValueError only when ``body`` is not a JSON object.
+    has none (an older log's snapshot at its head) or one that is no integer, the event
+    an ``Unfit`` where the record is not one (a cursor that is no integer included).
+    Raises ValueError only when ``body`` is not a JSON object.
 
     Fast path: the store writes each record with its cursor last
     (``{...,"c":123}``, server/service.py), so the cursor is read off the end and the
@@ -412,7 +413,8 @@ def decode_stored(body: bytes) -> Stored:
         raise ValueError(f"Expected a JSON object, but got {type(record).__name__}")
     cursor = record.get("c")
     if cursor is not None and type(cursor) is not int:
-        return 0, Unfit(f"Expected an integer cursor, but got {cursor!r}")
+        # No cursor to go by: not one the snapshot covers, nor one to skip as folded.
+        return None, Unfit(f"Expected an integer cursor, but got {cursor!r}")
     try:
         return cursor, from_record(record)
     except (TypeError, ValueError, KeyError) as error:

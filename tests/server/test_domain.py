@@ -698,7 +698,8 @@ def test_decode_stored_refuses_what_is_not_an_event_on_either_path(
 
 
 def test_decode_stored_refuses_a_cursor_that_is_not_an_integer() -> None:
-    _, event = decode_stored(stored({"type": "UserSeen", "user": "a", "at": 1, "c": "7"}))
+    cursor, event = decode_stored(stored({"type": "UserSeen", "user": "a", "at": 1, "c": "7"}))
+    assert cursor is None  # none to skip the record by
     assert isinstance(event, Unfit)
     assert "cursor" in event.error
 
