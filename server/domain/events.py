@@ -402,7 +402,10 @@ def decode_stored(body: bytes) -> Stored:
     and ``from_record``, which takes ``"c"`` wherever it is."""
     at = body.rfind(b',"c":', -32)
     digits = body[at + 5 : -1]
-    if at > 0 and digits.isdigit() and body.endswith(b"}"):
+    # Digits alone (a sign, a fraction: the general path), and no leading 0, which is
+    # no JSON number (RFC 8259 section 6): orjson would refuse the record.
+    fits = at > 0 and digits.isdigit() and (digits[:1] != b"0" or digits == b"0")
+    if fits and body.endswith(b"}"):
         last = int(digits)
         try:
             return last, _DECODE_EVENT(body[:at] + b"}")
