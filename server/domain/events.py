@@ -396,10 +396,13 @@ def decode_stored(body: bytes) -> Stored:
     Fast path: the store writes each record with its cursor last
     (``{...,"c":123}``, server/service.py), so the cursor is read off the end and the
     rest decoded straight into its event by msgspec, every field checked and unknown
-    ones refused. (This split cannot be fooled: in JSON text a ``,`` followed by ``"``
-    is never inside a string, where ``"`` is escaped; and digits then the last ``}``
-    leave no nested object.) Any other record takes the general path, orjson's dict
-    and ``from_record``, which takes ``"c"`` wherever it is."""
+    ones refused. (This split cannot be fooled by JSON: the ``"`` before ``c`` opens a
+    string, since no string is ended by a ``"`` followed by ``c``, and an unescaped
+    ``"`` is never inside one; that ``"c"`` followed by ``:`` is a key, and only digits
+    and the last ``}`` follow it: the key of the outermost object, its last. A ``,``
+    followed by ``"`` may well be inside a string, the end of a text like ``a,``.)
+    Any other record takes the general path, orjson's dict and ``from_record``, which
+    takes ``"c"`` wherever it is."""
     at = body.rfind(b',"c":', -32)
     digits = body[at + 5 : -1]
     # Digits alone (a sign, a fraction: the general path), and no leading 0, which is
