@@ -196,3 +196,26 @@ async def test_a_record_whose_cursor_is_no_integer_is_refused_after_a_snapshot(
     assert str(config.state_dir / LOG_FILE) in message
     assert "byte offset 0" in message
     assert "cursor" in message
+
+
+@pytest.mark.parametrize("compacted", [False, True], ids=["no-snapshot", "after-a-snapshot"])
+@pytest.mark.parametrize("cursor", [-1, 0])
+async def test_a_record_whose_cursor_is_below_one_is_refused(
+    tmp_path: Path, cursor: int, compacted: bool
+) -> None:
+    """Cursors start at 1: a record at the head of the log with a cursor below that
+    was written by no server, and is refused naming its offset, not taken for one the
+    snapshot (or, with none, the empty state) covers and skipped silently."""
+    config = config_in(tmp_path)
+    await served(config, 2)
+    if compacted:
+        await served(config, 2, register=False)
+    lines = log_lines(config)
+    stray = encode_record(
+        {"type": "UserBanned", "user": "alice", "until": 2**60, "at": 1, "c": cursor}
+    )
+    (config.state_dir / LOG_FILE).write_bytes(b"".join([stray, *lines]))
+    message = await refusal(config)
+    assert str(config.state_dir / LOG_FILE) in message
+    assert "byte offset 0" in message
+    assert "cursor" in message
