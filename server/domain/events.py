@@ -389,8 +389,8 @@ _DECODE_EVENT: Final = msgspec.json.Decoder(Event).decode
 
 def decode_stored(body: bytes) -> Stored:
     """(cursor, event) of a stored record's JSON; the cursor is None where the record
-    has none (an older log's snapshot at its head) or one that is no integer, the event
-    an ``Unfit`` where the record is not one (a cursor that is no integer included).
+    has none (an older log's snapshot at its head) or one that is no integer from 1 on,
+    the event an ``Unfit`` where the record is not one (such a cursor included).
     Raises ValueError only when ``body`` is not a JSON object.
 
     Fast path: the store writes each record with its cursor last
@@ -405,10 +405,9 @@ def decode_stored(body: bytes) -> Stored:
     takes ``"c"`` wherever it is."""
     at = body.rfind(b',"c":', -32)
     digits = body[at + 5 : -1]
-    # Digits alone (a sign, a fraction: the general path), and no leading 0, which is
-    # no JSON number (RFC 8259 section 6): orjson would refuse the record.
-    fits = at > 0 and digits.isdigit() and (digits[:1] != b"0" or digits == b"0")
-    if fits and body.endswith(b"}"):
+    # Digits alone, from 1 on: a sign, a fraction, a 0 take the general path (which
+    # refuses a leading 0 as no JSON number, RFC 8259 section 6, and a cursor below 1).
+    if at > 0 and digits.isdigit() and digits[:1] != b"0" and body.endswith(b"}"):
         last = int(digits)
         try:
             return last, _DECODE_EVENT(body[:at] + b"}")
@@ -418,9 +417,9 @@ def decode_stored(body: bytes) -> Stored:
     if type(record) is not dict:
         raise ValueError(f"Expected a JSON object, but got {type(record).__name__}")
     cursor = record.get("c")
-    if cursor is not None and type(cursor) is not int:
+    if cursor is not None and (type(cursor) is not int or cursor < 1):
         # No cursor to go by: not one the snapshot covers, nor one to skip as folded.
-        return None, Unfit(f"Expected an integer cursor, but got {cursor!r}")
+        return None, Unfit(f"Expected an integer cursor of 1 or more, but got {cursor!r}")
     try:
         return cursor, from_record(record)
     except (TypeError, ValueError, KeyError) as error:
