@@ -263,6 +263,8 @@ class ClusterNode:
         state = self.service.state
         for record in records:
             cursor, event = decode_stored(bytes(record))
+            if cursor is None and isinstance(event, Unfit):  # no integer cursor, no event
+                raise ValueError(f"stream message {seq}: {event.error}")
             if cursor is None or cursor <= state.cursor:
                 continue  # this node wrote it (as the writer), and folded it then
             if cursor != state.cursor + 1:

@@ -389,19 +389,25 @@ _DECODE_EVENT: Final = msgspec.json.Decoder(Event).decode
 
 def decode_stored(body: bytes) -> Stored:
     """(cursor, event) of a stored record's JSON; the cursor is None where the record
-    has none (an older log's snapshot at its head), the event an ``Unfit`` where the
-    record is not one. Raises ValueError only when ``body`` is not a JSON object.
+    has none (an older log's snapshot at its head) or one that is no integer from 1 on,
+    the event an ``Unfit`` where the record is not one (such a cursor included).
+    Raises ValueError only when ``body`` is not a JSON object.
 
     Fast path: the store writes each record with its cursor last
     (``{...,"c":123}``, server/service.py), so the cursor is read off the end and the
     rest decoded straight into its event by msgspec, every field checked and unknown
-    ones refused. (This split cannot be fooled: in JSON text a ``,`` followed by ``"``
-    is never inside a string, where ``"`` is escaped; and digits then the last ``}``
-    leave no nested object.) Any other record takes the general path, orjson's dict
-    and ``from_record``, which takes ``"c"`` wherever it is."""
+    ones refused. (This split cannot be fooled by JSON: the ``"`` before ``c`` opens a
+    string, since no string is ended by a ``"`` followed by ``c``, and an unescaped
+    ``"`` is never inside one; that ``"c"`` followed by ``:`` is a key, and only digits
+    and the last ``}`` follow it: the key of the outermost object, its last. A ``,``
+    followed by ``"`` may well be inside a string, the end of a text like ``a,``.)
+    Any other record takes the general path, orjson's dict and ``from_record``, which
+    takes ``"c"`` wherever it is."""
     at = body.rfind(b',"c":', -32)
     digits = body[at + 5 : -1]
-    if at > 0 and digits.isdigit() and body.endswith(b"}"):
+    # Digits alone, from 1 on: a sign, a fraction, a 0 take the general path (which
+    # refuses a leading 0 as no JSON number, RFC 8259 section 6, and a cursor below 1).
+    if at > 0 and digits.isdigit() and digits[:1] != b"0" and body.endswith(b"}"):
         last = int(digits)
         try:
             return last, _DECODE_EVENT(body[:at] + b"}")
@@ -411,8 +417,9 @@ def decode_stored(body: bytes) -> Stored:
     if type(record) is not dict:
         raise ValueError(f"Expected a JSON object, but got {type(record).__name__}")
     cursor = record.get("c")
-    if cursor is not None and type(cursor) is not int:
-        return 0, Unfit(f"Expected an integer cursor, but got {cursor!r}")
+    if cursor is not None and (type(cursor) is not int or cursor < 1):
+        # No cursor to go by: not one the snapshot covers, nor one to skip as folded.
+        return None, Unfit(f"Expected an integer cursor of 1 or more, but got {cursor!r}")
     try:
         return cursor, from_record(record)
     except (TypeError, ValueError, KeyError) as error:

@@ -698,7 +698,8 @@ def test_decode_stored_refuses_what_is_not_an_event_on_either_path(
 
 
 def test_decode_stored_refuses_a_cursor_that_is_not_an_integer() -> None:
-    _, event = decode_stored(stored({"type": "UserSeen", "user": "a", "at": 1, "c": "7"}))
+    cursor, event = decode_stored(stored({"type": "UserSeen", "user": "a", "at": 1, "c": "7"}))
+    assert cursor is None  # none to skip the record by
     assert isinstance(event, Unfit)
     assert "cursor" in event.error
 
@@ -729,3 +730,14 @@ def test_an_event_is_frozen_and_its_record_leaves_defaults_out() -> None:
         "password_hash": "hash",
         "at": 1,
     }
+
+
+@pytest.mark.parametrize("cursor", [b"07", b"00", b"0012"])
+def test_decode_stored_refuses_a_cursor_with_a_leading_zero_as_no_json(cursor: bytes) -> None:
+    """``"c":07`` is no JSON number (RFC 8259 section 6): refused on the fast path as
+    the general path refuses it, not read as cursor 7."""
+    body = b'{"type":"UserSeen","user":"a","at":1,"c":%b}' % cursor
+    with pytest.raises(ValueError, match="leading zero"):
+        orjson.loads(body)
+    with pytest.raises(ValueError, match="leading zero"):
+        decode_stored(body)

@@ -174,3 +174,48 @@ async def test_a_snapshot_of_a_format_to_come_is_refused_as_such(tmp_path: Path)
     assert message.startswith(f"{snapshots.path}: ")
     assert "Expected a snapshot of format 1" in message
     assert "b'messenger-state 2'" in message
+
+
+@pytest.mark.parametrize("cursor", ["9", True, 1e9], ids=["a-string", "a-bool", "a-float"])
+async def test_a_record_whose_cursor_is_no_integer_is_refused_after_a_snapshot(
+    tmp_path: Path, cursor: object
+) -> None:
+    """A record whose cursor is not an integer says nothing of what the snapshot
+    covers: at the head of a compacted log it is refused naming its offset, not taken
+    for a covered record and skipped silently (a ban nobody may drop unseen)."""
+    config = config_in(tmp_path)
+    await served(config, 2)
+    await served(config, 2, register=False)  # this start compacts: a snapshot, then the log
+    assert (config.state_dir / "events.snapshot").exists()
+    lines = log_lines(config)
+    stray = encode_record(
+        {"type": "UserBanned", "user": "alice", "until": 2**60, "at": 1, "c": cursor}
+    )
+    (config.state_dir / LOG_FILE).write_bytes(b"".join([stray, *lines]))
+    message = await refusal(config)
+    assert str(config.state_dir / LOG_FILE) in message
+    assert "byte offset 0" in message
+    assert "cursor" in message
+
+
+@pytest.mark.parametrize("compacted", [False, True], ids=["no-snapshot", "after-a-snapshot"])
+@pytest.mark.parametrize("cursor", [-1, 0])
+async def test_a_record_whose_cursor_is_below_one_is_refused(
+    tmp_path: Path, cursor: int, compacted: bool
+) -> None:
+    """Cursors start at 1: a record at the head of the log with a cursor below that
+    was written by no server, and is refused naming its offset, not taken for one the
+    snapshot (or, with none, the empty state) covers and skipped silently."""
+    config = config_in(tmp_path)
+    await served(config, 2)
+    if compacted:
+        await served(config, 2, register=False)
+    lines = log_lines(config)
+    stray = encode_record(
+        {"type": "UserBanned", "user": "alice", "until": 2**60, "at": 1, "c": cursor}
+    )
+    (config.state_dir / LOG_FILE).write_bytes(b"".join([stray, *lines]))
+    message = await refusal(config)
+    assert str(config.state_dir / LOG_FILE) in message
+    assert "byte offset 0" in message
+    assert "cursor" in message
