@@ -125,3 +125,43 @@ async def test_an_append_of_unknown_outcome_is_not_decided_again(
         again = await alice.call("send", chat="general", text="maybe", client_id="k")
         assert again["message"]["text"] == "maybe"
         assert await texts(alice) == ["maybe"]
+
+
+async def test_a_writer_fenced_off_again_and_again_gives_up_after_three_more_decisions(
+    tmp_path: Path, nats: Nats
+) -> None:
+    """A stale writer's append lands first every time: the writer decides the send once
+    and three times more (each after re-reading the stream), then answers -32008 rather
+    than loop; nothing of it is stored, and the device's repeat posts it once."""
+    async with (
+        nodes(tmp_path, [nats.url], 1) as (writer,),
+        user_device(writer.url, "alice") as alice,
+    ):
+        node = cluster_node(writer)
+        js = node.shared.js
+        subject = node.shared.names.subject
+        publish = js.publish
+        attempts: list[int] = []
+
+        async def always_second(to: str, payload: bytes = b"", **kwargs: Any) -> Any:
+            if to == subject:
+                cursor = orjson.loads(payload)[0]["c"]  # the cursor the send was given
+                attempts.append(cursor)
+                stale = {**to_record(UserSeen(UserName("alice"), len(attempts))), "c": cursor}
+                await publish(subject, orjson.dumps([stale]))  # no expected sequence: first
+            return await publish(to, payload, **kwargs)
+
+        js.publish = always_second  # type: ignore[method-assign,assignment]
+        with pytest.raises(RpcError) as caught:
+            await alice.call("send", chat="general", text="contested", client_id="k")
+        assert caught.value.code == -32008
+        assert len(attempts) == 4
+        assert attempts == sorted(set(attempts))  # each decided against the re-read stream
+        js.publish = publish  # type: ignore[method-assign]
+        await until(lambda: not node.store.broken.is_set())
+        again = await alice.call("send", chat="general", text="contested", client_id="k")
+        assert again["message"]["text"] == "contested"
+        assert await texts(alice) == ["contested"]
+        seen = node.service.state.user("alice")
+        assert seen is not None
+        assert seen.last_seen == 4  # every stale append was folded
