@@ -640,6 +640,8 @@ def test_decode_stored_takes_the_cursor_wherever_it_is() -> None:
     head) takes the general path, with the same result."""
     event = ReadMarkerMoved(UserName("alice"), GENERAL, 3, 8)
     assert decode_stored(stored({"c": 5, **to_record(event)})) == (5, event)
+    assert decode_stored(stored({"c": 1, **to_record(event)})) == (1, event)  # the first
+    assert decode_stored(stored({**to_record(event), "c": 1})) == (1, event)
     assert decode_stored(stored(to_record(event))) == (None, event)
 
 
