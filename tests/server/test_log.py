@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import stat
 import threading
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -15,7 +16,14 @@ from typing import Any, TypeVar
 import pytest
 
 from server.config import FsyncPolicy
-from server.log import EventLog, LogCorrupted, LogFailed, encode_record, read_records
+from server.log import (
+    EventLog,
+    LogCorrupted,
+    LogFailed,
+    decode_dict,
+    encode_record,
+    read_records,
+)
 from server.store import Snapshot
 
 LogFactory = Callable[[Path], EventLog]
@@ -333,6 +341,7 @@ async def test_damaged_record_before_good_ones_raises_log_corrupted(
         list(read_records(path))
     assert str(path) in str(caught.value)
     assert f"byte offset {offsets[line]}" in str(caught.value)
+    assert f"followed by a valid one at byte offset {offsets[line + 1]}" in str(caught.value)
     assert path.read_bytes() == bytes(data)  # left as found, for the operator
 
 
@@ -405,3 +414,70 @@ async def test_an_unfinished_snapshot_is_removed_unread(
         assert await snapshots.load() == Snapshot(b"previous", 3)
     assert not unfinished.exists()
     assert "unfinished snapshot" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"messenger-snapshut 42 %d %08x", b"messenger-snapshot 42 %d %08x extra"],
+    ids=["another-magic", "a-fifth-field"],
+)
+def test_a_snapshot_file_with_another_header_is_refused_whatever_its_data(
+    tmp_path: Path, header: bytes
+) -> None:
+    """A file whose header is not ``messenger-snapshot <cursor> <bytes> <crc32>`` (another
+    program's, another format's) is refused even when its size and checksum match."""
+    snapshots = EventLog(tmp_path / "events.log").snapshots
+    data = b"the state " * 100
+    snapshots.path.write_bytes(header % (len(data), zlib.crc32(data)) + b"\n" + data)
+    with pytest.raises(LogCorrupted, match="Expected a snapshot header"):
+        snapshots.read()
+
+
+async def test_a_snapshots_size_is_its_files_once_saved_or_read(tmp_path: Path) -> None:
+    """The snapshot store knows its file's size after a save and after a read (the log
+    weighs a compaction against it)."""
+    snapshots = EventLog(tmp_path / "events.log").snapshots
+    await snapshots.save(Snapshot(b"the state " * 100, 7))
+    assert snapshots.size == snapshots.path.stat().st_size
+    again = EventLog(tmp_path / "events.log").snapshots
+    assert again.size == 0
+    assert await again.load() == Snapshot(b"the state " * 100, 7)
+    assert again.size == snapshots.path.stat().st_size
+
+
+async def test_the_snapshot_and_the_compacted_log_are_readable_by_the_owner_only(
+    tmp_path: Path,
+) -> None:
+    """What a compaction writes (the snapshot, the new log) is mode 0600, as the log."""
+    path = tmp_path / "events.log"
+    async with opened(EventLog(path)) as log:
+        await log.append(numbered(3))
+        await log.compact(Snapshot(b"the state", 3))
+        await log.append(numbered(1, 3))
+    assert stat.S_IMODE(log.snapshots.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_records_json_must_be_an_object() -> None:
+    """``decode_dict`` takes a JSON object and refuses anything else as damage."""
+    assert decode_dict(b'{"n":1}') == {"n": 1}
+    with pytest.raises(ValueError, match="Expected a JSON object, but got list"):
+        decode_dict(b"[1]")
+
+
+@pytest.mark.parametrize("snapshot", [False, True], ids=["no-snapshot", "a-snapshot"])
+async def test_an_empty_log_beside_stored_files_is_said_only_without_a_snapshot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, snapshot: bool
+) -> None:
+    """Beside stored files, an empty log is worth a warning only when no snapshot holds
+    the state (after a compaction the log is empty by design)."""
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "ab12").write_bytes(b"a stored file")
+    log = EventLog(tmp_path / "events.log")
+    if snapshot:
+        await log.snapshots.save(Snapshot(b"the state", 3))
+    (tmp_path / "events.log").touch()
+    with caplog.at_level(logging.WARNING, logger="messenger.server.log"):
+        after = await log.snapshots.load()
+        assert [chunk async for chunk in log.records(after)] == []
+    assert ("is empty" in caplog.text) is not snapshot

@@ -83,6 +83,7 @@ def test_a_line_needs_its_space_and_its_newline_whatever_its_checksum() -> None:
     assert decode_record(b"%08x!%b\n" % (crc, body)) is None
     assert decode_record(b"%08x %bx" % (crc, body)) is None
     assert decode_record(b"%08x %b" % (crc, body)) is None
+    assert decode_record(b"%08x %b\n" % (crc ^ 1, body)) is None  # another checksum
 
 
 def test_the_smallest_record_is_an_empty_object() -> None:
