@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -569,3 +570,83 @@ async def _until_connected(peer: Peer, count: int) -> None:
     async with asyncio.timeout(10):
         while sum(d["online"] for d in (await peer.call("status"))["devices"]) != count:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+async def test_ids_have_the_shapes_the_protocol_documents(tmp_path: Path) -> None:
+    """Message, comment, scheduled and direct-chat ids are 16 hex digits, a group's `g`
+    and 16 hex digits, a join link 22 URL-safe characters (protocol.md, Ids)."""
+    hex16 = re.compile(r"[0-9a-f]{16}")
+    clock = Clock()
+    async with (
+        run_server(config_in(tmp_path), clock) as running,
+        user_device(running.url, "alice") as alice,
+        user_device(running.url, "bob") as bob,
+    ):
+        message = await post(alice, "general", "hello")
+        comment = (await bob.call("comment", message=message["id"], text="hi"))["comment"]
+        direct = await bob.call("send", user="alice", text="psst")
+        scheduled = await schedule(alice, clock.now + 60_000)
+        group = (await alice.call("chat.create", title="team"))["chat"]
+        link = (await alice.call("chat.link", chat=group["id"]))["link"]
+    for found in (message["id"], comment["id"], direct["message"]["chat"], scheduled["id"]):
+        assert hex16.fullmatch(found), found
+    assert re.fullmatch(r"g[0-9a-f]{16}", group["id"]), group["id"]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", link), link
+
+
+async def test_a_lapsed_message_counts_as_gone_in_unread_and_mentions(tmp_path: Path) -> None:
+    """A message whose lifetime is over, not reclaimed yet (no command since), is not
+    unread and not an unread mention; one the reader had read already takes nothing
+    off the messages after it."""
+    clock = Clock()
+    async with (
+        run_server(config_in(tmp_path, message_ttl=60), clock) as running,
+        user_device(running.url, "alice") as alice,
+        user_device(running.url, "bob") as bob,
+    ):
+        first = await post(alice, "general", "first, for @bob")
+        await bob.call("read", chat="general", seq=first["seq"])
+        await post(alice, "general", "second, for @bob")
+        clock.advance(30)
+        await post(alice, "general", "third")
+        clock.advance(31)  # the first two have lapsed (61 s), the third not (31 s)
+        general = chat_of(await bob.call("status"), "general")
+        assert (general["unread"], general["mentions"]) == (1, 0)
+
+
+async def test_a_comment_event_says_whose_message_it_is_on(tmp_path: Path) -> None:
+    """Every device of the chat is told the commented message's author with the comment
+    (a client that never loaded the message can still tell its own)."""
+    async with (
+        run_server(config_in(tmp_path), Clock()) as running,
+        user_device(running.url, "alice") as alice,
+        user_device(running.url, "bob") as bob,
+    ):
+        message = await post(alice, "general", "hello")
+        await bob.call("comment", message=message["id"], text="hi")
+        told = (await alice.next_event("comment"))["params"]
+        assert told["message_author"] == "alice"
+        assert told["comment"]["text"] == "hi"
+
+
+async def test_schedules_restored_from_a_snapshot_are_posted_earliest_first(
+    tmp_path: Path,
+) -> None:
+    """Scheduled messages come back from a snapshot in the order they were made, not of
+    their times: the one due first is still posted when it is due."""
+    clock = Clock()
+    config = config_in(tmp_path)
+    start = clock.now
+    async with run_server(config, clock) as running, user_device(running.url, "alice") as alice:
+        await schedule(alice, start + 120_000, "late")
+        await schedule(alice, start + 60_000, "early")
+    async with run_server(config, clock):  # this start compacts: the state is a snapshot
+        pass
+    assert (config.state_dir / "events.snapshot").exists()
+    async with (
+        run_server(config, clock) as running,
+        user_device(running.url, "alice", register=False) as alice,
+    ):
+        clock.now = start + 61_000
+        posted = (await alice.next_event("message"))["params"]["message"]
+        assert posted["text"] == "early"
