@@ -442,3 +442,19 @@ def test_a_damaged_snapshot_is_refused() -> None:
     data = b"".join(dump(state))
     with pytest.raises(SnapshotDamaged):
         load(data[: len(data) // 2], State())
+
+
+@pytest.mark.parametrize("valid_json", [True, False], ids=["still-json", "not-json"])
+def test_a_snapshot_of_events_with_a_damaged_record_is_refused_naming_it(
+    valid_json: bool,
+) -> None:
+    """A format-0 snapshot (records) whose second record does not match its checksum is
+    refused naming that record, even where the damage leaves valid JSON."""
+    state = history(9, 50)
+    lines = [encode_record(ev.to_record(event)) for event in snapshot(state)]
+    body = lines[1][9:-1]
+    damaged = body.replace(b'"', b"'", 1) if not valid_json else body.replace(b"1", b"2", 1)
+    assert damaged != body
+    lines[1] = lines[1][:9] + damaged + b"\n"
+    with pytest.raises(SnapshotDamaged, match="record 2 of the snapshot"):
+        load(b"".join(lines), State())
