@@ -50,6 +50,26 @@ async def test_a_stream_of_another_configuration_is_refused_and_the_connection_c
         server.stop()
 
 
+async def test_a_jetstream_cluster_too_small_for_three_replicas_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Two clustered JetStream servers cannot place three replicas: a node refuses to
+    start on them rather than keep the log on one server unreplicated."""
+    ports = [free_port() for _ in range(2)]
+    servers = [
+        Nats(tmp_path / f"js{index}", name=f"js{index}", cluster_port=port, routes=ports)
+        for index, port in enumerate(ports)
+    ]
+    for server in servers:
+        server.start()
+    try:
+        with pytest.raises(nats.js.errors.BadRequestError, match="no suitable peers"):
+            await jetstream.connect([server.url for server in servers], "small", 1.0, "a")
+    finally:
+        for server in servers:
+            server.stop()
+
+
 async def test_without_jetstream_a_node_asks_every_half_second_then_gives_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
