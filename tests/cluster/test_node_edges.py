@@ -16,14 +16,15 @@ from tests.wsclient import RpcError, user_device
 async def test_without_nats_a_follower_refuses_at_once_and_says_so(
     tmp_path: Path, nats: Nats
 ) -> None:
-    """With NATS gone, a follower says it cannot reach NATS (/healthz 503) and refuses a
-    send at once with -32008, not after waiting ``forward_timeout`` for no writer;
-    once NATS is back it says ``ok`` again."""
+    """A follower says on /healthz whom it follows; with NATS gone, it says it cannot
+    reach NATS (503) and refuses a send at once with -32008, not after waiting
+    ``forward_timeout`` for no writer; once NATS is back it says ``ok`` again."""
     async with (
         nodes(tmp_path, [nats.url], 2) as (_, follower),
         user_device(follower.url, "alice") as alice,
     ):
         node = cluster_node(follower)
+        await until(lambda: node.health()[1].startswith("ok node node2 follower of node1 "))
         nats.kill()
         await until(lambda: not node.shared.connected)
         assert node.health() == (False, "unavailable: node node2 cannot reach NATS")
