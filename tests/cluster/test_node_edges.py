@@ -3,12 +3,14 @@ mutant of server/cluster.py that survived every test, bench/MUTATION.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.cluster.support import Nats, nodes, until
+from server.app import run_server
+from tests.cluster.support import Nats, node_config, nodes, until, wait_for_writer
 from tests.cluster.test_review import cluster_node
 from tests.wsclient import RpcError, user_device
 
@@ -36,3 +38,21 @@ async def test_without_nats_a_follower_refuses_at_once_and_says_so(
         assert time.monotonic() - began < 2.0  # forward_timeout is 5 s
         nats.start()
         await until(lambda: node.health()[0], 20)
+
+
+async def test_a_writer_that_stops_hands_the_lease_over_at_once(tmp_path: Path, nats: Nats) -> None:
+    """A writer that stops deletes its lease: a follower takes over at its lease loop's
+    next tick (a third of ``lease_ttl``), not once the lease has lived out its ttl."""
+    settings = {"lease_ttl": 6.0}
+    async with contextlib.AsyncExitStack() as first:
+        writer = await first.enter_async_context(
+            run_server(node_config(tmp_path, [nats.url], "first", **settings))
+        )
+        await wait_for_writer(writer)
+        config = node_config(tmp_path, [nats.url], "second", **settings)
+        async with run_server(config) as second:
+            await until(lambda: cluster_node(second).writer_name == "first")
+            await first.aclose()
+            began = time.monotonic()
+            await wait_for_writer(second, within=10)
+            assert time.monotonic() - began < 4.0  # a tick is 2 s; the lease lives 6 s
