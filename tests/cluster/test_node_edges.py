@@ -3,6 +3,7 @@ mutant of server/cluster.py that survived every test, bench/MUTATION.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from pathlib import Path
@@ -56,3 +57,26 @@ async def test_a_writer_that_stops_hands_the_lease_over_at_once(tmp_path: Path, 
             began = time.monotonic()
             await wait_for_writer(second, within=10)
             assert time.monotonic() - began < 4.0  # a tick is 2 s; the lease lives 6 s
+
+
+async def test_a_node_that_re_read_past_what_it_told_asks_its_devices_to_log_in_again(
+    tmp_path: Path, nats: Nats
+) -> None:
+    """A follower that missed events a snapshot now covers re-reads the log and closes
+    its devices' connections with 1012 (service restart): it cannot tell them what
+    they missed, which they learn by logging in again."""
+    async with (
+        nodes(tmp_path, [nats.url], 2, rate_limit=1000) as (writer, follower),
+        user_device(writer.url, "alice") as alice,
+        user_device(follower.url, "bob") as bob,
+    ):
+        node = cluster_node(follower)
+        assert node._follow is not None
+        node._follow.cancel()  # the follower stops folding for a while
+        await alice.call("send", chat="general", text="missed")
+        await writer.service.compact()
+        node._follow = asyncio.get_running_loop().create_task(node._follow_stream())
+        await alice.call("send", chat="general", text="after")  # a gap: a re-read
+        async with asyncio.timeout(10):
+            await bob.connection.wait_closed()
+        assert bob.connection.close_code == 1012
