@@ -80,3 +80,25 @@ async def test_a_node_that_re_read_past_what_it_told_asks_its_devices_to_log_in_
         async with asyncio.timeout(10):
             await bob.connection.wait_closed()
         assert bob.connection.close_code == 1012
+
+
+async def test_a_follower_answers_a_forwarded_send_only_once_it_has_folded_it(
+    tmp_path: Path, nats: Nats
+) -> None:
+    """The writer has decided and stored a send made through a follower; the follower
+    answers its device only once its own fold has the message (a read right after the
+    reply sees it), however late that fold is."""
+    async with (
+        nodes(tmp_path, [nats.url], 2) as (_, follower),
+        user_device(follower.url, "alice") as alice,
+    ):
+        node = cluster_node(follower)
+        assert node._follow is not None
+        node._follow.cancel()  # the follower stops folding for a while
+        sending = asyncio.ensure_future(alice.call("send", chat="general", text="hello"))
+        await asyncio.sleep(1.0)
+        assert not sending.done()
+        node._follow = asyncio.get_running_loop().create_task(node._follow_stream())
+        sent = await sending
+        history = await alice.call("history", chat="general")
+        assert [m["id"] for m in history["messages"]] == [sent["message"]["id"]]
