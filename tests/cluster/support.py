@@ -59,6 +59,8 @@ class Nats:
     cluster_port: int = 0
     routes: list[int] = field(default_factory=list)
     name: str = "n1"
+    jetstream: bool = True
+    monitor_port: int = 0  # HTTP monitoring (``/connz``) when set
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,7 +70,8 @@ class Nats:
     def start(self) -> None:
         args = [
             nats_binary(),
-            "-js",
+            *(["-js"] if self.jetstream else []),
+            *(["-m", str(self.monitor_port)] if self.monitor_port else []),
             "-a",
             "127.0.0.1",
             "-p",
