@@ -9,13 +9,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import msgspec
 import orjson
 import pytest
 
 from server import jetstream
 from server.errors import Unavailable
 from server.jetstream import JetStreamStore
-from server.store import Gap, NotStored, Record, Snapshot
+from server.log import decode_dict
+from server.store import Gap, NotStored, Snapshot
 from tests.cluster.support import Nats
 from tests.cluster.test_store_contract import read_back_stream, records, stream_writer
 
@@ -26,7 +28,7 @@ async def messages_of(store: JetStreamStore) -> list[list[int]]:
     if info.state.messages == 0:
         return []
     return [
-        [record["c"] for record in batch]
+        [decode_dict(bytes(record))["c"] for record in batch]
         async for _, batch in store.tail(info.state.first_seq, until=info.state.last_seq)
     ]
 
@@ -81,7 +83,7 @@ async def test_a_compaction_queued_among_appends_covers_those_queued_before_it(
         loaded = await store.snapshots.load()
         assert loaded is not None
         assert (loaded.data, loaded.cursor, loaded.position) == (b"state at 3", 3, 1)
-        back = [record async for batch in store.records(loaded) for record in batch]
+        back = [decode_dict(r) async for batch in store.records(loaded) for r in batch]
         assert [record["c"] for record in back] == [4, 5]
 
 
@@ -209,7 +211,7 @@ async def test_close_fails_what_it_could_not_write_and_leaves_no_writer_running(
         await shared.close()
 
 
-async def read_into(seen: list[int], tail: AsyncIterator[tuple[int, list[Record]]]) -> None:
+async def read_into(seen: list[int], tail: AsyncIterator[tuple[int, list[msgspec.Raw]]]) -> None:
     """The stream sequences ``tail`` gives, into ``seen``, until it ends or raises."""
     async for seq, _ in tail:
         seen.append(seq)
