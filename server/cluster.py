@@ -58,13 +58,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("messenger.server.cluster")
 
-# Calls any node answers from its own state; every other method decides through the
-# executor, which sends its command to the writer. A batch holding one of those runs
-# in order on a follower (the reads after it must see what the writer decided).
 # Of a follower's --forward-timeout, the part in which the writer may still decide
 # a forwarded command (the rest: the way there and back, and the append).
 FORWARD_MARGIN: Final = 0.8
 
+# Calls any node answers from its own state; every other method decides through the
+# executor, which sends its command to the writer. A batch holding one of those runs
+# in order on a follower (the reads after it must see what the writer decided).
 ANSWERED_HERE: Final = frozenset(
     {
         "register",  # the KDF runs here; the name is admitted by the writer
@@ -263,16 +263,12 @@ class ClusterNode:
         state = self.service.state
         for record in records:
             cursor, event = decode_stored(bytes(record))
-            if cursor is None and isinstance(event, Unfit):  # no integer cursor, no event
-                raise ValueError(f"stream message {seq}: {event.error}")
+            if isinstance(event, Unfit):  # no writer of this version wrote it
+                raise ValueError(f"stream message {seq}, cursor {cursor}: {event.error}")
             if cursor is None or cursor <= state.cursor:
                 continue  # this node wrote it (as the writer), and folded it then
             if cursor != state.cursor + 1:
                 raise Gap(state.cursor + 1, cursor)
-            if isinstance(event, Unfit):
-                raise ValueError(
-                    f"stream message {seq}: cursor {cursor} is not an event: {event.error}"
-                )
             self.service.told(event)
         self.position = seq
         self._release()
