@@ -47,6 +47,7 @@ from server.domain.model import (
     Comment,
     Device,
     Message,
+    MessageId,
     Scheduled,
     StoredFile,
     User,
@@ -292,7 +293,6 @@ def load(data: bytes, state: State) -> None:
         if chat.link_hash is not None:
             state.links[chat.link_hash] = chat.id
         chat.holes = chat.messages.count(None)
-    heapq.heapify(state.expiries)
     state.schedule = [(p.send_at, p.id) for p in state.scheduled.values()]
     heapq.heapify(state.schedule)
 
@@ -337,7 +337,8 @@ def _load_chats(state: State, rows: list[list[Any]]) -> None:
 
 def _load_messages(state: State, rows: list[list[Any]]) -> None:
     chats, messages, comments = state.chats, state.messages, state.comments
-    expiries, mention = state.expiries, state.mentions.add
+    expiring: list[tuple[int, MessageId]] = []
+    mention = state.mentions.add
     loaded = []
     # One string per chat id and author name, not one per message (as the fold keeps them).
     authors: dict[str, UserName] = {}
@@ -351,7 +352,7 @@ def _load_messages(state: State, rows: list[list[Any]]) -> None:
         messages[message_id] = message
         loaded.append(message)
         if expires_at is not None:
-            expiries.append((expires_at, message_id))
+            expiring.append((expires_at, message_id))
         if names:
             message.mentions = tuple(names)
             for name in names:
@@ -363,6 +364,7 @@ def _load_messages(state: State, rows: list[list[Any]]) -> None:
             ]
             for comment in message.comments:
                 comments[comment.id] = comment
+    state.expiries.load(expiring)
     state.search.add_all(loaded)
 
 

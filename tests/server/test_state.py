@@ -32,7 +32,7 @@ from server.domain.model import (
     ScheduledId,
     UserName,
 )
-from server.domain.state import State
+from server.domain.state import Expiries, State
 
 MINUTE = 60_000
 ALICE, BOB = UserName("alice"), UserName("bob")
@@ -69,6 +69,34 @@ def test_expiries_and_deletes_owe_a_compaction_until_one_is_made() -> None:
     assert state.expired_since_snapshot == 2
     state.compacted()
     assert state.expired_since_snapshot == 0
+
+
+def test_expiries_out_of_their_order_end_in_time_order() -> None:
+    """Lifetimes that end before one already queued (a clock stepped back, a shorter
+    lifetime) are due by their own time: ``due`` reads without taking, ``pop_due``
+    takes exactly those, whichever side holds them."""
+    expiries = Expiries()
+    for ends, name in ((10, "a"), (20, "b"), (15, "c"), (20, "d"), (5, "e"), (30, "f")):
+        expiries.add(ends, MessageId(name))
+    assert expiries.due(4) == []
+    assert sorted(expiries.due(15)) == ["a", "c", "e"]
+    assert len(expiries) == 6  # due() took nothing
+    assert sorted(expiries.pop_due(15)) == ["a", "c", "e"]
+    assert sorted(expiries) == [(20, "b"), (20, "d"), (30, "f")]
+    assert expiries.pop_due(19) == []
+    assert sorted(expiries.pop_due(20)) == ["b", "d"]
+    expiries.add(25, MessageId("g"))  # before the queued 30
+    assert expiries.pop_due(29) == ["g"]
+    assert (expiries.pop_due(30), len(expiries)) == (["f"], 0)
+
+
+def test_expiries_loaded_in_any_order_end_in_time_order() -> None:
+    """A snapshot's expiries come chat by chat: loaded, each is due at its time."""
+    expiries = Expiries()
+    expiries.load([(30, MessageId("c")), (10, MessageId("a")), (20, MessageId("b"))])
+    assert expiries.pop_due(10) == ["a"]
+    assert expiries.due(25) == ["b"]
+    assert expiries.pop_due(30) == ["b", "c"]
 
 
 def test_after_an_older_snapshots_chat_the_first_message_sets_where_seqs_start() -> None:
