@@ -23,7 +23,7 @@ import orjson
 from server import __version__, presence
 from server.config import Config
 from server.domain import views
-from server.domain.events import Unfit, decode_stored
+from server.domain.events import Event, Unfit, decode_next, decode_stored
 from server.domain.snapshot import SnapshotDamaged
 from server.domain.snapshot import load as load_snapshot
 from server.domain.state import State
@@ -105,41 +105,54 @@ async def replay(
         covered = -1 if loaded is None else loaded.cursor
         fold, apply = state.fold, state.apply
         head = True  # no record with a cursor read yet
+
+        def closer(body: bytes) -> Event | None:
+            """The event of a record that is not plainly the next one, if it is to be
+            folded; None for one to skip (the snapshot covers it, or it is an older
+            log's snapshot at its head); else it stops the start."""
+            nonlocal head, skipped
+            try:
+                cursor, event = decode_stored(body)
+            except ValueError as error:  # its checksum held, yet it is no JSON object
+                raise LogCorrupted(
+                    f"{source}: record {skipped + count + 1}"
+                    f"{_at(offset_of, skipped + count)} is not a JSON object: {error}"
+                ) from None
+            if cursor is not None and cursor <= covered and not count:
+                head = False  # covered by the snapshot: skipped
+                skipped += 1
+                return None
+            if isinstance(event, Unfit):
+                raise LogCorrupted(
+                    f"{source}: record {skipped + count + 1}"
+                    f"{_at(offset_of, skipped + count)} is not an event: {event.error}"
+                )
+            if cursor is None:
+                if not head or count:
+                    raise LogCorrupted(
+                        f"{source}: record {skipped + count + 1}"
+                        f"{_at(offset_of, skipped + count)} is without a cursor, "
+                        "but follows records with one: only the head of a log "
+                        "written before snapshots were kept apart has none"
+                    )
+                if loaded is None:  # an older log's snapshot, at its head
+                    fold(event)
+                skipped += 1
+                return None
+            if cursor != state.cursor + 1:
+                raise LogCorrupted(
+                    f"{source}{_at(offset_of, skipped + count)}: "
+                    f"expected cursor {state.cursor + 1}, but got {cursor}"
+                )
+            return event
+
         async for chunk in store.records(loaded):
             for body in chunk:
-                try:
-                    cursor, event = decode_stored(body)
-                except ValueError as error:  # its checksum held, yet it is no JSON object
-                    raise LogCorrupted(
-                        f"{source}: record {skipped + count + 1}"
-                        f"{_at(offset_of, skipped + count)} is not a JSON object: {error}"
-                    ) from None
-                if cursor is not None and cursor <= covered and not count:
-                    head = False  # covered by the snapshot: skipped
-                    skipped += 1
-                    continue
-                if isinstance(event, Unfit):
-                    raise LogCorrupted(
-                        f"{source}: record {skipped + count + 1}"
-                        f"{_at(offset_of, skipped + count)} is not an event: {event.error}"
-                    )
-                if cursor is None:
-                    if not head or count:
-                        raise LogCorrupted(
-                            f"{source}: record {skipped + count + 1}"
-                            f"{_at(offset_of, skipped + count)} is without a cursor, "
-                            "but follows records with one: only the head of a log "
-                            "written before snapshots were kept apart has none"
-                        )
-                    if loaded is None:  # an older log's snapshot, at its head
-                        fold(event)
-                    skipped += 1
-                    continue
-                if cursor != state.cursor + 1:
-                    raise LogCorrupted(
-                        f"{source}{_at(offset_of, skipped + count)}: "
-                        f"expected cursor {state.cursor + 1}, but got {cursor}"
-                    )
+                event = decode_next(body, state.cursor + 1)
+                if event is None:  # not plainly the next record: look closer
+                    event = closer(body)
+                    if event is None:
+                        continue
                 try:
                     apply(event)
                 except _UNFIT as error:  # well-formed, but not what a writer wrote
@@ -160,12 +173,12 @@ async def replay(
     recent = Recent(window, state.cursor - len(tail))
     first = state.cursor - len(tail) + 1
     for cursor, body in enumerate(tail, start=first):
-        event = decode_stored(body)[1]
-        assert not isinstance(event, Unfit)  # it was folded
-        for audience, method, params in views.notifications(state, event):
+        folded = decode_stored(body)[1]
+        assert not isinstance(folded, Unfit)  # it was folded
+        for audience, method, params in views.notifications(state, folded):
             frame = encode_event(method, params, cursor)
-            until = views.told_until(state, event)
-            recent.add(cursor, audience, frame, until, views.told_about(event))
+            until = views.told_until(state, folded)
+            recent.add(cursor, audience, frame, until, views.told_about(folded))
     return recent, count
 
 

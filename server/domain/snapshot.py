@@ -145,7 +145,7 @@ def snapshot(state: State) -> Iterator[Event]:
             yield UserSeen(user.name, user.last_seen)
     for device_id, client_ids in state.client_ids.items():
         if client_ids:
-            yield ClientIdsRestored(device_id, {k: str(v) for k, v in client_ids.items()})
+            yield ClientIdsRestored(device_id, dict(client_ids))
     yield SnapshotTaken(state.cursor)
 
 

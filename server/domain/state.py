@@ -92,7 +92,8 @@ class State:
         self.scheduled: dict[ScheduledId, Scheduled] = {}
         # (send_at, id) of pending messages; cancelled ones are skipped when popped
         self.schedule: list[tuple[int, ScheduledId]] = []
-        self.client_ids: dict[DeviceId, dict[str, MessageId]] = {}
+        # device -> client_id -> the id of the message (or the scheduled one) it sent
+        self.client_ids: dict[DeviceId, dict[str, str]] = {}
         self.expiries = Expiries()
         self.expired_since_snapshot = 0  # messages expired (or deleted) the log still holds
         self.search = SearchIndex()
@@ -388,8 +389,10 @@ class State:
     def _remember(self, user: User, device: DeviceId, client_id: str, result: str) -> None:
         if device not in user.devices:  # logged out since: nothing to repeat for it
             return
-        seen = self.client_ids.setdefault(device, {})
-        seen[client_id] = MessageId(result)
+        seen = self.client_ids.get(device)
+        if seen is None:
+            seen = self.client_ids[device] = {}
+        seen[client_id] = result
         if len(seen) > CLIENT_IDS_PER_DEVICE:
             del seen[next(iter(seen))]
 
@@ -562,7 +565,7 @@ class State:
             user.chats = {ChatId(chat): None for chat in event.chats}
 
     def _client_ids_restored(self, event: ClientIdsRestored) -> None:
-        self.client_ids[event.device] = {k: MessageId(v) for k, v in event.client_ids.items()}
+        self.client_ids[event.device] = dict(event.client_ids)
 
     def _snapshot_taken(self, event: SnapshotTaken) -> None:
         self.cursor = event.cursor

@@ -144,10 +144,13 @@ def _only(name: UserName) -> frozenset[UserKey]:
 Told = tuple[Audience, str, dict[str, Any]]
 
 
+_ABOUT_A_MESSAGE: Final = (MessagePosted, CommentAdded, MessageEdited)
+
+
 def told_until(state: State, event: Event) -> int | None:
     """Until when telling ``event`` makes sense: a message's and its comments' events
     die with the message (a resumed device is not sent them after that)."""
-    if isinstance(event, MessagePosted | CommentAdded | MessageEdited):
+    if isinstance(event, _ABOUT_A_MESSAGE):
         message = state.messages.get(event.message)
         return None if message is None else message.expires_at
     return None
@@ -156,7 +159,7 @@ def told_until(state: State, event: Event) -> int | None:
 def told_about(event: Event) -> str | None:
     """The message an event shows: once it is deleted, a resumed device is not sent
     that event any more (its text is gone for good)."""
-    if isinstance(event, MessagePosted | CommentAdded | MessageEdited):
+    if isinstance(event, _ABOUT_A_MESSAGE):
         return event.message
     return None
 

@@ -18,6 +18,7 @@ from server.domain.events import (
     Unfit,
     UnknownEventType,
     UserRegistered,
+    decode_next,
     decode_stored,
     from_record,
     to_record,
@@ -743,3 +744,38 @@ def test_decode_stored_refuses_a_cursor_with_a_leading_zero_as_no_json(cursor: b
         orjson.loads(body)
     with pytest.raises(ValueError, match="leading zero"):
         decode_stored(body)
+
+
+# -- decode_next: a replay's hot path, the record it expects or None ----------------
+
+
+@pytest.mark.parametrize("text", ["hé", 'x,"c":5}', '"c":12}', "\\", "a\nb"], ids=repr)
+def test_decode_next_gives_the_event_of_the_record_it_expects(text: str) -> None:
+    """The record of cursor 12 as the store writes it: the same event as
+    ``decode_stored``, whatever the text looks like."""
+    event = MessagePosted(MessageId("m"), GENERAL, 2, UserName("a"), text, 6, 7, DeviceId("d"))
+    body = stored({**to_record(event), "c": 12})
+    assert decode_next(body, 12) == event == decode_stored(body)[1]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"type":"UserSeen","user":"a","at":1,"c":11}',  # the one before
+        b'{"type":"UserSeen","user":"a","at":1,"c":13}',  # the one after
+        b'{"type":"UserSeen","user":"a","at":1,"c":112}',  # ends like it
+        b'{"type":"UserSeen","user":"a","at":1,"c":012}',  # no JSON number
+        b'{"type":"UserSeen","user":"a","at":1,"c": 12}',
+        b'{"c":12,"type":"UserSeen","user":"a","at":1}',  # not last
+        b'{"type":"UserSeen","user":"a","at":1,"c":12} ',
+        b'{"type":"UserSeen","user":"a","at":1,"colour":"blue","c":12}',  # no event
+        b'{"type":"UserSeen","user":"a","at":1,"c":5,"c":12}',
+        b'{"type":"UserSeen","user":"a","at":1,,"c":12}',  # no JSON
+        b'{,"c":12}',
+    ],
+    ids=repr,
+)
+def test_decode_next_leaves_anything_else_to_decode_stored(body: bytes) -> None:
+    """Not plainly the record of cursor 12 (another cursor, another spelling of it,
+    not last, not an event, not JSON): None, never a guess."""
+    assert decode_next(body, 12) is None
