@@ -23,12 +23,14 @@ import dataclasses
 import logging
 import os
 import time
-import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 import orjson
+
+# CRC-32 as zlib computes it (the log's format), 4 times as fast (SIMD): bench/replay.py
+from zlib_ng.zlib_ng import crc32
 
 from server.config import FsyncPolicy
 from server.store import Snapshot, StoreFailed
@@ -75,7 +77,7 @@ OS_DISK: Final[Disk] = _OsDisk()
 
 def encode_record(record: dict[str, Any]) -> bytes:
     body = orjson.dumps(record)
-    return b"%08x %b\n" % (zlib.crc32(body), body)
+    return b"%08x %b\n" % (crc32(body), body)
 
 
 def decode_record(line: bytes) -> dict[str, Any] | None:
@@ -84,7 +86,7 @@ def decode_record(line: bytes) -> dict[str, Any] | None:
         return None
     body = line[9:-1]
     try:
-        if int(line[:8], 16) != zlib.crc32(body):
+        if int(line[:8], 16) != crc32(body):
             return None
         record = orjson.loads(body)
     except ValueError:
@@ -122,7 +124,6 @@ def read_chunks(path: Path, say_if_empty: bool = True) -> Iterator[list[bytes]]:
         if say_if_empty:
             _say_if_anything_else_is_there(path)
         return
-    crc32 = zlib.crc32
     damaged_at: int | None = None
     block_start = 0  # byte offset of ``lines[0]``
     key = str(path)
@@ -134,11 +135,9 @@ def read_chunks(path: Path, say_if_empty: bool = True) -> Iterator[list[bytes]]:
             chunk: list[bytes] = []
             for index, line in enumerate(lines):
                 body = line[9:]
-                try:
-                    valid = line[8:9] == b" " and int(line[:8], 16) == crc32(body)
-                except ValueError:  # not hex
-                    valid = False
-                if not valid:
+                # The checksum as the writer spells it (encode_record), compared whole:
+                # cheaper than parsing the line's.
+                if b"%08x " % crc32(body) != line[:9]:
                     if damaged_at is None:
                         damaged_at = block_start + sum(map(len, lines[:index])) + index
                     continue
@@ -256,7 +255,7 @@ class FileSnapshots:
             SNAPSHOT_MAGIC,
             snapshot.cursor,
             len(data),
-            zlib.crc32(data),
+            crc32(data),
         )
         fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -291,10 +290,10 @@ class FileSnapshots:
                 f"{self.path}: Expected a snapshot header '{SNAPSHOT_MAGIC.decode()} <cursor> "
                 f"<bytes> <crc32>', but got {header[:80]!r}; refusing to start"
             )
-        if len(data) != size or zlib.crc32(data) != crc:
+        if len(data) != size or crc32(data) != crc:
             raise LogCorrupted(
                 f"{self.path}: the snapshot is damaged: expected {size} bytes with crc32 "
-                f"{crc:08x}, but got {len(data)} bytes with crc32 {zlib.crc32(data):08x}; "
+                f"{crc:08x}, but got {len(data)} bytes with crc32 {crc32(data):08x}; "
                 "refusing to start"
             )
         self.size = len(header) + 1 + len(data)

@@ -20,11 +20,11 @@ the events of ``snapshot(state)`` folded by ``State.fold``. Still loaded.
 from __future__ import annotations
 
 import heapq
-import zlib
 from collections.abc import Iterator
 from typing import Any, Final
 
 import orjson
+from zlib_ng.zlib_ng import crc32
 
 from server.domain.events import (
     ChatRestored,
@@ -384,7 +384,7 @@ def _load_records(data: bytes, state: State) -> None:
     for number, line in enumerate(data.splitlines(), start=1):
         body = line[9:]
         try:
-            if line[8:9] != b" " or int(line[:8], 16) != zlib.crc32(body):
+            if line[8:9] != b" " or int(line[:8], 16) != crc32(body):
                 raise ValueError("a checksum that does not match")
             fold(from_record(orjson.loads(body)))
         except (TypeError, ValueError, KeyError) as error:
