@@ -255,14 +255,15 @@ def measure(path: Path, history_size: int, window: int, now: int, profile_top: i
     """Replay once as the server starts, in this process (which should be a fresh one)."""
     state = starting_state(history_size)
     started, cpu_started = time.perf_counter(), time.process_time()
-    recent, count = asyncio.run(replay(EventLog(path), state, window, now))
+    # As the server starts (messenger-server, run_server(freeze=True)).
+    recent, count = asyncio.run(replay(EventLog(path), state, window, now, freeze=True))
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     report = ""
     if profile_top > 0:
         profiler = cProfile.Profile()
         profiler.enable()
-        asyncio.run(replay(EventLog(path), starting_state(history_size), window, now))
+        asyncio.run(replay(EventLog(path), starting_state(history_size), window, now, freeze=True))
         profiler.disable()
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(profile_top)

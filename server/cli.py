@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
-import gc
 import logging
 import os
 import re
@@ -289,11 +288,9 @@ async def serve(config: Config) -> None:
         ", ".join(sorted(config.trusted_proxies)) or "none",
         "this machine" if config.metrics_token is None else "the bearer of the token",
     )
-    async with run_server(config) as running:
-        # The replayed state lives as long as the process: keep the cyclic GC from
-        # walking it at every full collection (0.7 s each after 1M events). Here,
-        # not in run_server: freezing is process-wide, and tests start many servers.
-        gc.freeze()
+    # The replayed state lives as long as the process: kept out of the cyclic GC's
+    # reach (``freeze``), which would walk it at every collection.
+    async with run_server(config, freeze=True) as running:
         print(f"messenger-server listening on {running.url}", flush=True)
         stopping = asyncio.create_task(stop.wait())
         failing = asyncio.create_task(running.failed.wait())

@@ -98,44 +98,16 @@ class State:
         self.expired_since_snapshot = 0  # messages expired (or deleted) the log still holds
         self.search = SearchIndex()
         self.mentions = MentionIndex()
-        self._fold: dict[type[Any], Callable[[Any], None]] = {
-            UserRegistered: self._user_registered,
-            DeviceAuthorized: self._device_authorized,
-            DeviceRevoked: self._device_revoked,
-            DirectChatOpened: self._direct_chat_opened,
-            MessagePosted: self._message_posted,
-            MessageEdited: self._message_edited,
-            MessageDeleted: self._message_deleted,
-            UserSeen: self._user_seen,
-            ReadMarkerMoved: self._read_marker_moved,
-            CommentAdded: self._comment_added,
-            MessageScheduled: self._message_scheduled,
-            ScheduledCancelled: self._scheduled_cancelled,
-            UserReported: self._user_reported,
-            UserBanned: self._user_banned,
-            FileUploaded: self._file_uploaded,
-            FileDropped: self._file_dropped,
-            GroupCreated: self._group_created,
-            MemberJoined: self._member_joined,
-            MemberLeft: self._member_left,
-            JoinLinkCreated: self._join_link_created,
-            JoinRequested: self._join_requested,
-            JoinDeclined: self._join_declined,
-            ChatRestored: self._chat_restored,
-            StandingRestored: self._standing_restored,
-            ClientIdsRestored: self._client_ids_restored,
-            SnapshotTaken: self._snapshot_taken,
-        }
 
     def apply(self, event: Event) -> int:
         """Fold one logged event into the state; returns the event's cursor."""
-        self._fold[type(event)](event)
+        _FOLD[type(event)](self, event)
         self.cursor += 1
         return self.cursor
 
     def fold(self, event: Event) -> None:
         """Fold one snapshot event: it has no cursor of its own."""
-        self._fold[type(event)](event)
+        _FOLD[type(event)](self, event)
 
     # -- queries -----------------------------------------------------------------
 
@@ -582,6 +554,39 @@ def _heap_until(heap: list[tuple[int, _Id]], now: int) -> list[tuple[int, _Id]]:
             found.append(heap[index])
             below += (2 * index + 1, 2 * index + 2)
     return found
+
+
+# How each event is folded: the class's functions, not a state's bound methods, so a
+# state holds no reference cycle and is freed when dropped (a cluster's re-read drops
+# one), even once ``gc.freeze`` has put it out of the cyclic GC's reach.
+_FOLD: Final[dict[type[Any], Callable[[State, Any], None]]] = {
+    UserRegistered: State._user_registered,
+    DeviceAuthorized: State._device_authorized,
+    DeviceRevoked: State._device_revoked,
+    DirectChatOpened: State._direct_chat_opened,
+    MessagePosted: State._message_posted,
+    MessageEdited: State._message_edited,
+    MessageDeleted: State._message_deleted,
+    UserSeen: State._user_seen,
+    ReadMarkerMoved: State._read_marker_moved,
+    CommentAdded: State._comment_added,
+    MessageScheduled: State._message_scheduled,
+    ScheduledCancelled: State._scheduled_cancelled,
+    UserReported: State._user_reported,
+    UserBanned: State._user_banned,
+    FileUploaded: State._file_uploaded,
+    FileDropped: State._file_dropped,
+    GroupCreated: State._group_created,
+    MemberJoined: State._member_joined,
+    MemberLeft: State._member_left,
+    JoinLinkCreated: State._join_link_created,
+    JoinRequested: State._join_requested,
+    JoinDeclined: State._join_declined,
+    ChatRestored: State._chat_restored,
+    StandingRestored: State._standing_restored,
+    ClientIdsRestored: State._client_ids_restored,
+    SnapshotTaken: State._snapshot_taken,
+}
 
 
 class Expiries:

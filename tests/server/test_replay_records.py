@@ -4,6 +4,7 @@ record's byte offset, rather than with a bare exception or, worse, going on."""
 
 from __future__ import annotations
 
+import gc
 import zlib
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,23 @@ async def test_a_record_whose_cursor_is_below_one_is_refused(
     assert str(config.state_dir / LOG_FILE) in message
     assert "byte offset 0" in message
     assert "cursor" in message
+
+
+async def test_a_start_with_freeze_puts_the_replayed_state_out_of_the_gcs_reach(
+    tmp_path: Path,
+) -> None:
+    """``run_server(freeze=True)`` (messenger-server's start): the replayed state is in
+    the permanent generation, which no collection walks; without it, it is not."""
+    config = config_in(tmp_path)
+    await served(config, 3)
+    gc.unfreeze()
+    try:
+        for freeze in (False, True):
+            async with run_server(config, Clock(), freeze=freeze) as running:
+                state = running.service.state
+                assert len(state.messages) == 3
+                walked = any(thing is state.users for thing in gc.get_objects())
+                assert walked is not freeze
+                assert (gc.get_freeze_count() > 0) is freeze
+    finally:
+        gc.unfreeze()
