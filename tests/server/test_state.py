@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import random
 
@@ -88,6 +89,20 @@ def test_expiries_out_of_their_order_end_in_time_order() -> None:
     expiries.add(25, MessageId("g"))  # before the queued 30
     assert expiries.pop_due(29) == ["g"]
     assert (expiries.pop_due(30), len(expiries)) == (["f"], 0)
+
+
+def test_expiries_in_order_make_no_object_for_the_cyclic_gc() -> None:
+    """Lifetimes ending in the order they come (ties included: posts in one
+    millisecond) queue without a tracked object each: a start's million messages
+    leave the GC nothing to walk."""
+    expiries = Expiries()
+    ids = [MessageId(f"m{n}") for n in range(2000)]
+    gc.collect()
+    before = len(gc.get_objects())
+    for n, message in enumerate(ids):
+        expiries.add(1_000 + n // 4, message)
+    assert len(gc.get_objects()) - before < 50
+    assert len(expiries) == 2000
 
 
 def test_expiries_loaded_in_any_order_end_in_time_order() -> None:
