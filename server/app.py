@@ -271,6 +271,9 @@ async def run_server(
         started.push_async_callback(_close_store, store)
         hub = Hub(config.send_buffer_limit, recent, state.cursor, clock)
         service = Service(config, state, store, hub, clock)
+        # The service's from now on: a cluster node's re-read replaces both, and this
+        # frame, alive as long as the server, must not keep the old ones.
+        del state, recent
         files = FileMethods(service, state_dir)
         started.callback(files.close)
         messaging = MessagingMethods(service)
