@@ -98,6 +98,11 @@ async def replay(
     gc.disable()
     try:
         loaded = await store.snapshots.load()
+        if freeze:
+            # The garbage made so far goes before the freeze, which would keep it for
+            # good (a cluster's lookup that finds no snapshot leaves a task and its
+            # exception's frames in cycles): cheap while the state is still empty.
+            gc.collect()
         if loaded is not None:
             try:
                 load_snapshot(loaded.data, state)
@@ -266,6 +271,9 @@ async def run_server(
         started.push_async_callback(_close_store, store)
         hub = Hub(config.send_buffer_limit, recent, state.cursor, clock)
         service = Service(config, state, store, hub, clock)
+        # The service's from now on: a cluster node's re-read replaces both, and this
+        # frame, alive as long as the server, must not keep the old ones.
+        del state, recent
         files = FileMethods(service, state_dir)
         started.callback(files.close)
         messaging = MessagingMethods(service)
