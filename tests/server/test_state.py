@@ -9,6 +9,7 @@ import random
 
 from server.domain import rules
 from server.domain.events import (
+    EVENT_TYPES,
     ChatRestored,
     CommentAdded,
     DeviceAuthorized,
@@ -33,7 +34,7 @@ from server.domain.model import (
     ScheduledId,
     UserName,
 )
-from server.domain.state import Expiries, State
+from server.domain.state import _FOLD, Expiries, State
 
 MINUTE = 60_000
 ALICE, BOB = UserName("alice"), UserName("bob")
@@ -70,6 +71,14 @@ def test_expiries_and_deletes_owe_a_compaction_until_one_is_made() -> None:
     assert state.expired_since_snapshot == 2
     state.compacted()
     assert state.expired_since_snapshot == 0
+
+
+def test_every_event_has_its_fold() -> None:
+    """The fold table pairs every event type with its own handler (typed loosely: a
+    missing one would stop a start as a damaged log)."""
+    assert set(_FOLD) == set(EVENT_TYPES.values())
+    for kind, handler in _FOLD.items():
+        assert handler.__annotations__["event"] == kind.__name__
 
 
 def test_expiries_out_of_their_order_end_in_time_order() -> None:
