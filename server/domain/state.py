@@ -160,7 +160,7 @@ class State:
     def lapsed(self, now: int) -> dict[ChatId, list[Message]]:
         """The messages whose lifetime is over by ``now`` that ``expire`` has not
         reclaimed yet, by chat: a read treats them as gone and changes nothing.
-        O(those) (the top of the heap): few, as the executor reclaims before every
+        O(those) (the front of ``expiries``): few, as the executor reclaims before every
         command and housekeeping between them."""
         found: dict[ChatId, list[Message]] = {}
         for message_id in self.expiries.due(now):
