@@ -599,3 +599,25 @@ async def test_the_devices_a_re_read_cut_off_are_let_go_at_once(tmp_path: Path, 
         await writer.service.compact()
         await node._rebuild()
         assert not follower.service.hub.sessions
+
+
+async def test_a_writer_losing_its_lease_with_everything_told_does_not_re_read(
+    tmp_path: Path, nats: Nats
+) -> None:
+    """A writer that finds its lease taken while everything it applied is stored and
+    told steps down without re-reading the log: its state is the stream's already."""
+    async with (
+        nodes(tmp_path, [nats.url], 2) as (first, second),
+        user_device(first.url, "alice") as alice,
+    ):
+        await alice.call("send", chat="general", text="stored and told")
+        old = cluster_node(first)
+        assert old._lease is not None
+        old._lease.cancel()  # its lease loop stalls: the lease runs out
+        await asyncio.wait({old._lease})
+        await wait_for_writer(second)
+        rebuilds = old._rebuilds
+        old._lease = asyncio.get_running_loop().create_task(old._hold_lease())
+        await until(lambda: not old.writer, 5)
+        await asyncio.sleep(1.0)  # a re-read of this log takes milliseconds
+        assert old._rebuilds == rebuilds
