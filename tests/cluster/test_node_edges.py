@@ -621,3 +621,30 @@ async def test_a_writer_losing_its_lease_with_everything_told_does_not_re_read(
         await until(lambda: not old.writer, 5)
         await asyncio.sleep(1.0)  # a re-read of this log takes milliseconds
         assert old._rebuilds == rebuilds
+
+
+async def test_a_re_read_counts_the_events_that_concern_nobody_as_told(
+    tmp_path: Path, nats: Nats
+) -> None:
+    """Events a re-read finds that concern nobody (a login, a device gone) count as
+    told: a later re-read from a snapshot at them does not take the node for one that
+    missed events and close its devices."""
+    async with (
+        nodes(tmp_path, [nats.url], 2) as (writer, follower),
+        user_device(writer.url, "alice"),
+        user_device(follower.url, "bob") as bob,
+    ):
+        node = cluster_node(follower)
+        assert node._follow is not None
+        node._follow.cancel()  # the follower stops folding for a while
+        await asyncio.wait({node._follow})
+        before = writer.service.state.cursor
+        async with connected(writer.url) as again:
+            await again.login("alice")  # told to nobody
+        await until(lambda: writer.service.state.cursor > before)
+        await node._rebuild()  # reads the login, tells nobody
+        await writer.service.compact()  # a snapshot at the login
+        await node._rebuild()  # from that snapshot: nothing missed
+        assert follower.service.hub.sessions  # bob's device, still told
+        async with asyncio.timeout(5):  # a device closed with 1012 gets no reply
+            await bob.call("history", chat="general")
