@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nats.errors import TimeoutError as NatsTimeout
+
 from server.app import Running, run_server
 from server.config import Config
 from server.service import Clock, system_clock
@@ -257,3 +259,16 @@ def start_node(tmp_path: Path, urls: list[str], name: str, *extra: str) -> NodeP
         NodeProcess(process, "", name).kill()
         raise RuntimeError(f"node {name} did not start: {log.read_text()[-2000:]}")
     return NodeProcess(process, match[1], name)
+
+
+def lose_the_next_ack(js: Any) -> None:
+    """JetStream stores the next append, but its answer never comes (a timeout): the
+    writer cannot know whether it was stored. Later appends go through as usual."""
+    publish = js.publish
+
+    async def lost(subject: str, *args: Any, **kwargs: Any) -> Any:
+        js.publish = publish
+        await publish(subject, *args, **kwargs)  # stored, but the ack never comes
+        raise NatsTimeout
+
+    js.publish = lost

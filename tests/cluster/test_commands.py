@@ -12,11 +12,10 @@ import nats as nats_client
 import orjson
 import pytest
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 
 from server.domain.events import UserSeen, to_record
 from server.domain.model import UserName
-from tests.cluster.support import Nats, nodes, until
+from tests.cluster.support import Nats, lose_the_next_ack, nodes, until
 from tests.cluster.test_review import cluster_node, gate_appends, texts
 from tests.wsclient import RpcError, user_device
 
@@ -108,15 +107,7 @@ async def test_an_append_of_unknown_outcome_is_not_decided_again(
         user_device(writer.url, "alice") as alice,
     ):
         node = cluster_node(writer)
-        js = node.shared.js
-        publish = js.publish
-
-        async def lost(subject: str, *args: Any, **kwargs: Any) -> Any:
-            js.publish = publish  # type: ignore[method-assign]
-            await publish(subject, *args, **kwargs)  # stored, but the ack never comes
-            raise NatsTimeout
-
-        js.publish = lost  # type: ignore[method-assign]
+        lose_the_next_ack(node.shared.js)
         with pytest.raises(RpcError) as caught:
             await alice.call("send", chat="general", text="maybe", client_id="k")
         assert caught.value.code == -32008

@@ -23,7 +23,15 @@ from server.cluster import ClusterNode
 from server.domain.events import UserSeen, to_record
 from server.domain.model import UserName
 from server.store import Snapshot
-from tests.cluster.support import Nats, eventually, node_config, nodes, until, wait_for_writer
+from tests.cluster.support import (
+    Nats,
+    eventually,
+    lose_the_next_ack,
+    node_config,
+    nodes,
+    until,
+    wait_for_writer,
+)
 from tests.cluster.test_review import cluster_node, gate_appends
 from tests.wsclient import RpcError, connected, user_device
 
@@ -471,15 +479,7 @@ async def test_an_event_stored_though_its_append_timed_out_is_told_after_the_re_
         user_device(writer.url, "bob") as bob,
     ):
         node = cluster_node(writer)
-        js = node.shared.js
-        publish = js.publish
-
-        async def lost(subject: str, *args: Any, **kwargs: Any) -> Any:
-            js.publish = publish  # type: ignore[method-assign]
-            await publish(subject, *args, **kwargs)  # stored, but the ack never comes
-            raise NatsTimeout
-
-        js.publish = lost  # type: ignore[method-assign]
+        lose_the_next_ack(node.shared.js)
         with pytest.raises(RpcError) as caught:
             await alice.call("send", chat="general", text="maybe")
         assert caught.value.code == -32008
@@ -566,15 +566,7 @@ async def test_a_writer_losing_its_lease_after_an_append_of_unknown_outcome_re_r
         assert old._lease is not None
         old._lease.cancel()  # its lease loop stalls: the lease runs out
         await asyncio.wait({old._lease})
-        js = old.shared.js
-        publish = js.publish
-
-        async def lost(subject: str, *args: Any, **kwargs: Any) -> Any:
-            js.publish = publish  # type: ignore[method-assign]
-            await publish(subject, *args, **kwargs)  # stored, but the ack never comes
-            raise NatsTimeout
-
-        js.publish = lost  # type: ignore[method-assign]
+        lose_the_next_ack(old.shared.js)
         with pytest.raises(RpcError):
             await alice.call("send", chat="general", text="maybe")
         assert old.store.broken.is_set()
