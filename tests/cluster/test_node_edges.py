@@ -18,7 +18,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
-from server.app import run_server
+from server.app import Running, run_server
 from server.cluster import ClusterNode
 from server.domain.events import UserSeen, to_record
 from server.domain.model import UserName
@@ -33,7 +33,19 @@ from tests.cluster.support import (
     wait_for_writer,
 )
 from tests.cluster.test_review import cluster_node, gate_appends
-from tests.wsclient import RpcError, connected, user_device
+from tests.wsclient import Peer, RpcError, connected, user_device
+
+
+async def miss_a_message_behind_a_snapshot(node: ClusterNode, writer: Running, alice: Peer) -> None:
+    """The follower ``node`` stops folding while alice sends a message and the writer
+    compacts it into a snapshot, then follows again: her next send is a gap, and the
+    follower re-reads the log."""
+    assert node._follow is not None
+    node._follow.cancel()  # the follower stops folding for a while
+    await alice.call("send", chat="general", text="missed")
+    await writer.service.compact()
+    node._follow = asyncio.get_running_loop().create_task(node._follow_stream())
+    await alice.call("send", chat="general", text="after")  # a gap: a re-read
 
 
 async def test_without_nats_a_follower_refuses_at_once_and_says_so(
@@ -91,12 +103,7 @@ async def test_a_node_that_re_read_past_what_it_told_asks_its_devices_to_log_in_
         user_device(follower.url, "bob") as bob,
     ):
         node = cluster_node(follower)
-        assert node._follow is not None
-        node._follow.cancel()  # the follower stops folding for a while
-        await alice.call("send", chat="general", text="missed")
-        await writer.service.compact()
-        node._follow = asyncio.get_running_loop().create_task(node._follow_stream())
-        await alice.call("send", chat="general", text="after")  # a gap: a re-read
+        await miss_a_message_behind_a_snapshot(node, writer, alice)
         async with asyncio.timeout(10):
             await bob.connection.wait_closed()
         assert bob.connection.close_code == 1012
@@ -239,12 +246,7 @@ async def test_a_node_re_reading_the_log_says_so_on_healthz(tmp_path: Path, nats
                 yield chunk
 
         node.store.records = slow  # type: ignore[method-assign]
-        assert node._follow is not None
-        node._follow.cancel()  # the follower stops folding for a while
-        await alice.call("send", chat="general", text="missed")
-        await writer.service.compact()
-        node._follow = asyncio.get_running_loop().create_task(node._follow_stream())
-        await alice.call("send", chat="general", text="after")  # a gap: a re-read
+        await miss_a_message_behind_a_snapshot(node, writer, alice)
         await until(lambda: node.rebuilding)
         assert node.health() == (False, "unavailable: node node2 is re-reading the log")
         gate.set()

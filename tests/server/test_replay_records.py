@@ -42,6 +42,20 @@ async def refusal(config: Config) -> str:
     return str(caught.value)
 
 
+async def refused_with_a_ban_at_the_head(config: Config, cursor: object) -> None:
+    """A ban with ``cursor`` put before the log's first record: the start refuses it,
+    naming the log, byte offset 0 and the cursor."""
+    lines = log_lines(config)
+    stray = encode_record(
+        {"type": "UserBanned", "user": "alice", "until": 2**60, "at": 1, "c": cursor}
+    )
+    (config.state_dir / LOG_FILE).write_bytes(b"".join([stray, *lines]))
+    message = await refusal(config)
+    assert str(config.state_dir / LOG_FILE) in message
+    assert "byte offset 0" in message
+    assert "cursor" in message
+
+
 @pytest.mark.parametrize(
     "unfit",
     [
@@ -188,15 +202,7 @@ async def test_a_record_whose_cursor_is_no_integer_is_refused_after_a_snapshot(
     await served(config, 2)
     await served(config, 2, register=False)  # this start compacts: a snapshot, then the log
     assert (config.state_dir / "events.snapshot").exists()
-    lines = log_lines(config)
-    stray = encode_record(
-        {"type": "UserBanned", "user": "alice", "until": 2**60, "at": 1, "c": cursor}
-    )
-    (config.state_dir / LOG_FILE).write_bytes(b"".join([stray, *lines]))
-    message = await refusal(config)
-    assert str(config.state_dir / LOG_FILE) in message
-    assert "byte offset 0" in message
-    assert "cursor" in message
+    await refused_with_a_ban_at_the_head(config, cursor)
 
 
 @pytest.mark.parametrize("compacted", [False, True], ids=["no-snapshot", "after-a-snapshot"])
@@ -211,15 +217,7 @@ async def test_a_record_whose_cursor_is_below_one_is_refused(
     await served(config, 2)
     if compacted:
         await served(config, 2, register=False)
-    lines = log_lines(config)
-    stray = encode_record(
-        {"type": "UserBanned", "user": "alice", "until": 2**60, "at": 1, "c": cursor}
-    )
-    (config.state_dir / LOG_FILE).write_bytes(b"".join([stray, *lines]))
-    message = await refusal(config)
-    assert str(config.state_dir / LOG_FILE) in message
-    assert "byte offset 0" in message
-    assert "cursor" in message
+    await refused_with_a_ban_at_the_head(config, cursor)
 
 
 async def test_a_start_with_freeze_puts_the_replayed_state_out_of_the_gcs_reach(
